@@ -1,0 +1,17 @@
+"""sammflow: micro-expression datasets (SAMM first) to aligned face crops, onset→apex
+optical flow and the 28×28 flow maps that micro-expression models train on.
+
+Data flows one way, one module per stage::
+
+    annotations + dataset (frames on disk)
+        → detect (one MTCNN face box per clip, on the apex frame)
+        → align  (every frame template-matched to the apex crop, resized)
+        → flow   (Farnebäck between aligned onset and apex)
+        → encode (HSV flow map, resized to 28×28)
+        → export / animate (files)
+
+Nothing here imports Streamlit (that lives in ``sammflow.ui``) or torch (imported lazily by
+``sammflow.detect`` when a face is actually detected).
+"""
+
+__version__ = "0.1.0"

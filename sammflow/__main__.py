@@ -1,0 +1,5 @@
+import sys
+
+from sammflow.cli import main
+
+sys.exit(main())

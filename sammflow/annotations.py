@@ -1,0 +1,359 @@
+"""SAMM annotations: the ``;``-separated ``samm.csv`` and the official
+``SAMM_Micro_FACS_Codes_v2.xlsx`` spreadsheet.
+
+Every row is validated. Problems are returned as data (``AnnotationProblem``), each naming
+the clip and the cause; rows with an error are kept apart in ``Annotations.rejected`` so
+they are reported (and appear in manifests) but never used for processing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Canonical column names, and what the SAMM files call them.
+COLUMNS = {
+    "subject": "Subject",
+    "clip": "Filename",
+    "inducement_code": "Inducement Code",
+    "onset": "Onset Frame",
+    "apex": "Apex Frame",
+    "offset": "Offset Frame",
+    "duration": "Duration",
+    "micro": "Micro",
+    "action_units": "Action Units",
+    "emotion": "Estimated Emotion",
+    "objective_class": "Objective Classes",
+    "notes": "Notes",
+}
+REQUIRED = ("subject", "clip", "onset", "apex", "offset")
+FRAME_FIELDS = ("onset", "apex", "offset")
+#: How far down a spreadsheet the header row is looked for (the official one has ~13 text rows above it).
+HEADER_SEARCH_ROWS = 40
+
+
+class AnnotationError(ValueError):
+    """The annotation file as a whole cannot be read (missing, empty, wrong format or columns)."""
+
+
+@dataclass(frozen=True)
+class AnnotationProblem:
+    """One problem found in an annotation file.
+
+    ``severity`` is ``"error"`` (the row is rejected) or ``"warning"`` (the row is used).
+    ``row`` is the 1-based line/row number in the source file.
+    """
+
+    clip: str
+    row: int
+    field: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        return f"{self.clip or '?'} (row {self.row}): {self.message}"
+
+
+@dataclass(frozen=True)
+class ClipAnnotation:
+    """One validated micro-movement clip: absolute frame numbers, onset ≤ apex ≤ offset."""
+
+    subject: str
+    clip: str
+    onset: int
+    apex: int
+    offset: int
+    row: int = 0
+    action_units: str = ""
+    emotion: str = ""
+    objective_class: str = ""
+    inducement_code: str = ""
+    duration: str = ""
+    micro: str = ""
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.onset <= self.apex <= self.offset:
+            raise ValueError(f"{self.clip}: need onset <= apex <= offset, got {self.onset}, {self.apex}, {self.offset}")
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A row that failed validation: its raw text values and why."""
+
+    row: int
+    clip: str
+    subject: str
+    values: dict[str, str]
+    problems: tuple[AnnotationProblem, ...]
+
+    @property
+    def cause(self) -> str:
+        return "; ".join(p.message for p in self.problems if p.severity == "error")
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """The result of reading an annotation file."""
+
+    source: str
+    clips: tuple[ClipAnnotation, ...] = ()
+    rejected: tuple[RejectedRow, ...] = ()
+    problems: tuple[AnnotationProblem, ...] = ()
+    by_clip: dict[str, ClipAnnotation] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_clip", {c.clip: c for c in self.clips})
+
+    @property
+    def subjects(self) -> list[str]:
+        return sorted({c.subject for c in self.clips})
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """Valid clips as plain dicts (one per clip, canonical column names)."""
+        return [dict(c.__dict__) for c in self.clips]
+
+
+def read_annotations(path: str | Path) -> Annotations:
+    """Read and validate a SAMM annotation file (CSV of any common delimiter, or .xlsx).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``samm.csv`` (``;``-separated, CRLF, optional BOM) or ``SAMM_Micro_FACS_Codes_v2.xlsx``
+        (the header row is found below the spreadsheet's title rows).
+
+    Returns
+    -------
+    Annotations
+        Valid clips, rejected rows and every problem found, each naming its clip and row.
+
+    Raises
+    ------
+    AnnotationError
+        If the file is missing, empty, not a table, or lacks a required column.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AnnotationError(f"{path}: annotation file not found")
+    if path.is_dir():
+        raise AnnotationError(f"{path}: is a folder, expected an annotation file (.csv or .xlsx)")
+    suffix = path.suffix.lower()
+    if suffix == ".xls":
+        raise AnnotationError(f"{path}: legacy .xls spreadsheets are not supported; save it as .xlsx or CSV")
+    if suffix in (".xlsx", ".xlsm"):
+        table = _read_xlsx_rows(path)
+    else:
+        table = _read_csv_rows(path)
+    return parse_table(table, source=str(path))
+
+
+def parse_table(table: list[tuple[int, list[str]]], *, source: str) -> Annotations:
+    """Validate rows already split into cells. ``table`` holds ``(row_number, cells)``,
+    header row first (title rows above it are skipped here)."""
+    header_at = _find_header(table)
+    if header_at is None:
+        first = table[0][1] if table else []
+        raise AnnotationError(
+            f"{source}: no header row with the required columns "
+            f"{', '.join(COLUMNS[k] for k in REQUIRED)} in the first {HEADER_SEARCH_ROWS} rows "
+            f"(first row read as {len(first)} column(s): {_preview(first)})"
+        )
+    header_row, header = table[header_at]
+    columns = _map_columns(header)
+    missing = [COLUMNS[k] for k in REQUIRED if k not in columns]
+    if missing:
+        raise AnnotationError(f"{source}: missing required column(s) {', '.join(missing)} in header row {header_row}")
+
+    clips: list[ClipAnnotation] = []
+    rejected: list[RejectedRow] = []
+    problems: list[AnnotationProblem] = []
+    seen: dict[str, int] = {}
+    for row_number, cells in table[header_at + 1:]:
+        if not any(c.strip() for c in cells):
+            continue
+        values = {key: (cells[i].strip() if i < len(cells) else "") for key, i in columns.items()}
+        row_problems = _validate(values, row_number, seen)
+        problems.extend(row_problems)
+        clip_id = values.get("clip", "")
+        if any(p.severity == "error" for p in row_problems):
+            rejected.append(RejectedRow(row_number, clip_id, _subject(values), values, tuple(row_problems)))
+            continue
+        seen[clip_id] = row_number
+        clips.append(_to_clip(values, row_number))
+    if not clips and not rejected:
+        raise AnnotationError(f"{source}: header found but no data rows")
+    return Annotations(source=source, clips=tuple(clips), rejected=tuple(rejected), problems=tuple(problems))
+
+
+def _preview(cells: list[str], limit: int = 60) -> str:
+    text = repr(cells[0]) if len(cells) == 1 else repr(cells[:4])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _normalise_name(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
+
+
+_ALIASES = {_normalise_name(v): k for k, v in COLUMNS.items()}
+_ALIASES.update({"objective class": "objective_class", "emotion": "emotion", "clip": "clip", "au": "action_units", "aus": "action_units"})
+
+
+def _map_columns(header: list[str]) -> dict[str, int]:
+    columns: dict[str, int] = {}
+    for i, name in enumerate(header):
+        key = _ALIASES.get(_normalise_name(name))
+        if key and key not in columns:
+            columns[key] = i
+    return columns
+
+
+def _find_header(table: list[tuple[int, list[str]]]) -> int | None:
+    for i, (_, cells) in enumerate(table[:HEADER_SEARCH_ROWS]):
+        found = _map_columns(cells)
+        if all(k in found for k in REQUIRED):
+            return i
+    return None
+
+
+def _subject(values: dict[str, str]) -> str:
+    raw = values.get("subject", "")
+    number = _parse_int(raw)
+    if number is not None:
+        return f"{number:03d}"
+    return raw
+
+
+def _parse_int(text: str) -> int | None:
+    text = text.strip()
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if re.fullmatch(r"[+-]?\d+\.0*", text):  # spreadsheets store 5562 as 5562.0
+        return int(float(text))
+    return None
+
+
+def _validate(values: dict[str, str], row: int, seen: dict[str, int]) -> list[AnnotationProblem]:
+    clip = values.get("clip", "")
+    problems: list[AnnotationProblem] = []
+
+    def add(field_name: str, message: str, severity: str = "error") -> None:
+        problems.append(AnnotationProblem(clip, row, field_name, message, severity))
+
+    if not clip:
+        add("clip", "empty Filename (clip id)")
+    if not values.get("subject"):
+        add("subject", "empty Subject")
+    elif _parse_int(values["subject"]) is None:
+        add("subject", f"Subject {values['subject']!r} is not an integer")
+    elif clip and not clip.startswith(_subject(values)):
+        add("subject", f"clip id {clip!r} does not start with its Subject {_subject(values)!r}", "warning")
+    frames: dict[str, int] = {}
+    for name in FRAME_FIELDS:
+        raw = values.get(name, "")
+        number = _parse_int(raw)
+        if not raw:
+            add(name, f"empty {COLUMNS[name]}")
+        elif number is None:
+            add(name, f"{COLUMNS[name]} {raw!r} is not an integer")
+        elif number < 0:
+            add(name, f"{COLUMNS[name]} {number} is negative")
+        else:
+            frames[name] = number
+    if len(frames) == 3:
+        onset, apex, offset = frames["onset"], frames["apex"], frames["offset"]
+        if apex < onset:
+            add("apex", f"apex frame {apex} is before onset frame {onset}")
+        if apex > offset:
+            add("apex", f"apex frame {apex} is after offset frame {offset}")
+        if offset < onset:
+            add("offset", f"offset frame {offset} is before onset frame {onset}")
+        duration = _parse_int(values.get("duration", ""))
+        if duration is not None and onset <= offset and duration != offset - onset + 1:
+            add("duration", f"Duration {duration} != offset - onset + 1 = {offset - onset + 1}", "warning")
+    if clip and clip in seen:
+        add("clip", f"duplicate clip {clip!r}: already annotated in row {seen[clip]}")
+    return problems
+
+
+def _to_clip(values: dict[str, str], row: int) -> ClipAnnotation:
+    def text(key: str) -> str:
+        raw = values.get(key, "")
+        number = _parse_int(raw) if key in ("inducement_code", "objective_class", "duration") else None
+        return str(number) if number is not None else raw
+
+    return ClipAnnotation(
+        subject=_subject(values),
+        clip=values["clip"],
+        onset=_parse_int(values["onset"]),  # type: ignore[arg-type]
+        apex=_parse_int(values["apex"]),  # type: ignore[arg-type]
+        offset=_parse_int(values["offset"]),  # type: ignore[arg-type]
+        row=row,
+        action_units=text("action_units"),
+        emotion=text("emotion"),
+        objective_class=text("objective_class"),
+        inducement_code=text("inducement_code"),
+        duration=text("duration"),
+        micro=text("micro"),
+        notes=text("notes"),
+    )
+
+
+def _decode_text(data: bytes, path: Path) -> str:
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise AnnotationError(f"{path}: cannot decode as text")  # pragma: no cover - latin-1 decodes anything
+
+
+def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    data = path.read_bytes()
+    if not data.strip():
+        raise AnnotationError(f"{path}: file is empty")
+    if data[:4] == b"PK\x03\x04":
+        raise AnnotationError(f"{path}: looks like an .xlsx spreadsheet; give it the .xlsx extension")
+    if b"\x00" in data[:4096]:
+        raise AnnotationError(f"{path}: binary file, expected a CSV annotation table")
+    text = _decode_text(data, path)
+    sample = "\n".join(text.splitlines()[:HEADER_SEARCH_ROWS])
+    try:
+        delimiter = csv.Sniffer().sniff(sample, delimiters=";,\t").delimiter
+    except csv.Error:
+        delimiter = ";"  # SAMM's own; a one-column file then fails with a clear header message
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    return [(i, row) for i, row in enumerate(reader, start=1)]
+
+
+def _read_xlsx_rows(path: Path) -> list[tuple[int, list[str]]]:
+    import openpyxl  # only spreadsheet users pay for the import
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # zipfile.BadZipFile, KeyError, InvalidFileException ...
+        raise AnnotationError(f"{path}: not a readable .xlsx spreadsheet ({type(exc).__name__}: {exc})") from exc
+    try:
+        for sheet in book.worksheets:
+            rows = [
+                (i, ["" if v is None else _cell_text(v) for v in row])
+                for i, row in enumerate(sheet.iter_rows(values_only=True), start=1)
+            ]
+            if _find_header(rows) is not None:
+                return rows
+        first = book.worksheets[0] if book.worksheets else None
+        if first is None:
+            raise AnnotationError(f"{path}: spreadsheet has no sheets")
+        return [(i, ["" if v is None else _cell_text(v) for v in row]) for i, row in enumerate(first.iter_rows(values_only=True), start=1)]
+    finally:
+        book.close()
+
+
+def _cell_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()

@@ -1,0 +1,214 @@
+"""Command line: ``python -m sammflow {demo,normalize,flows,gif,export} --help``.
+
+Runs headless on a server. Long work shows a progress bar (tqdm, on stderr); each command
+ends with a one-line summary and the failed clips, and exits 1 when any clip failed, 2 when
+the input as a whole is unusable (bad dataset folder or annotation file), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sammflow import __version__
+from sammflow.annotations import AnnotationError, read_annotations
+from sammflow.dataset import Dataset, load_dataset
+from sammflow.params import AlignParams, DetectParams, EncodeParams, FlowParams, GifParams, PipelineParams
+
+# Flag names where a field name alone would be ambiguous across stages.
+_FLAG_NAMES = {
+    (DetectParams, "max_side"): "detect-max-side",
+    (AlignParams, "interpolation"): "crop-interpolation",
+    (FlowParams, "flags"): "flow-flags",
+    (EncodeParams, "size"): "map-size",
+    (EncodeParams, "interpolation"): "map-interpolation",
+    (GifParams, "size"): "gif-size",
+}
+_HELP = {
+    "device": "torch device for MTCNN: cpu, cuda, cuda:0",
+    "max_side": "downscale frames to this longer side for detection (0 = full resolution)",
+    "min_prob": "minimum MTCNN face probability",
+    "neighbours": "if no face on the apex frame, try this many frames either side",
+    "margin": "template-matching search margin around the apex box, frame px",
+    "crop_size": "side of the aligned crop, px",
+    "interpolation": "resize filter: area, linear, cubic, nearest",
+    "size": "side of the output, px",
+    "fps": "GIF frames per second",
+    "step": "use every STEP-th frame",
+    "to_offset": "animate on to the offset frame, not only to apex",
+}
+
+
+def _add_params(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    group = parser.add_argument_group(title)
+    for f in dataclasses.fields(cls):
+        default = f.default
+        flag = "--" + _FLAG_NAMES.get((cls, f.name), f.name.replace("_", "-"))
+        help_text = f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default: {default})"
+        dest = f"{cls.__name__}.{f.name}"
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            group.add_argument(flag, dest=dest, type=type(default), default=default, metavar=f.name.upper(), help=help_text)
+
+
+def _build(cls: type, args: argparse.Namespace) -> Any:
+    return cls(**{f.name: getattr(args, f"{cls.__name__}.{f.name}") for f in dataclasses.fields(cls)})
+
+
+def _pipeline_params(args: argparse.Namespace) -> PipelineParams:
+    return PipelineParams(
+        detect=_build(DetectParams, args) if hasattr(args, "DetectParams.device") else DetectParams(),
+        align=_build(AlignParams, args) if hasattr(args, "AlignParams.margin") else AlignParams(),
+        flow=_build(FlowParams, args) if hasattr(args, "FlowParams.winsize") else FlowParams(),
+        encode=_build(EncodeParams, args) if hasattr(args, "EncodeParams.size") else EncodeParams(),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sammflow",
+        description="SAMM-style micro-expression clips → aligned face crops → onset→apex optical flow → 28×28 flow maps.",
+    )
+    parser.add_argument("--version", action="version", version=f"sammflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def dataset_command(name: str, help_text: str, data_help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("data", type=Path, help=data_help)
+        p.add_argument("out", type=Path, help="output folder (created; must be outside the dataset folder)")
+        p.add_argument("--annotations", "-a", type=Path, help="samm.csv or SAMM_Micro_FACS_Codes_v2.xlsx (default: DATA/samm.csv, or the one a normalize run recorded)")
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        return p
+
+    demo = sub.add_parser("demo", help="write a demo dataset in SAMM layout (with samm.csv and ground truth)",
+                          description="Write a demo dataset in SAMM layout, generated from scikit-image's astronaut photograph: "
+                                      "grey 2040×1088 frames with head jitter and a known local motion, samm.csv and ground_truth.json.")
+    demo.add_argument("out", type=Path, help="new or empty folder")
+    demo.add_argument("--subjects", type=int, default=3, help="number of subjects (default: 3)")
+    demo.add_argument("--clips", type=int, default=2, help="clips per subject (default: 2)")
+    demo.add_argument("--frames", type=int, default=36, help="frames per clip (default: 36)")
+    demo.add_argument("--amplitude", type=float, default=4.0, help="peak local motion at apex, frame px (default: 4)")
+    demo.add_argument("--jitter", type=float, default=1.5, help="per-frame head jitter std, frame px (default: 1.5)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    p = dataset_command("normalize", "align every frame of every annotated clip to its apex face crop",
+                        "dataset folder: DATA/<subject>/<clip>/<subject>_<frame>.jpg")
+    _add_params(p, DetectParams, "face detection")
+    _add_params(p, AlignParams, "alignment")
+
+    p = dataset_command("flows", "flow maps sub{SUBJECT}_{CLIP}.png from aligned crops (a normalize output)",
+                        "a folder written by 'normalize'")
+    _add_params(p, FlowParams, "optical flow (Farnebäck)")
+    _add_params(p, EncodeParams, "flow map encoding")
+
+    p = dataset_command("gif", "onset→apex GIFs of aligned crops", "dataset folder or a 'normalize' output")
+    p.add_argument("--clip", "-c", action="append", dest="clips", metavar="CLIP", help="clip id, e.g. 006_1_2 (repeatable; default: all)")
+    _add_params(p, GifParams, "animation")
+    _add_params(p, DetectParams, "face detection")
+    _add_params(p, AlignParams, "alignment")
+
+    p = dataset_command("export", "raw frames → flow maps + manifest.csv + params.json (aligns only onset and apex)",
+                        "dataset folder: DATA/<subject>/<clip>/<subject>_<frame>.jpg")
+    for cls, title in ((DetectParams, "face detection"), (AlignParams, "alignment"), (FlowParams, "optical flow (Farnebäck)"), (EncodeParams, "flow map encoding")):
+        _add_params(p, cls, title)
+    return parser
+
+
+class _Bar:
+    """A tqdm progress bar fed by the library's ``progress(done, total, label)`` callback."""
+
+    def __init__(self, unit: str, quiet: bool) -> None:
+        self.unit, self.quiet, self.bar = unit, quiet, None
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
+        self.bar.set_postfix_str(label, refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _load(data: Path, annotations: Path | None) -> Dataset:
+    from sammflow.export import is_normalized, normalized_params
+
+    if annotations is None:
+        if (data / "samm.csv").is_file():
+            annotations = data / "samm.csv"
+        elif is_normalized(data) and normalized_params(data).get("annotations"):
+            annotations = Path(normalized_params(data)["annotations"])
+        else:
+            raise AnnotationError(f"{data}: no samm.csv in the dataset folder; pass --annotations FILE")
+    parsed = read_annotations(annotations)
+    for problem in parsed.problems:
+        print(f"annotation {problem.severity}: {problem}", file=sys.stderr)
+    return load_dataset(data, parsed)
+
+
+def _report(report: Any) -> int:
+    for row in report.failed:
+        print(f"{row['status']}: {row['error']}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (AnnotationError, FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sammflow import export
+
+    if args.command == "demo":
+        from sammflow.demo import DemoConfig, generate_demo
+
+        config = DemoConfig(subjects=args.subjects, clips_per_subject=args.clips, frames=args.frames,
+                            amplitude=args.amplitude, jitter=args.jitter, seed=args.seed)
+        bar = _Bar("frame", args.quiet)
+        try:
+            generate_demo(args.out, config, progress=bar)
+        finally:
+            bar.close()
+        print(f"demo dataset: {config.subjects * config.clips_per_subject} clips × {config.frames} frames → {args.out} "
+              f"(annotations {args.out / 'samm.csv'}, ground truth {args.out / 'ground_truth.json'})")
+        return 0
+
+    dataset = _load(args.data, args.annotations)
+    for issue in dataset.issues:
+        print(f"dataset: {issue}", file=sys.stderr)
+    params = _pipeline_params(args)
+    bar = _Bar("clip", args.quiet)
+    try:
+        if args.command == "normalize":
+            report = export.normalize_dataset(dataset, args.out, params=params, progress=bar)
+        elif args.command == "flows":
+            if not export.is_normalized(args.data):
+                raise ValueError(f"{args.data}: not a 'normalize' output (no params.json of kind 'normalized'); use 'export' for raw frames")
+            report = export.flows_from_normalized(dataset, args.out, params=params, progress=bar)
+        elif args.command == "gif":
+            report = export.export_gifs(dataset, args.out, clips=args.clips, params=params, gif=_build(GifParams, args), progress=bar)
+        else:
+            report = export.export_flows(dataset, args.out, params=params, progress=bar)
+    finally:
+        bar.close()
+    return _report(report)

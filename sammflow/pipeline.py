@@ -1,0 +1,144 @@
+"""One clip through the stages: apex face box → aligned crops → flow → flow map.
+
+Each function takes a clip's annotation and frames and returns plain results; files are
+written by ``sammflow.export``. Errors are raised as ``ClipError`` naming the clip and the
+cause, so a batch can record them and go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sammflow.align import Alignment, align_frames
+from sammflow.annotations import ClipAnnotation
+from sammflow.dataset import ClipFrames, FrameError, read_grey
+from sammflow.detect import FaceBox, NoFaceError, detect_face
+from sammflow.encode import encode_flow
+from sammflow.flow import FlowField, compute_flow
+from sammflow.params import DetectParams, PipelineParams
+
+
+class ClipError(RuntimeError):
+    """A clip that cannot be processed; the message names the clip and the cause."""
+
+
+@dataclass(frozen=True)
+class NormalizedClip:
+    """Aligned crops of (some of) a clip's frames.
+
+    Attributes
+    ----------
+    crops : dict of frame number → ndarray uint8 (crop_size, crop_size)
+    alignment : Alignment
+        Per-frame offsets and match scores, and the apex face box.
+    warnings : tuple of str
+        Things worth knowing that did not stop the clip (face found on a neighbour frame...).
+    """
+
+    clip: ClipAnnotation
+    crops: dict[int, np.ndarray]
+    alignment: Alignment
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClipFlow:
+    """Flow between the aligned onset and apex crops, and its encoded map."""
+
+    normalized: NormalizedClip
+    flow: FlowField
+    flow_map: np.ndarray  # uint8 (size, size, 3) BGR
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def find_apex_face(
+    clip: ClipAnnotation, frames: ClipFrames, apex: np.ndarray, *, params: DetectParams = DetectParams(), detector: Any = None
+) -> tuple[FaceBox, list[str]]:
+    """MTCNN face box on the apex frame; if none, on the nearest frames (up to ``params.neighbours``
+    either side). Returns the box and warnings; raises ``ClipError`` when no frame has a face."""
+    warnings: list[str] = []
+    try:
+        box = detect_face(apex, params=params, detector=detector, frame_number=clip.apex)
+    except NoFaceError as exc:
+        cause = str(exc)
+        nearby = [n for d in range(1, params.neighbours + 1) for n in (clip.apex - d, clip.apex + d) if n in frames.frames]
+        for number in nearby:
+            try:
+                neighbour = read_grey(frames.frames[number])
+                if neighbour.shape != apex.shape:
+                    continue
+                box = detect_face(neighbour, params=params, detector=detector, frame_number=number)
+            except (NoFaceError, FrameError):
+                continue
+            warnings.append(f"no face on apex frame {clip.apex} ({cause}); used the box found on frame {number}")
+            break
+        else:
+            tried = f"nor on frames {nearby}" if nearby else "and no neighbour frames to try"
+            raise ClipError(f"{clip.clip}: {cause} on apex frame {clip.apex} {tried}") from None
+    if box.touches_border(apex.shape):
+        warnings.append(f"face box {box.x1, box.y1, box.x2, box.y2} touches the frame border: the face may be cut off")
+    return box, warnings
+
+
+def normalize_clip(
+    clip: ClipAnnotation,
+    frames: ClipFrames,
+    *,
+    params: PipelineParams = PipelineParams(),
+    numbers: Iterable[int] | None = None,
+    detector: Any = None,
+    box: FaceBox | None = None,
+) -> NormalizedClip:
+    """Detect the apex face (unless ``box`` is given) and align frames to it.
+
+    Parameters
+    ----------
+    numbers : iterable of int, optional
+        Frame numbers to align (default: every frame of the clip folder). Each must be on disk.
+    box : FaceBox, optional
+        A known apex face box (from a cache); skips detection.
+
+    Raises
+    ------
+    ClipError
+        Missing/unreadable frame, no face, frame smaller than the crop.
+    """
+    try:
+        apex = read_grey(frames.path(clip.apex))
+        warnings: list[str] = []
+        if box is None:
+            box, warnings = find_apex_face(clip, frames, apex, params=params.detect, detector=detector)
+        wanted = frames.numbers if numbers is None else sorted(set(numbers))
+        paths = [(n, frames.path(n)) for n in wanted]
+
+        def load() -> Iterable[tuple[int, np.ndarray]]:
+            for number, path in paths:
+                image = apex if number == clip.apex else read_grey(path)
+                if image.shape != apex.shape:
+                    raise FrameError(f"{path}: frame is {image.shape[1]}×{image.shape[0]}, the apex frame is {apex.shape[1]}×{apex.shape[0]}")
+                yield number, image
+
+        crops, alignment = align_frames(load(), apex, box, params=params.align)
+    except (FrameError, ValueError) as exc:
+        message = str(exc)
+        raise ClipError(message if clip.clip in message else f"{clip.clip}: {message}") from exc
+    return NormalizedClip(clip, crops, alignment, tuple(warnings))
+
+
+def flow_from_crops(onset: np.ndarray, apex: np.ndarray, *, params: PipelineParams = PipelineParams()) -> tuple[FlowField, np.ndarray]:
+    """Farnebäck flow between aligned onset and apex crops and its encoded map."""
+    flow = compute_flow(onset, apex, params=params.flow)
+    return flow, encode_flow(flow, params=params.encode)
+
+
+def clip_flow(
+    clip: ClipAnnotation, frames: ClipFrames, *, params: PipelineParams = PipelineParams(), detector: Any = None, box: FaceBox | None = None
+) -> ClipFlow:
+    """Raw frames → flow map, normalizing only the onset and apex frames."""
+    normalized = normalize_clip(clip, frames, params=params, numbers=(clip.onset, clip.apex), detector=detector, box=box)
+    flow, flow_map = flow_from_crops(normalized.crops[clip.onset], normalized.crops[clip.apex], params=params)
+    return ClipFlow(normalized, flow, flow_map)
