@@ -1,0 +1,92 @@
+"""The command line: help, summaries, exit codes, no tracebacks for bad input."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sammflow.cli import main
+
+COMMANDS = ["demo", "normalize", "flows", "gif", "export"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: python -m sammflow " + command in capsys.readouterr().out
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "sammflow", "--help"], capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=60)
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+def test_export_summary_and_success_exit(demo_root, tmp_path, capsys):
+    assert main(["export", str(demo_root), str(tmp_path / "out"), "--quiet", "--winsize", "21", "--map-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "4 of 4 clips ok, 0 failed" in out
+    assert '"winsize": 21' in (tmp_path / "out" / "params.json").read_text()
+
+
+def test_failed_clip_gives_exit_1_and_names_the_clip(demo_copy, tmp_path, capsys):
+    rows = list(csv.reader(open(demo_copy / "samm.csv", newline=""), delimiter=";"))
+    subject, clip, onset = rows[2][0], rows[2][1], rows[2][3]
+    next((demo_copy / subject / clip).glob(f"*{onset}.jpg")).unlink()
+    assert main(["export", str(demo_copy), str(tmp_path / "out"), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "3 of 4 clips ok, 1 failed" in captured.out
+    assert f"{clip}: onset frame {int(onset)} not on disk" in captured.err
+
+
+def test_normalize_flows_and_gif_commands(demo_root, tmp_path, capsys):
+    assert main(["normalize", str(demo_root), str(tmp_path / "aligned"), "-q"]) == 0
+    assert main(["flows", str(tmp_path / "aligned"), str(tmp_path / "maps"), "-q"]) == 0
+    assert len(list((tmp_path / "maps" / "flows").glob("sub*.png"))) == 4
+    assert main(["gif", str(tmp_path / "aligned"), str(tmp_path / "gifs"), "-q", "--step", "3", "--to-offset"]) == 0
+    assert len(list((tmp_path / "gifs").glob("sub*.gif"))) == 4
+    assert capsys.readouterr().out.count("4 of 4 clips ok") == 3
+
+
+def test_flows_refuses_raw_frames(demo_root, tmp_path, capsys):
+    assert main(["flows", str(demo_root), str(tmp_path / "maps"), "-q"]) == 2
+    assert "not a 'normalize' output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["export", "{tmp}/nowhere", "{tmp}/out"], "no samm.csv"),
+        (["export", "{tmp}/nowhere", "{tmp}/out", "-a", "{tmp}/nowhere.csv"], "annotation file not found"),
+        (["export", "{demo}", "{demo}/out"], "inside the dataset folder"),
+        (["export", "{demo}", "{tmp}/out", "--margin", "-3"], "margin must be >= 0"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(args, message, demo_root, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path, demo=demo_root) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_dataset_folder_with_annotations(tmp_path, capsys):
+    (tmp_path / "samm.csv").write_bytes(Path(__file__).with_name("data").joinpath("samm.csv").read_bytes())
+    assert main(["export", str(tmp_path / "missing"), str(tmp_path / "out"), "-a", str(tmp_path / "samm.csv")]) == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+
+
+def test_demo_command(tmp_path, capsys):
+    assert main(["demo", str(tmp_path / "demo"), "--subjects", "1", "--clips", "1", "--frames", "6", "-q"]) == 0
+    assert "1 clips × 6 frames" in capsys.readouterr().out
+    assert (tmp_path / "demo" / "samm.csv").is_file()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("do not touch")
+    assert main(["demo", str(tmp_path / "mine"), "-q"]) == 2
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "do not touch"
