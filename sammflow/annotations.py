@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,8 @@ def parse_table(table: list[tuple[int, list[str]]], *, source: str) -> Annotatio
     header row first (title rows above it are skipped here)."""
     header_at = _find_header(table)
     if header_at is None:
+        header_at = _find_partial_header(table)  # so the error below names the missing column(s)
+    if header_at is None:
         first = table[0][1] if table else []
         raise AnnotationError(
             f"{source}: no header row with the required columns "
@@ -216,6 +219,15 @@ def _find_header(table: list[tuple[int, list[str]]]) -> int | None:
     for i, (_, cells) in enumerate(table[:HEADER_SEARCH_ROWS]):
         found = _map_columns(cells)
         if all(k in found for k in REQUIRED):
+            return i
+    return None
+
+
+def _find_partial_header(table: list[tuple[int, list[str]]]) -> int | None:
+    """The first row holding most (but not all) of the required columns: a header with a column missing."""
+    for i, (_, cells) in enumerate(table[:HEADER_SEARCH_ROWS]):
+        found = _map_columns(cells)
+        if 2 * sum(k in found for k in REQUIRED) > len(REQUIRED):
             return i
     return None
 
@@ -326,6 +338,13 @@ def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
         delimiter = csv.Sniffer().sniff(sample, delimiters=";,\t").delimiter
     except csv.Error:
         delimiter = ";"  # SAMM's own; a one-column file then fails with a clear header message
+    # The Sniffer needs ~90% of the sample's lines to agree, so title lines above the header
+    # (a spreadsheet saved as CSV) defeat it: prefer the delimiter that splits out the header.
+    for candidate in dict.fromkeys((delimiter, ";", ",", "\t")):
+        head = csv.reader(io.StringIO(text, newline=""), delimiter=candidate)
+        if _find_header(list(enumerate(itertools.islice(head, HEADER_SEARCH_ROWS), start=1))) is not None:
+            delimiter = candidate
+            break
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     return [(i, row) for i, row in enumerate(reader, start=1)]
 

@@ -124,6 +124,8 @@ def discover(root: str | Path) -> tuple[dict[str, ClipFrames], list[DatasetIssue
             for file in sorted(clip_dir.iterdir()):
                 if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
                     continue
+                if file.name.startswith("."):  # macOS "._006_05562.jpg" resource forks: not frames
+                    continue
                 match = _FRAME_NAME.search(file.stem)
                 if match is None:
                     issues.append(DatasetIssue(clip_dir.name, "bad_name", f"{clip_dir.name}: {file.name} has no trailing frame number; ignored"))

@@ -28,6 +28,7 @@ import numpy as np
 from sammflow.params import stable_hash
 
 FRAME_WIDTH, FRAME_HEIGHT = 2040, 1088  # SAMM frame size
+_GENERATOR_VERSION = 3  # bump when the same config would render different frames
 GROUND_TRUTH = "ground_truth.json"
 ANNOTATIONS = "samm.csv"
 
@@ -117,7 +118,7 @@ class DemoConfig:
 
     @property
     def hash(self) -> str:
-        return stable_hash(asdict(self))
+        return stable_hash({**asdict(self), "generator": _GENERATOR_VERSION})
 
 
 def _head_image() -> np.ndarray:
@@ -141,8 +142,9 @@ def _feather(shape: tuple[int, int], border: int) -> np.ndarray:
 @dataclass
 class _Subject:
     id: str
-    layer: np.ndarray  # float32 head image at frame scale, padded
-    alpha: np.ndarray
+    source: np.ndarray  # float32 head photograph (source resolution), contrast and mirroring applied
+    alpha: np.ndarray  # float32 layer-sized feathered mask
+    shape: tuple[int, int]  # layer size at frame scale, padding included
     origin: tuple[int, int]  # frame position of layer pixel (0, 0)
     scale: float
     mirrored: bool
@@ -153,7 +155,7 @@ class _Subject:
         hx = x - _HEAD[0]
         if self.mirrored:
             hx = (_HEAD[2] - _HEAD[0] - 1) - hx
-        return self.origin[0] + _PAD + hx * self.scale, self.origin[1] + _PAD + (y - _HEAD[1]) * self.scale
+        return self.origin[0] + _PAD + (hx + 0.5) * self.scale - 0.5, self.origin[1] + _PAD + (y - _HEAD[1] + 0.5) * self.scale - 0.5
 
     def face_box(self) -> list[float]:
         xa, ya = self.to_frame(_FACE_BOX[0], _FACE_BOX[1])
@@ -171,17 +173,16 @@ def _make_subject(index: int, config: DemoConfig, head: np.ndarray, rng: np.rand
     mirrored = bool(index % 2)
     image = head[:, ::-1] if mirrored else head
     size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
-    layer = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
     gain, bias = rng.uniform(0.8, 1.15), rng.uniform(-15, 15)
-    layer = np.clip(layer * gain + bias, 0, 255)
-    alpha = _feather(layer.shape, border=max(8, size[0] // 12))
-    layer = cv2.copyMakeBorder(layer, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=0)
+    source = np.clip(image * gain + bias, 0, 255).astype(np.float32)
+    alpha = _feather((size[1], size[0]), border=max(8, size[0] // 12))
     alpha = cv2.copyMakeBorder(alpha, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=0)
+    layer = alpha  # only its shape is needed below
     free_x = config.width - layer.shape[1]
     free_y = config.height - layer.shape[0]
     origin = (int(rng.uniform(0.15, 0.85) * free_x), int(rng.uniform(0.3, 0.7) * max(free_y, 0)))
     subject_id = f"{[6, 11, 20, 7, 9, 14, 16, 18, 22, 23][index % 10] + 100 * (index // 10):03d}"
-    return _Subject(subject_id, layer.astype(np.float32), alpha, origin, scale, mirrored, padding=5 if index % 2 == 0 else 4)
+    return _Subject(subject_id, source, alpha, alpha.shape, origin, scale, mirrored, padding=5 if index % 2 == 0 else 4)
 
 
 def _background(config: DemoConfig, rng: np.random.Generator) -> np.ndarray:
@@ -307,7 +308,7 @@ def _write_demo(root: Path, config: DemoConfig, progress: Callable[[int, int, st
             jitter = _jitter_track(config.frames, config.jitter, rng)
             clip_dir = root / subject.id / clip_id
             clip_dir.mkdir(parents=True)
-            ys, xs = np.mgrid[0:subject.layer.shape[0], 0:subject.layer.shape[1]].astype(np.float32)
+            ys, xs = np.mgrid[0:subject.shape[0], 0:subject.shape[1]].astype(np.float32)
             field = displacement_field(bumps, xs + subject.origin[0], ys + subject.origin[1])
             frames_truth = []
             for i in range(config.frames):
@@ -353,16 +354,23 @@ def _jitter_track(n: int, std: float, rng: np.random.Generator) -> np.ndarray:
     track = np.stack([np.convolve(steps[:, k], kernel, mode="same") for k in range(2)], axis=1)[4:n + 4]
     track -= track.mean(axis=0)
     scale = track.std(axis=0)
-    return track * (std / np.where(scale > 0, scale, 1))
+    # multiples of 1/32 px: cv2.remap positions are exact at that resolution, so the
+    # rendered shift is exactly the recorded one
+    return np.round(track * (std / np.where(scale > 0, scale, 1)) * 32) / 32
 
 
 def _render(background: np.ndarray, subject: _Subject, field: np.ndarray, jitter: tuple[float, float], noise: float, rng: np.random.Generator) -> np.ndarray:
-    h, w = subject.layer.shape
+    h, w = subject.shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     map_x = xs - field[..., 0] - np.float32(jitter[0])
     map_y = ys - field[..., 1] - np.float32(jitter[1])
-    layer = cv2.remap(subject.layer, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     alpha = cv2.remap(subject.alpha, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    # one resampling from the photograph, as a camera samples a scene: the sub-pixel phase
+    # varies across the face, so a jitter does not change the image's sharpness
+    s = np.float32(subject.scale)
+    src_x = (map_x - _PAD + 0.5) / s - 0.5
+    src_y = (map_y - _PAD + 0.5) / s - 0.5
+    layer = cv2.remap(subject.source, src_x, src_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     frame = background.copy()
     ox, oy = subject.origin
     region = frame[oy:oy + h, ox:ox + w]

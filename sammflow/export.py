@@ -29,17 +29,18 @@ from sammflow.annotations import Annotations, ClipAnnotation, RejectedRow
 from sammflow.dataset import ClipFrames, Dataset, FrameError, read_grey
 from sammflow.detect import FaceBox
 from sammflow.params import GifParams, PipelineParams
-from sammflow.pipeline import ClipError, clip_flow, flow_from_crops, normalize_clip
+from sammflow.pipeline import ClipError, NormalizedClip, clip_flow, flow_from_crops, normalize_clip
 
 #: Columns of ``manifest.csv``, one row per annotated clip.
 MANIFEST_COLUMNS = [
     "subject", "clip", "onset", "apex", "offset", "action_units", "emotion", "objective_class",
-    "x1", "y1", "x2", "y2", "face_prob", "face_frame", "match_score_min", "frames",
-    "output", "status", "error", "warnings",
+    "x1", "y1", "x2", "y2", "face_prob", "face_frame", "match_score_min", "residual_max", "align_trusted",
+    "flagged_frames", "frames", "output", "status", "error", "warnings",
 ]
 #: Written at the root of a normalized-crops folder, so later commands recognise it.
 NORMALIZED_MARKER = "params.json"
 ALIGNMENT_FILE = "alignment.csv"
+ALIGNMENT_COLUMNS = ["frame", "dx", "dy", "score", "residual", "angle", "scale"]
 PACKAGES = ("numpy", "opencv-python-headless", "facenet-pytorch", "torch", "torchvision", "scikit-image", "imageio", "pillow")
 
 Progress = Callable[[int, int, str], None]
@@ -152,6 +153,21 @@ def _box_fields(box: FaceBox) -> dict[str, Any]:
     return {"x1": box.x1, "y1": box.y1, "x2": box.x2, "y2": box.y2, "face_prob": round(box.prob, 4), "face_frame": box.frame}
 
 
+def _alignment_fields(normalized: NormalizedClip, params: PipelineParams) -> dict[str, Any]:
+    """Manifest columns of a clip's alignment: its box, worst frame, and whether it is trusted."""
+    alignment = normalized.alignment
+    flagged = alignment.flagged(params.align)
+    return {
+        **_box_fields(alignment.box),
+        "match_score_min": round(alignment.min_score, 4),
+        "residual_max": round(alignment.max_residual, 4),
+        "align_trusted": "yes" if len(flagged) == 0 else "no",
+        "flagged_frames": " ".join(str(int(n)) for n in flagged),
+        "frames": len(alignment.frames),
+        "warnings": " | ".join(normalized.warnings),
+    }
+
+
 def _annotated_in_order(annotations: Annotations) -> list[ClipAnnotation | RejectedRow]:
     return sorted([*annotations.clips, *annotations.rejected], key=lambda c: c.row)
 
@@ -209,11 +225,7 @@ def export_flows(
         result = clip_flow(clip, frames, params=params, detector=detector)
         name = flow_map_name(clip)
         write_atomic(out_dir / "flows" / name, encode_image(result.flow_map))
-        alignment = result.normalized.alignment
-        return {
-            **_box_fields(alignment.box), "match_score_min": round(alignment.min_score, 4), "frames": len(alignment.frames),
-            "output": f"flows/{name}", "warnings": " | ".join(result.normalized.warnings),
-        }
+        return {**_alignment_fields(result.normalized, params), "output": f"flows/{name}"}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = _run_clips(dataset, ("onset", "apex"), work, progress)
@@ -243,12 +255,8 @@ def normalize_dataset(
         clip_dir = out_dir / clip.subject / clip.clip
         for number, crop in normalized.crops.items():
             write_atomic(clip_dir / f"{frames.frames[number].stem}.png", encode_image(crop))
-        write_csv(clip_dir / ALIGNMENT_FILE, normalized.alignment.to_records(), ["frame", "dx", "dy", "score"])
-        alignment = normalized.alignment
-        return {
-            **_box_fields(alignment.box), "match_score_min": round(alignment.min_score, 4), "frames": len(alignment.frames),
-            "output": f"{clip.subject}/{clip.clip}", "warnings": " | ".join(normalized.warnings),
-        }
+        write_csv(clip_dir / ALIGNMENT_FILE, normalized.alignment.to_records(), ALIGNMENT_COLUMNS)
+        return {**_alignment_fields(normalized, params), "output": f"{clip.subject}/{clip.clip}"}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = _run_clips(dataset, ("onset", "apex"), work, progress)
@@ -339,7 +347,7 @@ def export_gifs(
         else:
             normalized = normalize_clip(clip, frames, params=params, numbers=numbers, detector=detector)
             crops = [normalized.crops[n] for n in numbers]
-            extra = {**_box_fields(normalized.alignment.box), "match_score_min": round(normalized.alignment.min_score, 4), "warnings": " | ".join(normalized.warnings)}
+            extra = _alignment_fields(normalized, params)
         name = f"sub{clip.subject}_{clip.clip}.gif"
         try:
             write_atomic(out_dir / name, encode_gif(crops, params=gif))

@@ -61,4 +61,26 @@ def compute_flow(onset: np.ndarray, apex: np.ndarray, *, params: FlowParams = Fl
         params.pyr_scale, params.levels, params.winsize, params.iterations,
         params.poly_n, params.poly_sigma, params.flags,
     )
+    if params.head_motion:
+        uv = uv - head_motion(uv)
     return FlowField(uv)
+
+
+#: The stable region used for head-motion compensation, as fractions of the crop (x1, y1, x2, y2):
+#: the nose in an MTCNN face box, which no facial action unit moves much.
+NOSE_REGION = (0.40, 0.42, 0.60, 0.62)
+
+
+def head_motion(uv: np.ndarray, *, region: tuple[float, float, float, float] = NOSE_REGION) -> np.ndarray:
+    """Median flow over ``region`` (fractions of the crop): the global head motion left after
+    alignment, as SoftNet / MTSN estimate it from the nose.
+
+    Returns
+    -------
+    ndarray, float32, shape (2,)
+        ``(dx, dy)`` in crop pixels.
+    """
+    h, w = uv.shape[:2]
+    x1, y1, x2, y2 = region
+    patch = uv[int(y1 * h):max(int(y2 * h), int(y1 * h) + 1), int(x1 * w):max(int(x2 * w), int(x1 * w) + 1)]
+    return np.median(patch.reshape(-1, 2), axis=0).astype(np.float32)

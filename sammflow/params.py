@@ -80,9 +80,16 @@ class DetectParams(_Hashable):
         _require(self.neighbours >= 0, f"neighbours must be >= 0, got {self.neighbours}")
 
 
+#: Alignment methods: the original scripts' whole-pixel template match, or that match refined
+#: to sub-pixel precision by robust Gauss-Newton (see ``sammflow.align``).
+ALIGN_METHODS = ("subpixel", "whole_pixel")
+#: Geometric models of the sub-pixel refinement: shift only, or shift + rotation + scale.
+ALIGN_MOTIONS = ("translation", "similarity")
+
+
 @dataclass(frozen=True)
 class AlignParams(_Hashable):
-    """Alignment of every frame to the apex crop by template matching.
+    """Alignment of every frame to the apex crop.
 
     Attributes
     ----------
@@ -93,22 +100,49 @@ class AlignParams(_Hashable):
     interpolation : str
         Resize filter from the face box to ``crop_size`` (one of ``INTERPOLATIONS``).
         ``"area"`` antialiases the ≈ 1.5× downscale of a SAMM face box.
+    method : str
+        ``"subpixel"`` (default): whole-pixel match refined to ≈ 0.02 px, robust to the local
+        facial motion; ``"whole_pixel"``: the original scripts' method.
+    motion : str
+        ``"translation"`` or ``"similarity"`` (adds small rotation and scale, for head roll).
+        Only used by ``"subpixel"``.
+    robust : bool
+        Down-weight face regions that move on their own (brows, mouth) so that they cannot
+        drag the alignment. Only used by ``"subpixel"``.
+    min_score : float
+        Frames whose match score (normalised correlation with the apex crop) is below this
+        are flagged, and so is their clip.
+    max_residual : float
+        Frames whose residual shift estimate exceeds this many crop pixels are flagged.
     """
 
     margin: int = 40
     crop_size: int = 224
     interpolation: str = "area"
+    method: str = "subpixel"
+    motion: str = "translation"
+    robust: bool = True
+    min_score: float = 0.8
+    max_residual: float = 0.2
 
     def __post_init__(self) -> None:
         _require(self.margin >= 0, f"margin must be >= 0, got {self.margin}")
         _require(16 <= self.crop_size <= 2048, f"crop_size must be in [16, 2048], got {self.crop_size}")
         _check_interpolation(self.interpolation)
+        _require(self.method in ALIGN_METHODS, f"method must be one of {ALIGN_METHODS}, got {self.method!r}")
+        _require(self.motion in ALIGN_MOTIONS, f"motion must be one of {ALIGN_MOTIONS}, got {self.motion!r}")
+        _require(-1.0 <= self.min_score <= 1.0, f"min_score must be in [-1, 1], got {self.min_score}")
+        _require(self.max_residual > 0, f"max_residual must be > 0, got {self.max_residual}")
 
 
 @dataclass(frozen=True)
 class FlowParams(_Hashable):
     """Farnebäck dense optical flow (``cv2.calcOpticalFlowFarneback``); defaults are the
-    original script's."""
+    original script's.
+
+    ``head_motion`` subtracts the median flow of a stable region around the nose (as
+    SoftNet / MTSN do), removing residual global head motion; off by default.
+    """
 
     pyr_scale: float = 0.5
     levels: int = 3
@@ -117,6 +151,7 @@ class FlowParams(_Hashable):
     poly_n: int = 5
     poly_sigma: float = 1.2
     flags: int = 0
+    head_motion: bool = False
 
     def __post_init__(self) -> None:
         _require(0.0 < self.pyr_scale < 1.0, f"pyr_scale must be in (0, 1), got {self.pyr_scale}")

@@ -77,7 +77,7 @@ def test_export_writes_maps_manifest_and_params(demo_root, tmp_path):
     params = json.loads((out / "params.json").read_text())
     assert params["params"] == PipelineParams().to_dict()
     assert params["params_hash"] == PipelineParams().hash
-    assert params["params"]["flow"] == {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2, "flags": 0}
+    assert params["params"]["flow"] == {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2, "flags": 0, "head_motion": False}
     for package in ("numpy", "opencv-python-headless", "facenet-pytorch", "torch"):
         assert params["versions"][package] not in ("", "not installed")
     assert params["dataset"] == str(demo_root)
