@@ -2,4 +2,5 @@ import sys
 
 from sammflow.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # guarded: worker processes are spawned and import this module
+    sys.exit(main())

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("out", type=Path, help="output folder (created; must be outside the dataset folder)")
         p.add_argument("--annotations", "-a", type=Path, help="samm.csv or SAMM_Micro_FACS_Codes_v2.xlsx (default: DATA/samm.csv, or the one a normalize run recorded)")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        p.add_argument("--workers", "-j", type=int, default=None, help="worker processes (default: one per core)")
         return p
 
     demo = sub.add_parser("demo", help="write a demo dataset in SAMM layout (with samm.csv and ground truth)",
@@ -197,18 +198,19 @@ def _run(args: argparse.Namespace) -> int:
     for issue in dataset.issues:
         print(f"dataset: {issue}", file=sys.stderr)
     params = _pipeline_params(args)
+    workers = export.default_workers() if args.workers is None else max(1, args.workers)
     bar = _Bar("clip", args.quiet)
     try:
         if args.command == "normalize":
-            report = export.normalize_dataset(dataset, args.out, params=params, progress=bar)
+            report = export.normalize_dataset(dataset, args.out, params=params, progress=bar, workers=workers)
         elif args.command == "flows":
             if not export.is_normalized(args.data):
                 raise ValueError(f"{args.data}: not a 'normalize' output (no params.json of kind 'normalized'); use 'export' for raw frames")
-            report = export.flows_from_normalized(dataset, args.out, params=params, progress=bar)
+            report = export.flows_from_normalized(dataset, args.out, params=params, progress=bar, workers=workers)
         elif args.command == "gif":
-            report = export.export_gifs(dataset, args.out, clips=args.clips, params=params, gif=_build(GifParams, args), progress=bar)
+            report = export.export_gifs(dataset, args.out, clips=args.clips, params=params, gif=_build(GifParams, args), progress=bar, workers=workers)
         else:
-            report = export.export_flows(dataset, args.out, params=params, progress=bar)
+            report = export.export_flows(dataset, args.out, params=params, progress=bar, workers=workers)
     finally:
         bar.close()
     return _report(report)

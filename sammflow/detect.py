@@ -76,14 +76,15 @@ class FaceBox:
 
 
 @functools.lru_cache(maxsize=4)
-def load_detector(device: str = "cpu") -> Any:
-    """Build (once per device) facenet-pytorch's MTCNN. Its weights ship inside the wheel."""
+def load_detector(device: str = "cpu", min_face: int = 40) -> Any:
+    """Build (once per device and ``min_face``) facenet-pytorch's MTCNN; its weights ship
+    inside the wheel, nothing is downloaded."""
     import torch
     from facenet_pytorch import MTCNN
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
-    return MTCNN(keep_all=True, device=device, post_process=False)
+    return MTCNN(keep_all=True, device=device, post_process=False, min_face_size=min_face)
 
 
 def detect_face(frame: np.ndarray, *, params: DetectParams = DetectParams(), detector: Any = None, frame_number: int | None = None) -> FaceBox:
@@ -110,7 +111,7 @@ def detect_face(frame: np.ndarray, *, params: DetectParams = DetectParams(), det
     """
     if frame.ndim not in (2, 3) or frame.dtype != np.uint8:
         raise ValueError(f"frame must be uint8 (H, W) or (H, W, 3), got {frame.dtype} {frame.shape}")
-    detector = detector if detector is not None else load_detector(params.device)
+    detector = detector if detector is not None else load_detector(params.device, params.min_face)
     scale = 1.0
     small = frame
     longest = max(frame.shape[:2])

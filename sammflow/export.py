@@ -8,12 +8,16 @@ rename), so an interrupted run never leaves a half-written PNG, GIF or manifest.
 
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import json
+import multiprocessing
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -29,7 +33,7 @@ from sammflow.annotations import Annotations, ClipAnnotation, RejectedRow
 from sammflow.dataset import ClipFrames, Dataset, FrameError, read_grey
 from sammflow.detect import FaceBox
 from sammflow.params import GifParams, PipelineParams
-from sammflow.pipeline import ClipError, NormalizedClip, clip_flow, flow_from_crops, normalize_clip
+from sammflow.pipeline import ClipError, NormalizedClip, clip_flow, find_apex_face, flow_from_crops, normalize_clip
 
 #: Columns of ``manifest.csv``, one row per annotated clip.
 MANIFEST_COLUMNS = [
@@ -153,7 +157,7 @@ def _box_fields(box: FaceBox) -> dict[str, Any]:
     return {"x1": box.x1, "y1": box.y1, "x2": box.x2, "y2": box.y2, "face_prob": round(box.prob, 4), "face_frame": box.frame}
 
 
-def _alignment_fields(normalized: NormalizedClip, params: PipelineParams) -> dict[str, Any]:
+def _alignment_fields(normalized: NormalizedClip, params: PipelineParams, warnings: list[str]) -> dict[str, Any]:
     """Manifest columns of a clip's alignment: its box, worst frame, and whether it is trusted."""
     alignment = normalized.alignment
     flagged = alignment.flagged(params.align)
@@ -164,7 +168,7 @@ def _alignment_fields(normalized: NormalizedClip, params: PipelineParams) -> dic
         "align_trusted": "yes" if len(flagged) == 0 else "no",
         "flagged_frames": " ".join(str(int(n)) for n in flagged),
         "frames": len(alignment.frames),
-        "warnings": " | ".join(normalized.warnings),
+        "warnings": " | ".join([*warnings, *normalized.warnings]),
     }
 
 
@@ -183,24 +187,159 @@ def _preflight(dataset: Dataset, clip: ClipAnnotation, needed: tuple[str, ...]) 
     return frames
 
 
+def default_workers() -> int:
+    """Worker processes for batch jobs: one per core."""
+    return max(1, os.cpu_count() or 1)
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool kept for the life of this process (the app, a notebook), so only the
+    first batch pays for starting the workers. Spawned, not forked: safe after torch's threads."""
+    pool = _POOLS.get(workers)
+    if pool is None or getattr(pool, "_broken", False):
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+        pool.submit(int)  # start the workers now, while this process imports torch for detection
+        _POOLS[workers] = pool
+    return pool
+
+
+def shutdown_pools() -> None:
+    """Stop the kept worker processes (also done at exit)."""
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(cancel_futures=True)
+
+
+atexit.register(shutdown_pools)
+
+
 def _run_clips(
-    dataset: Dataset, needed: tuple[str, ...], work: Callable[[ClipAnnotation, ClipFrames], dict[str, Any]], progress: Progress | None
+    dataset: Dataset,
+    work: Callable[..., dict[str, Any]],
+    args: tuple[Any, ...],
+    *,
+    params: PipelineParams,
+    progress: Progress | None,
+    detector: Any = None,
+    detect: bool = True,
+    workers: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run ``work`` per annotated clip; rejected rows and failures become manifest rows."""
+    """Run ``work(clip, frames, box, warnings, *args)`` for every annotated clip.
+
+    Face boxes are found here, in this process (torch stays out of the workers); the rest of
+    each clip runs in ``workers`` processes (``work`` must be a module-level function). A
+    rejected annotation row or a ``ClipError`` becomes the clip's manifest row; the batch goes on.
+    """
     clips = _annotated_in_order(dataset.annotations)
-    rows = []
-    for i, clip in enumerate(clips):
-        if isinstance(clip, RejectedRow):
-            rows.append(_row(clip, "invalid_annotation", clip.cause))
-        else:
-            try:
-                frames = _preflight(dataset, clip, needed)
-                rows.append({**_row(clip, "ok"), **work(clip, frames)})
-            except ClipError as exc:
-                rows.append(_row(clip, "failed", str(exc)))
+    rows: dict[int, dict[str, Any]] = {}
+    done = 0
+
+    def finish(index: int, row: dict[str, Any]) -> None:
+        nonlocal done
+        rows[index] = row
+        done += 1
         if progress:
-            progress(i + 1, len(clips), clip.clip)
-    return rows
+            progress(done, len(clips), str(row["clip"]))
+
+    pool = _pool(workers) if workers > 1 and len(dataset.annotations.clips) > 1 else None
+    pending: dict[Future[dict[str, Any]], tuple[int, ClipAnnotation]] = {}
+    try:
+        for index, clip in enumerate(clips):
+            if isinstance(clip, RejectedRow):
+                finish(index, _row(clip, "invalid_annotation", clip.cause))
+                continue
+            try:
+                frames = _preflight(dataset, clip, ("onset", "apex"))
+                box, warnings = find_apex_face(clip, frames, params=params.detect, detector=detector) if detect else (None, [])
+                if pool is None:
+                    finish(index, {**_row(clip, "ok"), **work(clip, frames, box, warnings, *args)})
+                else:
+                    pending[pool.submit(work, clip, frames, box, warnings, *args)] = (index, clip)
+            except Exception as exc:  # noqa: BLE001 - one clip's failure must not stop the batch
+                finish(index, _row(clip, "failed", _cause(clip, exc)))
+        for future in as_completed(pending):
+            index, clip = pending[future]
+            try:
+                finish(index, {**_row(clip, "ok"), **future.result()})
+            except Exception as exc:  # noqa: BLE001
+                finish(index, _row(clip, "failed", _cause(clip, exc)))
+    finally:
+        for future in pending:
+            future.cancel()  # interrupted: do not leave queued clips running
+    return [rows[i] for i in sorted(rows)]
+
+
+def _cause(clip: ClipAnnotation, exc: Exception) -> str:
+    """A failure's message: ``ClipError`` texts name their clip; anything else is unexpected."""
+    if isinstance(exc, ClipError):
+        return str(exc)
+    if isinstance(exc, BrokenProcessPool):
+        return f"{clip.clip}: the worker process died (out of memory or killed); re-run to retry"
+    return f"{clip.clip}: unexpected {type(exc).__name__}: {exc}"
+
+
+def _finish_job(out_dir: Path, kind: str, params: PipelineParams, rows: list[dict[str, Any]], sources: dict[str, str],
+                extra: dict[str, Any] | None = None) -> JobReport:
+    write_csv(out_dir / "manifest.csv", rows, MANIFEST_COLUMNS)
+    write_params(out_dir, kind, params, sources, extra)
+    return JobReport(out_dir, rows)
+
+
+# ---------------------------------------------------------------- per-clip work (runs in worker processes)
+
+
+def _flow_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox, warnings: list[str], params: PipelineParams, out_dir: Path) -> dict[str, Any]:
+    result = clip_flow(clip, frames, params=params, box=box)
+    name = flow_map_name(clip)
+    write_atomic(out_dir / "flows" / name, encode_image(result.flow_map))
+    return {**_alignment_fields(result.normalized, params, warnings), "output": f"flows/{name}"}
+
+
+def _normalize_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox, warnings: list[str], params: PipelineParams, out_dir: Path) -> dict[str, Any]:
+    normalized = normalize_clip(clip, frames, params=params, box=box)
+    clip_dir = out_dir / clip.subject / clip.clip
+    for number, crop in normalized.crops.items():
+        write_atomic(clip_dir / f"{frames.frames[number].stem}.png", encode_image(crop))
+    write_csv(clip_dir / ALIGNMENT_FILE, normalized.alignment.to_records(), ALIGNMENT_COLUMNS)
+    return {**_alignment_fields(normalized, params, warnings), "output": f"{clip.subject}/{clip.clip}"}
+
+
+def _aligned_flow_work(clip: ClipAnnotation, frames: ClipFrames, box: None, warnings: list[str], params: PipelineParams, out_dir: Path) -> dict[str, Any]:
+    try:
+        onset, apex = read_grey(frames.path(clip.onset)), read_grey(frames.path(clip.apex))
+        _, flow_map = flow_from_crops(onset, apex, params=params)
+    except (FrameError, ValueError) as exc:
+        raise ClipError(f"{clip.clip}: {exc}") from exc
+    name = flow_map_name(clip)
+    write_atomic(out_dir / "flows" / name, encode_image(flow_map))
+    return {"output": f"flows/{name}", "frames": 2}
+
+
+def _gif_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox | None, warnings: list[str], params: PipelineParams, out_dir: Path,
+              gif: GifParams) -> dict[str, Any]:
+    numbers = gif_frame_numbers(frames.numbers, clip, params=gif)
+    if box is None:  # a normalize output: the frames are aligned crops already
+        try:
+            crops = [read_grey(frames.path(n)) for n in numbers]
+        except FrameError as exc:
+            raise ClipError(f"{clip.clip}: {exc}") from exc
+        extra: dict[str, Any] = {}
+    else:
+        normalized = normalize_clip(clip, frames, params=params, numbers=numbers, box=box)
+        crops = [normalized.crops[n] for n in numbers]
+        extra = _alignment_fields(normalized, params, warnings)
+    name = f"sub{clip.subject}_{clip.clip}.gif"
+    try:
+        write_atomic(out_dir / name, encode_gif(crops, params=gif))
+    except ValueError as exc:
+        raise ClipError(f"{clip.clip}: {exc}") from exc
+    return {**extra, "frames": len(crops), "output": name}
 
 
 # ---------------------------------------------------------------- jobs
@@ -213,6 +352,7 @@ def export_flows(
     params: PipelineParams = PipelineParams(),
     progress: Progress | None = None,
     detector: Any = None,
+    workers: int = 1,
 ) -> JobReport:
     """Raw frames → ``OUT/flows/sub{S}_{C}.png``, ``OUT/manifest.csv``, ``OUT/params.json``.
 
@@ -220,18 +360,9 @@ def export_flows(
     """
     out_dir = Path(out_dir)
     check_output_dir(out_dir, dataset.root)
-
-    def work(clip: ClipAnnotation, frames: ClipFrames) -> dict[str, Any]:
-        result = clip_flow(clip, frames, params=params, detector=detector)
-        name = flow_map_name(clip)
-        write_atomic(out_dir / "flows" / name, encode_image(result.flow_map))
-        return {**_alignment_fields(result.normalized, params), "output": f"flows/{name}"}
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = _run_clips(dataset, ("onset", "apex"), work, progress)
-    write_csv(out_dir / "manifest.csv", rows, MANIFEST_COLUMNS)
-    write_params(out_dir, "flows", params, {"dataset": str(dataset.root), "annotations": dataset.annotations.source})
-    return JobReport(out_dir, rows)
+    rows = _run_clips(dataset, _flow_work, (params, out_dir), params=params, progress=progress, detector=detector, workers=workers)
+    return _finish_job(out_dir, "flows", params, rows, {"dataset": str(dataset.root), "annotations": dataset.annotations.source})
 
 
 def normalize_dataset(
@@ -241,28 +372,18 @@ def normalize_dataset(
     params: PipelineParams = PipelineParams(),
     progress: Progress | None = None,
     detector: Any = None,
+    workers: int = 1,
 ) -> JobReport:
     """Align every frame of every annotated clip; write crops in the input's layout.
 
     ``OUT/<subject>/<clip>/<frame file stem>.png`` (lossless), ``OUT/<subject>/<clip>/alignment.csv``
-    (frame, dx, dy, score), ``OUT/manifest.csv`` and ``OUT/params.json``.
+    (frame, dx, dy, score, residual, angle, scale), ``OUT/manifest.csv`` and ``OUT/params.json``.
     """
     out_dir = Path(out_dir)
     check_output_dir(out_dir, dataset.root)
-
-    def work(clip: ClipAnnotation, frames: ClipFrames) -> dict[str, Any]:
-        normalized = normalize_clip(clip, frames, params=params, detector=detector)
-        clip_dir = out_dir / clip.subject / clip.clip
-        for number, crop in normalized.crops.items():
-            write_atomic(clip_dir / f"{frames.frames[number].stem}.png", encode_image(crop))
-        write_csv(clip_dir / ALIGNMENT_FILE, normalized.alignment.to_records(), ALIGNMENT_COLUMNS)
-        return {**_alignment_fields(normalized, params), "output": f"{clip.subject}/{clip.clip}"}
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = _run_clips(dataset, ("onset", "apex"), work, progress)
-    write_csv(out_dir / "manifest.csv", rows, MANIFEST_COLUMNS)
-    write_params(out_dir, "normalized", params, {"dataset": str(dataset.root), "annotations": dataset.annotations.source})
-    return JobReport(out_dir, rows)
+    rows = _run_clips(dataset, _normalize_work, (params, out_dir), params=params, progress=progress, detector=detector, workers=workers)
+    return _finish_job(out_dir, "normalized", params, rows, {"dataset": str(dataset.root), "annotations": dataset.annotations.source})
 
 
 def is_normalized(root: str | Path) -> bool:
@@ -284,6 +405,7 @@ def flows_from_normalized(
     *,
     params: PipelineParams = PipelineParams(),
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> JobReport:
     """Aligned crops (a ``normalize`` output) → flow maps, manifest and params.json.
 
@@ -294,22 +416,10 @@ def flows_from_normalized(
     check_output_dir(out_dir, dataset.root)
     recorded = normalized_params(dataset.root)
     params = PipelineParams.from_dict({**(recorded.get("params") or {}), "flow": params.flow.to_dict(), "encode": params.encode.to_dict()})
-
-    def work(clip: ClipAnnotation, frames: ClipFrames) -> dict[str, Any]:
-        try:
-            onset, apex = read_grey(frames.path(clip.onset)), read_grey(frames.path(clip.apex))
-            _, flow_map = flow_from_crops(onset, apex, params=params)
-        except (FrameError, ValueError) as exc:
-            raise ClipError(f"{clip.clip}: {exc}") from exc
-        name = flow_map_name(clip)
-        write_atomic(out_dir / "flows" / name, encode_image(flow_map))
-        return {"output": f"flows/{name}", "frames": 2}
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = _run_clips(dataset, ("onset", "apex"), work, progress)
-    write_csv(out_dir / "manifest.csv", rows, MANIFEST_COLUMNS)
-    write_params(out_dir, "flows", params, {"dataset": recorded.get("dataset", ""), "normalized": str(dataset.root), "annotations": dataset.annotations.source})
-    return JobReport(out_dir, rows)
+    rows = _run_clips(dataset, _aligned_flow_work, (params, out_dir), params=params, progress=progress, detect=False, workers=workers)
+    return _finish_job(out_dir, "flows", params, rows,
+                       {"dataset": recorded.get("dataset", ""), "normalized": str(dataset.root), "annotations": dataset.annotations.source})
 
 
 def export_gifs(
@@ -321,6 +431,7 @@ def export_gifs(
     gif: GifParams = GifParams(),
     progress: Progress | None = None,
     detector: Any = None,
+    workers: int = 1,
 ) -> JobReport:
     """Onset→apex (or →offset) GIFs ``OUT/sub{S}_{C}.gif`` for the chosen clips (default: all).
 
@@ -328,38 +439,16 @@ def export_gifs(
     """
     out_dir = Path(out_dir)
     check_output_dir(out_dir, dataset.root)
-    aligned = is_normalized(dataset.root)
     wanted = set(clips) if clips else None
     if wanted:
         unknown = wanted - set(dataset.annotations.by_clip) - {r.clip for r in dataset.annotations.rejected}
         if unknown:
             raise ValueError(f"unknown clip(s): {', '.join(sorted(unknown))}")
     subset = Dataset(dataset.root, _only(dataset.annotations, wanted), dataset.clips_on_disk, dataset.issues) if wanted else dataset
-
-    def work(clip: ClipAnnotation, frames: ClipFrames) -> dict[str, Any]:
-        numbers = gif_frame_numbers(frames.numbers, clip, params=gif)
-        if aligned:
-            try:
-                crops = [read_grey(frames.path(n)) for n in numbers]
-            except FrameError as exc:
-                raise ClipError(f"{clip.clip}: {exc}") from exc
-            extra: dict[str, Any] = {}
-        else:
-            normalized = normalize_clip(clip, frames, params=params, numbers=numbers, detector=detector)
-            crops = [normalized.crops[n] for n in numbers]
-            extra = _alignment_fields(normalized, params)
-        name = f"sub{clip.subject}_{clip.clip}.gif"
-        try:
-            write_atomic(out_dir / name, encode_gif(crops, params=gif))
-        except ValueError as exc:
-            raise ClipError(f"{clip.clip}: {exc}") from exc
-        return {**extra, "frames": len(crops), "output": name}
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = _run_clips(subset, ("onset", "apex"), work, progress)
-    write_csv(out_dir / "manifest.csv", rows, MANIFEST_COLUMNS)
-    write_params(out_dir, "gifs", params, {"dataset": str(dataset.root), "annotations": dataset.annotations.source}, {"gif": gif.to_dict()})
-    return JobReport(out_dir, rows)
+    rows = _run_clips(subset, _gif_work, (params, out_dir, gif), params=params, progress=progress, detector=detector,
+                      detect=not is_normalized(dataset.root), workers=workers)
+    return _finish_job(out_dir, "gifs", params, rows, {"dataset": str(dataset.root), "annotations": dataset.annotations.source}, {"gif": gif.to_dict()})
 
 
 def _only(annotations: Annotations, wanted: set[str]) -> Annotations:

@@ -67,17 +67,23 @@ class DetectParams(_Hashable):
     neighbours : int
         When no face is found on the apex frame, try up to this many frames on either side
         (closest first) before giving up.
+    min_face : int
+        Smallest face MTCNN looks for, in pixels of the image it is given (after the
+        ``max_side`` downscale). SAMM faces are ≈ 80 px there; MTCNN's own default of 20
+        adds the largest (slowest) pyramid levels for faces no SAMM-like clip has.
     """
 
     device: str = "cpu"
     max_side: int = 640
     min_prob: float = 0.90
     neighbours: int = 3
+    min_face: int = 40
 
     def __post_init__(self) -> None:
         _require(self.max_side == 0 or self.max_side >= 64, f"max_side must be 0 or >= 64, got {self.max_side}")
         _require(0.0 <= self.min_prob <= 1.0, f"min_prob must be in [0, 1], got {self.min_prob}")
         _require(self.neighbours >= 0, f"neighbours must be >= 0, got {self.neighbours}")
+        _require(self.min_face >= 12, f"min_face must be >= 12 (MTCNN's smallest window), got {self.min_face}")
 
 
 #: Alignment methods: the original scripts' whole-pixel template match, or that match refined

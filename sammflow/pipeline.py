@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,22 +57,33 @@ class ClipFlow:
 
 
 def find_apex_face(
-    clip: ClipAnnotation, frames: ClipFrames, apex: np.ndarray, *, params: DetectParams = DetectParams(), detector: Any = None
+    clip: ClipAnnotation, frames: ClipFrames, apex: np.ndarray | None = None, *, params: DetectParams = DetectParams(), detector: Any = None
 ) -> tuple[FaceBox, list[str]]:
     """MTCNN face box on the apex frame; if none, on the nearest frames (up to ``params.neighbours``
-    either side). Returns the box and warnings; raises ``ClipError`` when no frame has a face."""
+    either side). Returns the box in full-resolution frame pixels and warnings; raises
+    ``ClipError`` when no frame has a face.
+
+    ``apex`` is the decoded apex frame if the caller has it; otherwise the apex (and any
+    neighbour) is decoded at the reduced size detection needs, which JPEG makes ≈ 2× faster.
+    """
+    try:
+        full_shape = _frame_shape(frames.path(clip.apex)) if apex is None else apex.shape
+        reduce = _detection_reduce(full_shape, params) if apex is None else 1
+        image = read_grey(frames.path(clip.apex), reduce=reduce) if apex is None else apex
+    except FrameError as exc:
+        raise ClipError(f"{clip.clip}: {exc}") from exc
     warnings: list[str] = []
     try:
-        box = detect_face(apex, params=params, detector=detector, frame_number=clip.apex)
+        found = detect_face(image, params=params, detector=detector, frame_number=clip.apex)
     except NoFaceError as exc:
         cause = str(exc)
         nearby = [n for d in range(1, params.neighbours + 1) for n in (clip.apex - d, clip.apex + d) if n in frames.frames]
         for number in nearby:
             try:
-                neighbour = read_grey(frames.frames[number])
-                if neighbour.shape != apex.shape:
+                neighbour = read_grey(frames.frames[number], reduce=reduce)
+                if neighbour.shape != image.shape:
                     continue
-                box = detect_face(neighbour, params=params, detector=detector, frame_number=number)
+                found = detect_face(neighbour, params=params, detector=detector, frame_number=number)
             except (NoFaceError, FrameError):
                 continue
             warnings.append(f"no face on apex frame {clip.apex} ({cause}); used the box found on frame {number}")
@@ -79,9 +91,34 @@ def find_apex_face(
         else:
             tried = f"nor on frames {nearby}" if nearby else "and no neighbour frames to try"
             raise ClipError(f"{clip.clip}: {cause} on apex frame {clip.apex} {tried}") from None
-    if box.touches_border(apex.shape):
+    box = found if reduce == 1 else FaceBox.from_xyxy(
+        np.array([found.x1, found.y1, found.x2, found.y2], dtype=float) * reduce, shape=full_shape, prob=found.prob, frame=found.frame)
+    if box.touches_border(full_shape):
         warnings.append(f"face box {box.x1, box.y1, box.x2, box.y2} touches the frame border: the face may be cut off")
     return box, warnings
+
+
+def _frame_shape(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file from its header, without decoding it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, UnidentifiedImageError) as exc:
+        raise FrameError(f"{path}: not a readable image ({exc})") from exc
+    return height, width
+
+
+def _detection_reduce(shape: tuple[int, ...], params: DetectParams) -> int:
+    """Largest JPEG decode reduction (1, 2 or 4) that still leaves ≥ ``max_side`` px to detect on."""
+    if not params.max_side:
+        return 1
+    longest = max(shape[:2])
+    for reduce in (4, 2):
+        if longest / reduce >= params.max_side:
+            return reduce
+    return 1
 
 
 def normalize_clip(
@@ -108,10 +145,10 @@ def normalize_clip(
         Missing/unreadable frame, no face, frame smaller than the crop.
     """
     try:
-        apex = read_grey(frames.path(clip.apex))
         warnings: list[str] = []
         if box is None:
-            box, warnings = find_apex_face(clip, frames, apex, params=params.detect, detector=detector)
+            box, warnings = find_apex_face(clip, frames, params=params.detect, detector=detector)
+        apex = read_grey(frames.path(clip.apex))
         wanted = frames.numbers if numbers is None else sorted(set(numbers))
         paths = [(n, frames.path(n)) for n in wanted]
 

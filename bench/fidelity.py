@@ -1,0 +1,140 @@
+"""Alignment fidelity against the demo dataset's ground truth (issue 4's three measures).
+
+1. residual shift between aligned frames that have no local motion (crop px at 224);
+2. angle error of the strongest 5 % of the 28×28 map against the true motion direction;
+3. distance between the map's magnitude-weighted peak and the true motion region (map px).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sammflow.align import FrameAligner, FrameMatch, apex_template
+from sammflow.annotations import read_annotations
+from sammflow.dataset import load_dataset, read_grey
+from sammflow.demo import displacement_field, read_ground_truth
+from sammflow.encode import decode_map
+from sammflow.params import AlignParams, PipelineParams
+from sammflow.pipeline import find_apex_face, flow_from_crops
+
+
+@dataclass
+class Fidelity:
+    """Accumulated measures for one alignment method."""
+
+    residuals: list[float] = field(default_factory=list)  # crop px, one per still frame
+    angle_errors: list[float] = field(default_factory=list)  # degrees, one per clip
+    pixel_errors: list[float] = field(default_factory=list)  # degrees, one per clip
+    peak_distances: list[float] = field(default_factory=list)  # map px, one per clip
+    align_seconds: float = 0.0
+    frames: int = 0
+
+    def summary(self) -> dict[str, float]:
+        r = np.asarray(self.residuals)
+        return {
+            "residual_mean": float(r.mean()), "residual_p95": float(np.percentile(r, 95)),
+            "angle_error_mean": float(np.mean(self.angle_errors)), "angle_error_max": float(np.max(self.angle_errors)),
+            "pixel_angle_error_mean": float(np.mean(self.pixel_errors)),
+            "peak_distance_mean": float(np.mean(self.peak_distances)),
+            "align_ms_per_frame": 1000 * self.align_seconds / max(self.frames, 1),
+        }
+
+
+def true_flow_in_crop(clip_truth: dict, box, apex_jitter: np.ndarray, crop_size: int) -> np.ndarray:
+    """The true onset→apex motion resampled onto the aligned crop grid, (S, S, 2) crop px.
+
+    The crop is the apex box at the apex frame's head position, so the bumps are moved by
+    the apex jitter; displacements are scaled from frame px to crop px.
+    """
+    u = (np.arange(crop_size) + 0.5) / crop_size
+    xs = box.x1 + u[None, :] * box.width - 0.5 + 0 * u[:, None]
+    ys = box.y1 + u[:, None] * box.height - 0.5 + 0 * u[None, :]
+    bumps = [{**b, "center": [b["center"][0] + apex_jitter[0], b["center"][1] + apex_jitter[1]]} for b in clip_truth["bumps"]]
+    field_ = displacement_field(bumps, xs.astype(np.float32), ys.astype(np.float32))
+    field_[..., 0] *= crop_size / box.width
+    field_[..., 1] *= crop_size / box.height
+    return field_
+
+
+def map_measures(flow_map: np.ndarray, truth: np.ndarray, top: float = 0.05) -> tuple[float, float, float]:
+    """Measures of a flow map against the true field (crop px, any size) over its strongest pixels.
+
+    Returns
+    -------
+    direction_error : float
+        Degrees between the value-weighted mean direction of the strongest ``top`` fraction of
+        map pixels and the mean true motion over the same pixels.
+    pixel_error : float
+        Value-weighted mean, over those pixels, of each pixel's angle error against the true
+        local direction (stricter: symmetric errors do not cancel).
+    peak_distance : float
+        Value-weighted mean distance (map px) of those pixels from the true motion region
+        (pixels with at least half the peak true magnitude); 0 inside it.
+    """
+    size = flow_map.shape[0]
+    angle, value = decode_map(flow_map)
+    true_small = cv2.resize(truth, (size, size), interpolation=cv2.INTER_AREA)
+    true_mag = np.hypot(true_small[..., 0], true_small[..., 1])
+    true_angle = np.degrees(np.arctan2(true_small[..., 1], true_small[..., 0])) % 360
+    strongest = value >= max(np.quantile(value, 1 - top), 1e-9)
+    weights = value[strongest]
+    radians = np.radians(angle[strongest])
+    found = np.degrees(np.arctan2((weights * np.sin(radians)).sum(), (weights * np.cos(radians)).sum()))
+    expected = np.degrees(np.arctan2((weights * true_small[..., 1][strongest]).sum(), (weights * true_small[..., 0][strongest]).sum()))
+    direction_error = float(abs((found - expected + 180) % 360 - 180))
+    difference = np.abs((angle - true_angle + 180) % 360 - 180)
+    pixel_error = float(np.average(difference[strongest], weights=weights))
+    region = (true_mag >= 0.5 * true_mag.max()).astype(np.uint8)
+    outside = cv2.distanceTransform(1 - region, cv2.DIST_L2, 5)
+    peak_distance = float(np.average(outside[strongest], weights=weights))
+    return direction_error, pixel_error, peak_distance
+
+
+def measure(root: Path, methods: dict[str, AlignParams | None]) -> dict[str, dict[str, float]]:
+    """Run every method on every clip of a demo dataset; returns each method's summary.
+
+    A method given as ``None`` is the oracle: crops cut at the true head offsets (perfect
+    alignment), the floor the flow itself sets.
+    """
+    dataset = load_dataset(root, read_annotations(root / "samm.csv"))
+    truth = read_ground_truth(root)
+    results = {name: Fidelity() for name in methods}
+    for clip, frames in dataset.ready():
+        clip_truth = truth["by_clip"][clip.clip]
+        jitter = {f["frame"]: np.array(f["jitter"]) for f in clip_truth["frames"]}
+        still = {f["frame"] for f in clip_truth["frames"] if f["motion"] == 0.0}
+        box, _ = find_apex_face(clip, frames)
+        decoded = {n: read_grey(frames.path(n)) for n in frames.numbers}
+        apex = decoded[clip.apex]
+        for name, method in methods.items():
+            result = results[name]
+            params = method or AlignParams()
+            aligner = FrameAligner(apex_template(apex, box), box, params=params)
+            crops = {}
+            start = time.perf_counter()
+            matches = {}
+            for n, frame in decoded.items():
+                if method is None:
+                    dx, dy = jitter[n] - jitter[clip.apex]
+                    matches[n] = FrameMatch(float(dx), float(dy), 1.0)
+                else:
+                    matches[n] = aligner.match(frame)
+                crops[n] = aligner.crop(frame, matches[n])
+            result.align_seconds += time.perf_counter() - start
+            result.frames += len(decoded)
+            scale = params.crop_size / box.width
+            for n in still - {clip.apex}:
+                expected = jitter[n] - jitter[clip.apex]
+                result.residuals.append(float(np.hypot(matches[n].dx - expected[0], matches[n].dy - expected[1])) * scale)
+            _, flow_map = flow_from_crops(crops[clip.onset], crops[clip.apex], params=PipelineParams(align=params))
+            true = true_flow_in_crop(clip_truth, box, jitter[clip.apex], params.crop_size)
+            angle_error, pixel_error, distance = map_measures(flow_map, true)
+            result.angle_errors.append(angle_error)
+            result.pixel_errors.append(pixel_error)
+            result.peak_distances.append(distance)
+    return {name: r.summary() for name, r in results.items()}

@@ -1,0 +1,215 @@
+"""Benchmarks: speed, memory and alignment fidelity, as ratios measured in one run.
+
+    .venv/bin/python bench/run.py            # full run (first time ≈ 3 min to generate data)
+    .venv/bin/python bench/run.py --quick    # smaller data, for a smoke test
+
+Generates (or reuses) SAMM-size demo datasets under bench/data/, prints a table and writes
+BENCHMARKS.md with the machine, the date and the ratios. Every speed row is a fresh process
+timed from the outside (start-up included) unless it says "warm".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from sammflow.demo import DemoConfig, generate_demo  # noqa: E402
+from sammflow.params import AlignParams  # noqa: E402
+
+DATA = ROOT / "bench" / "data"
+PYTHON = sys.executable
+
+
+def run(cmd: list[str], **kwargs) -> tuple[float, str]:
+    """Wall time of a fresh process and its output (raises if it fails)."""
+    start = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, **kwargs)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    return elapsed, result.stdout + result.stderr
+
+
+def peak_rss_children_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def decode_only(root: Path) -> tuple[float, int]:
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom sammflow.dataset import read_grey\n"
+        f"paths = sorted(Path({str(root)!r}).glob('*/*/*.jpg'))\nstart = time.perf_counter()\n"
+        "for p in paths: read_grey(p)\nprint(time.perf_counter() - start, len(paths))"
+    )
+    _, out = run([PYTHON, "-c", code])
+    seconds, count = out.split()[-2:]
+    return float(seconds), int(count)
+
+
+def export_warm(root: Path, out: Path, workers: int) -> float:
+    """clips/s of a second export in the same process (torch, MTCNN and box cache warm)."""
+    code = (
+        "import time\nfrom pathlib import Path\nfrom sammflow.annotations import read_annotations\n"
+        "from sammflow.dataset import load_dataset\nfrom sammflow.export import export_flows\n"
+        f"root = Path({str(root)!r})\nds = load_dataset(root, read_annotations(root / 'samm.csv'))\n"
+        f"export_flows(ds, Path({str(out)!r}) / 'a', workers={workers})\n"
+        f"start = time.perf_counter()\nreport = export_flows(ds, Path({str(out)!r}) / 'b', workers={workers})\n"
+        "print(len(report.rows) / (time.perf_counter() - start))"
+    )
+    _, text = run([PYTHON, "-c", code])
+    return float(text.split()[-1])
+
+
+def alignment_time(root: Path) -> dict[str, float]:
+    """ms per frame of the original whole-pixel alignment and of the sub-pixel default, on
+    frames already decoded (the alignment alone)."""
+    import numpy as np
+
+    from sammflow.align import FrameAligner, apex_template, crop_aligned, match_frame
+    from sammflow.annotations import read_annotations
+    from sammflow.dataset import load_dataset, read_grey
+    from sammflow.pipeline import find_apex_face
+
+    dataset = load_dataset(root, read_annotations(root / "samm.csv"))
+    times = {"whole_pixel": 0.0, "subpixel": 0.0}
+    count = 0
+    whole = AlignParams(method="whole_pixel")
+    for clip, frames in dataset.ready()[:6]:
+        box, _ = find_apex_face(clip, frames)
+        decoded = [read_grey(frames.path(n)) for n in frames.numbers]
+        template = apex_template(decoded[frames.numbers.index(clip.apex)], box)
+        start = time.perf_counter()
+        for frame in decoded:
+            m = match_frame(frame, template, box)
+            crop_aligned(frame, box, m.dx, m.dy, params=whole)
+        times["whole_pixel"] += time.perf_counter() - start
+        aligner = FrameAligner(template, box)
+        start = time.perf_counter()
+        for frame in decoded:
+            aligner.crop(frame, aligner.match(frame))
+        times["subpixel"] += time.perf_counter() - start
+        count += len(decoded)
+    return {k: 1000 * v / count for k, v in times.items()} | {"frames": float(np.float64(count))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small datasets (smoke test; numbers not representative)")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+
+    speed_config = DemoConfig(subjects=2, clips_per_subject=2, frames=20, seed=11) if args.quick else DemoConfig(subjects=5, clips_per_subject=4, frames=60, seed=11)
+    # fidelity on faces/motions/jitter not used while developing the method (tests use seeds 0 and 3)
+    fidelity_configs = [DemoConfig(subjects=5, clips_per_subject=2, frames=30, seed=23, jitter=1.5),
+                        DemoConfig(subjects=3, clips_per_subject=2, frames=30, seed=37, jitter=3.0, amplitude=3.0)]
+    if args.quick:
+        fidelity_configs = [DemoConfig(subjects=2, clips_per_subject=2, frames=16, seed=23)]
+    print("generating / reusing benchmark data under bench/data ...", flush=True)
+    speed_root = generate_demo(DATA / f"speed-{speed_config.hash}", speed_config)
+    fidelity_roots = [generate_demo(DATA / f"fidelity-{c.hash}", c) for c in fidelity_configs]
+
+    rows: list[tuple[str, str, str]] = []
+    scratch = Path(tempfile.mkdtemp(prefix="sammflow-bench-"))
+    try:
+        decode_s, n_frames = decode_only(speed_root)
+        rows.append(("decode only (1 process, grey JPEG decode)", f"{decode_s:.2f} s", f"{n_frames / decode_s:.0f} frames/s"))
+        original_s, _ = run([PYTHON, "bench/original.py", str(speed_root), str(scratch / "original")])
+        rows.append(("original method (PIL + full-res MTCNN + whole-pixel TM, 1 process)", f"{original_s:.2f} s",
+                     f"{n_frames / original_s:.0f} frames/s, {original_s / decode_s:.2f}× decode"))
+        rss_before = peak_rss_children_mb()
+        timings = {}
+        for workers in (1, os.cpu_count() or 1):
+            if workers in timings:
+                continue
+            wall, _ = run([PYTHON, "-m", "sammflow", "normalize", str(speed_root), str(scratch / f"norm{workers}"), "-q", "-j", str(workers)])
+            timings[workers] = wall
+            rows.append((f"normalize, sub-pixel, {workers} worker(s), start-up included", f"{wall:.2f} s",
+                         f"{n_frames / wall:.0f} frames/s, **{wall / decode_s:.2f}× decode**, {original_s / wall:.1f}× faster than original"))
+        rss = max(peak_rss_children_mb(), rss_before)
+        rows.append(("peak RSS of any process (decode, original, normalize)", f"{rss:.0f} MB", "target < 1500 MB"))
+        same = _same_outputs(scratch / "norm1", scratch / f"norm{max(timings)}")
+        rows.append(("normalize N workers == 1 worker (crops, alignment.csv)", "identical" if same else "DIFFERENT", ""))
+        clips = len(list(speed_root.glob("*/*")))
+        for workers in (1, os.cpu_count() or 1):
+            rate = export_warm(speed_root, scratch / f"export{workers}", workers)
+            rows.append((f"export maps, warm (MTCNN loaded), {workers} worker(s), {clips} clips", f"{rate:.1f} clips/s", "target ≥ 20 clips/s"))
+        align = alignment_time(speed_root)
+        rows.append(("alignment only, original whole-pixel (TM + crop)", f"{align['whole_pixel']:.2f} ms/frame", ""))
+        rows.append(("alignment only, sub-pixel default (coarse TM + robust refinement + cubic crop)", f"{align['subpixel']:.2f} ms/frame",
+                     f"{align['subpixel'] / align['whole_pixel']:.2f}× alignment alone; "
+                     f"{(decode_s / n_frames * 1000 + align['subpixel']) / (decode_s / n_frames * 1000 + align['whole_pixel']):.2f}× with decode"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    from fidelity import measure
+
+    methods = {"whole_pixel (original)": AlignParams(method="whole_pixel"), "subpixel (default)": AlignParams(),
+               "subpixel, not robust": AlignParams(robust=False), "perfect alignment (truth)": None}
+    fidelity = {}
+    for root in fidelity_roots:
+        for name, summary in measure(root, methods).items():
+            fidelity.setdefault(name, []).append(summary)
+    merged = {name: {k: sum(s[k] for s in runs) / len(runs) for k in runs[0]} for name, runs in fidelity.items()}
+
+    table = _table(["measure", "result", "note"], rows)
+    fid_rows = [(name, f"{m['residual_mean']:.3f} / {m['residual_p95']:.3f}", f"{m['angle_error_mean']:.1f}° / {m['angle_error_max']:.1f}°",
+                 f"{m['pixel_angle_error_mean']:.1f}°", f"{m['peak_distance_mean']:.2f}") for name, m in merged.items()]
+    fid_table = _table(["alignment", "residual shift, crop px (mean / p95)", "map direction error (mean / max)",
+                        "per-pixel angle error", "peak distance, map px"], fid_rows)
+    machine = f"{platform.node() or 'machine'}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = f"""# Benchmarks
+
+Measured by `bench/run.py`{' --quick (smoke run: small data, not representative)' if args.quick else ''} on {date}.
+Machine: {machine}.
+
+## Speed and memory
+
+SAMM-size demo data: {n_frames} grey 2040×1088 JPEG frames ({clips} clips), `bench/data/`.
+Ratios compare rows of this same run.
+
+{table}
+
+## Alignment fidelity (issue 4)
+
+Demo datasets with known per-frame head jitter and local motion, on seeds, faces, motions
+and jitter not used during development ({', '.join(f'{c.subjects}×{c.clips_per_subject} clips, jitter {c.jitter} px, seed {c.seed}' for c in fidelity_configs)}).
+Residual shift: aligned frames without local motion, against the true jitter, crop px at 224.
+Map direction error: the value-weighted mean direction of the strongest 5 % of the 28×28
+map against the mean true motion over those pixels. Per-pixel angle error: the same pixels,
+each against the true local direction (symmetric errors cannot cancel). Peak distance:
+value-weighted distance of those pixels from the true motion region (≥ half the peak true
+displacement), 28×28 map px.
+
+{fid_table}
+"""
+    args.out.write_text(text)
+    print(text)
+
+
+def _same_outputs(a: Path, b: Path) -> bool:
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name not in ("params.json", "manifest.csv"))
+    return bool(files) and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+def _table(header: list[str], rows: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
