@@ -105,6 +105,34 @@ def alignment_time(root: Path) -> dict[str, float]:
     return {k: 1000 * v / count for k, v in times.items()} | {"frames": float(np.float64(count))}
 
 
+APP_TIMING = """
+import json, sys, time
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file("app.py", default_timeout=300)
+start = time.perf_counter()
+at.run()
+first = time.perf_counter() - start
+assert not at.exception, at.exception
+torch_loaded = "torch" in sys.modules
+at.switch_page("pages/flow.py").run()
+assert not at.exception, at.exception
+images = len(at.get("imgs"))
+at.sidebar.slider(key="winsize").set_value(21)
+start = time.perf_counter()
+at.run()
+warm = time.perf_counter() - start
+assert not at.exception, at.exception
+print(json.dumps({"first": first, "torch": torch_loaded, "warm": warm, "images": images}))
+"""
+
+
+def app_timings(root: Path, cache: Path) -> dict[str, float]:
+    """Overview first run and the flow page's warm re-render after a flow-parameter change (AppTest)."""
+    env = {**os.environ, "SAMMFLOW_DATA": str(root), "SAMMFLOW_ANNOTATIONS": str(root / "samm.csv"), "SAMMFLOW_CACHE": str(cache)}
+    _, out = run([PYTHON, "-c", APP_TIMING], env=env)
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small datasets (smoke test; numbers not representative)")
@@ -146,6 +174,12 @@ def main() -> None:
         for workers in (1, os.cpu_count() or 1):
             rate = export_warm(speed_root, scratch / f"export{workers}", workers)
             rows.append((f"export maps, warm (MTCNN loaded), {workers} worker(s), {clips} clips", f"{rate:.1f} clips/s", "target ≥ 20 clips/s"))
+        if (ROOT / "app.py").exists():
+            app = app_timings(speed_root, scratch / "cache")
+            rows.append(("app: overview page, first run (AppTest, fresh process)", f"{app['first']:.2f} s",
+                         f"target < 3 s; torch imported: {'yes' if app['torch'] else 'no'}"))
+            rows.append(("app: flow page re-render after a flow-parameter change (9 maps + large view, crops cached)",
+                         f"{app['warm']:.2f} s", "target < 0.3 s"))
         align = alignment_time(speed_root)
         rows.append(("alignment only, original whole-pixel (TM + crop)", f"{align['whole_pixel']:.2f} ms/frame", ""))
         rows.append(("alignment only, sub-pixel default (coarse TM + robust refinement + cubic crop)", f"{align['subpixel']:.2f} ms/frame",

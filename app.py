@@ -1,0 +1,24 @@
+"""sammflow dashboard: routes to the pages in pages/ and owns the shared sidebar.
+
+Run with ``streamlit run app.py``. With nothing configured it opens a generated demo
+dataset (created on first run in the cache folder); ``SAMMFLOW_DATA`` and
+``SAMMFLOW_ANNOTATIONS`` point it at a real dataset.
+"""
+
+import streamlit as st
+
+from sammflow import ui
+
+st.set_page_config(page_title="sammflow", page_icon=":material/blur_on:", layout="wide")
+
+page = st.navigation([
+    st.Page("pages/overview.py", title="Overview", icon=":material/table_chart:", default=True),
+    st.Page("pages/alignment.py", title="Alignment diagnostics", icon=":material/center_focus_strong:"),
+    st.Page("pages/grid.py", title="Normalized grid", icon=":material/grid_view:"),
+    st.Page("pages/flow.py", title="Flow samples", icon=":material/air:"),
+    st.Page("pages/gifs.py", title="Onset→apex GIFs", icon=":material/animation:"),
+    st.Page("pages/export.py", title="Batch export", icon=":material/download:"),
+])
+# The sidebar shows any dataset problem with st.error; a page only runs on a usable dataset.
+if ui.sidebar() is not None:
+    page.run()

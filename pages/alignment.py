@@ -1,0 +1,63 @@
+"""Alignment diagnostics: per-frame MTCNN crops versus template-aligned crops of one clip."""
+
+import streamlit as st
+
+from sammflow import ui
+from sammflow.pipeline import ClipError
+
+ctx = ui.context()
+st.title("Alignment diagnostics")
+st.caption("Each frame cropped by its own MTCNN box (before) versus matched to the apex face crop (after). "
+           "Differences between two frames that are not facial motion are alignment error.")
+clips = ctx.ready_ids()
+if not clips:
+    st.warning("No clip has its onset and apex frames on disk.")
+    st.stop()
+
+c1, c2, c3, c4 = st.columns([2, 1, 1, 1.4])
+# bound widgets keep plain values (no format_func): the URL holds what format_func returns
+clip = c1.selectbox("Clip", clips, key="clip", bind="query-params", on_change=ui.forget("a", "b"))
+ann, frames = ctx.dataset.clip(clip)
+marks = {ann.onset: "onset", ann.apex: "apex", ann.offset: "offset"}
+label = lambda n: f"{n} ({marks[n]})" if n in marks else str(n)
+ui.preset("a", frames.numbers, ann.onset)
+ui.preset("b", frames.numbers, ann.apex)
+a = c2.selectbox("Frame A", frames.numbers, key="a", bind="query-params", help=f"onset {ann.onset}, apex {ann.apex}, offset {ann.offset}")
+b = c3.selectbox("Frame B", frames.numbers, key="b", bind="query-params", help=f"onset {ann.onset}, apex {ann.apex}, offset {ann.offset}")
+threshold = c4.slider("Difference threshold (grey levels)", 1, 64, 12, key="thr", bind="query-params")
+st.caption(f"{ui.caption(ctx, clip)} · onset {ann.onset} · apex {ann.apex} · offset {ann.offset} · {len(frames.numbers)} frames on disk")
+
+try:
+    bar = st.progress(0.0, text="MTCNN on every frame…")
+    track = ui.mtcnn_boxes(ctx, clip, progress=lambda done, total: bar.progress(done / total, text=f"MTCNN on frame {done} of {total}…"))
+    with st.spinner("Aligning every frame to the apex crop…"):
+        aligned = ui.alignment(ctx, clip)
+    bar.empty()
+    figure = ui.pair_figure(ctx, clip, a, b, threshold, track)
+except ClipError as exc:
+    st.error(str(exc))
+    st.stop()
+
+for title, images, fraction in (("Before: each frame cropped by its own MTCNN box", figure.before, figure.before_fraction),
+                                 ("After: template-aligned to the apex crop", figure.after, figure.after_fraction)):
+    st.markdown(f"**{title}** · {fraction:.1%} of pixels differ by ≥ {threshold}")
+    for column, image, text in zip(st.columns(3), images, (f"frame {label(a)}", f"frame {label(b)}", "|A − B| ≥ threshold")):
+        if image is None:
+            column.info("MTCNN found no face on this frame.")
+        else:
+            column.image(image, caption=text, width=ctx.params.align.crop_size)
+st.download_button("Download figure (PNG)", figure.png(a, b, threshold, clip), file_name=f"alignment_{clip}_{a}_{b}.png",
+                    mime="image/png", icon=":material/download:", on_click="ignore")
+
+left, right = st.columns([3, 2])
+left.plotly_chart(ui.jitter_chart(track, aligned, ann.onset, ann.apex), config=ui.plotly_config(f"jitter_{clip}"))
+flagged = ui.flagged_frames(aligned, ctx.params.align)
+right.plotly_chart(ui.score_chart(aligned, ctx.params.align.min_score, flagged), config=ui.plotly_config(f"scores_{clip}"))
+if flagged:
+    right.warning(f"{len(flagged)} frame(s) flagged (score < {ctx.params.align.min_score:.2f} or high residual): "
+                  + ", ".join(map(str, flagged)), icon=":material/flag:")
+else:
+    right.success(f"All {len(aligned.matches)} frames matched with score ≥ {ctx.params.align.min_score:.2f} "
+                  f"(lowest {aligned.min_score:.3f}).", icon=":material/check_circle:")
+if aligned.warnings:
+    right.info(" · ".join(aligned.warnings))

@@ -1,0 +1,508 @@
+"""A plain on-disk cache of the per-clip work that is slow to redo: the apex face box
+(MTCNN), aligned crops, and per-frame MTCNN boxes.
+
+The dashboard reads through it (``apex_box``, ``aligned_crops``, ``mtcnn_track``), so a
+restart, or a change of a flow or encoding parameter, never re-detects nor re-aligns. It
+imports neither Streamlit nor torch: the detector is passed as a zero-argument factory
+that is only called on a cache miss, so a warm cache never pays torch's start-up.
+
+Layout, under ``cache_dir()`` (``$SAMMFLOW_CACHE``, else ``$XDG_CACHE_HOME/sammflow``, else
+``~/.cache/sammflow``)::
+
+    clips/<dataset key>/<clip>/<DetectParams hash>/box.json        apex box + warnings
+    clips/<dataset key>/<clip>/<DetectParams hash>/mtcnn.json      per-frame MTCNN boxes
+    clips/<dataset key>/<clip>/<DetectParams hash>/<AlignParams hash>/f<frame>.png / .json
+
+Every entry records the size and modification time of the frame files it came from and
+is ignored when they differ, so an edited dataset is never served stale results. Files
+are written atomically (``sammflow.export.write_atomic``): a crash leaves no half entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from sammflow.align import Alignment, FrameMatch
+from sammflow.annotations import ClipAnnotation
+from sammflow.dataset import ClipFrames, Dataset, FrameError, read_grey
+from sammflow.detect import FaceBox, NoFaceError, detect_face
+from sammflow.export import write_atomic
+from sammflow.params import DetectParams, PipelineParams, stable_hash
+from sammflow.pipeline import ClipError, find_apex_face, normalize_clip
+
+#: Environment variable naming the cache folder.
+ENV_CACHE = "SAMMFLOW_CACHE"
+#: Aligned-crop folders (one per clip × detection × alignment parameters) kept by ``prune``.
+DEFAULT_MAX_ENTRIES = 2000
+_FORMAT = 1  # bump when the meaning of a cached file changes: old entries are then ignored
+
+DetectorFactory = Callable[[], Any]
+
+
+def cache_dir() -> Path:
+    """The cache folder: ``$SAMMFLOW_CACHE``, else ``$XDG_CACHE_HOME/sammflow``, else ``~/.cache/sammflow``.
+
+    Returns
+    -------
+    Path
+        Not created here; writers create what they need.
+    """
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "sammflow"
+
+
+def dataset_key(root: str | Path) -> str:
+    """A folder name for a dataset: its name plus a hash of its absolute path.
+
+    Parameters
+    ----------
+    root : str or Path
+        The dataset folder.
+
+    Returns
+    -------
+    str
+        e.g. ``"SAMM-3f1c2a9b0d4e"``; two datasets with the same name never share entries.
+    """
+    resolved = Path(root).expanduser().resolve()
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in resolved.name)[:40] or "root"
+    return f"{name}-{stable_hash(str(resolved))}"
+
+
+def file_signature(path: str | Path) -> list[int]:
+    """What a cache entry was made from.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    list of int
+        ``[size, mtime_ns]``; ``[-1, -1]`` if the file cannot be read.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [-1, -1]
+    return [st.st_size, st.st_mtime_ns]
+
+
+@dataclass(frozen=True)
+class AlignedCrops:
+    """Aligned crops of some frames of one clip.
+
+    Attributes
+    ----------
+    box : FaceBox
+        The apex face box every frame was matched against (frame px).
+    warnings : tuple of str
+        From the detection (face found on a neighbour frame, box touching the border).
+    crops : dict of int → ndarray uint8 (crop_size, crop_size)
+        By absolute frame number.
+    matches : dict of int → dict
+        Per frame ``dx``, ``dy`` (frame px), ``score``, ``residual`` (crop px), ``angle``, ``scale``.
+    """
+
+    box: FaceBox
+    warnings: tuple[str, ...]
+    crops: dict[int, np.ndarray]
+    matches: dict[int, dict[str, float]]
+
+    @property
+    def min_score(self) -> float:
+        return min((m["score"] for m in self.matches.values()), default=float("nan"))
+
+
+class ClipStore:
+    """The cache files of one dataset.
+
+    Parameters
+    ----------
+    dataset_root : str or Path
+        The dataset the entries belong to (its path picks the sub-folder).
+    base : Path, optional
+        Cache folder; ``cache_dir()`` if omitted.
+    """
+
+    def __init__(self, dataset_root: str | Path, base: Path | None = None) -> None:
+        self.base = Path(base) if base is not None else cache_dir()
+        self.root = self.base / "clips" / dataset_key(dataset_root)
+
+    # ------------------------------------------------------------ paths
+
+    def detect_dir(self, clip: str, detect_hash: str) -> Path:
+        """Folder of a clip's entries that depend on the detection parameters only."""
+        return self.root / _safe(clip) / detect_hash
+
+    def align_dir(self, clip: str, detect_hash: str, align_hash: str) -> Path:
+        """Folder of a clip's aligned crops for one detection × alignment parameter set."""
+        return self.detect_dir(clip, detect_hash) / align_hash
+
+    # ------------------------------------------------------------ entries
+
+    def get_box(self, clip: str, detect_hash: str, apex_path: Path) -> tuple[FaceBox, tuple[str, ...]] | None:
+        """The cached apex box of a clip.
+
+        Parameters
+        ----------
+        clip : str
+        detect_hash : str
+            ``DetectParams.hash``.
+        apex_path : Path
+            The apex frame's file; an entry made from another file, or from this one before
+            it changed, is ignored.
+
+        Returns
+        -------
+        (FaceBox, tuple of str) or None
+            The box and its warnings; ``None`` if missing, stale or unreadable.
+        """
+        data = _read_json(self.detect_dir(clip, detect_hash) / "box.json")
+        if not data or data.get("apex") != [str(apex_path), *file_signature(apex_path)]:
+            return None
+        try:
+            return FaceBox(**data["box"]), tuple(data.get("warnings", ()))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def put_box(self, clip: str, detect_hash: str, apex_path: Path, box: FaceBox, warnings: Iterable[str]) -> None:
+        """Store a clip's apex box and its warnings (see ``get_box``); a failed write is ignored."""
+        # the apex file's path too: an annotation edit that moves the apex invalidates the box
+        content = {"format": _FORMAT, "apex": [str(apex_path), *file_signature(apex_path)], "box": box.to_dict(), "warnings": list(warnings)}
+        _write_json(self.detect_dir(clip, detect_hash) / "box.json", content)
+
+    def get_crop(self, clip: str, detect_hash: str, align_hash: str, number: int, frame_path: Path, box: FaceBox) -> tuple[np.ndarray, dict[str, float]] | None:
+        """A cached aligned crop and its match record.
+
+        Parameters
+        ----------
+        clip : str
+        detect_hash, align_hash : str
+        number : int
+            Absolute frame number.
+        frame_path : Path
+            The frame's file; the entry is ignored if the file changed.
+        box : FaceBox
+            The apex box the crop must have been aligned to.
+
+        Returns
+        -------
+        (ndarray uint8 (crop_size, crop_size), dict) or None
+            ``None`` if missing, stale or unreadable.
+        """
+        folder = self.align_dir(clip, detect_hash, align_hash)
+        meta = _read_json(folder / f"f{number}.json")
+        if not meta or meta.get("frame") != file_signature(frame_path) or meta.get("box") != _box_key(box):
+            return None
+        try:
+            data = np.fromfile(folder / f"f{number}.png", dtype=np.uint8)
+        except OSError:
+            return None
+        crop = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+        if crop is None:
+            return None
+        return crop, meta["match"]
+
+    def put_crop(self, clip: str, detect_hash: str, align_hash: str, number: int, frame_path: Path, box: FaceBox,
+                 crop: np.ndarray, match: dict[str, float]) -> None:
+        """Store an aligned crop (lossless PNG) and its match record (see ``get_crop``); a failed
+        write is ignored."""
+        folder = self.align_dir(clip, detect_hash, align_hash)
+        ok, png = cv2.imencode(".png", crop)  # lossless: a cached crop equals a recomputed one
+        if not ok:  # pragma: no cover - a uint8 grey image always encodes
+            return
+        # the PNG first: a .json (the marker of a complete entry) never points to a missing image
+        try:
+            write_atomic(folder / f"f{number}.png", png.tobytes())
+        except OSError:
+            return  # a read-only or full cache folder costs a recompute next time, never the result
+        _write_json(folder / f"f{number}.json", {"format": _FORMAT, "frame": file_signature(frame_path), "box": _box_key(box), "match": match})
+
+    def get_json(self, clip: str, detect_hash: str, name: str, sources: Any) -> Any:
+        """A value stored with ``put_json``.
+
+        Parameters
+        ----------
+        clip : str
+        detect_hash : str
+        name : str
+        sources : JSON-able
+            What the value was made from (e.g. frame signatures); must equal the stored one.
+
+        Returns
+        -------
+        object or None
+        """
+        data = _read_json(self.detect_dir(clip, detect_hash) / f"{name}.json")
+        if not data or data.get("sources") != sources:
+            return None
+        return data.get("value")
+
+    def put_json(self, clip: str, detect_hash: str, name: str, sources: Any, value: Any) -> None:
+        """Store a JSON-able value with what it was made from (see ``get_json``)."""
+        _write_json(self.detect_dir(clip, detect_hash) / f"{name}.json", {"format": _FORMAT, "sources": sources, "value": value})
+
+    def touch(self, clip: str, detect_hash: str, align_hash: str) -> None:
+        """Mark an aligned-crop folder as recently used (``prune`` removes the least recent)."""
+        try:
+            os.utime(self.align_dir(clip, detect_hash, align_hash))
+        except OSError:
+            pass
+
+    def prune(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> int:
+        """Remove the least recently used aligned-crop folders beyond ``max_entries``.
+
+        Returns
+        -------
+        int
+            Number of folders removed.
+        """
+        return prune(self.base, max_entries)
+
+
+def prune(base: Path | None = None, max_entries: int = DEFAULT_MAX_ENTRIES) -> int:
+    """Remove the least recently used aligned-crop folders of every dataset beyond ``max_entries``.
+
+    Parameters
+    ----------
+    base : Path, optional
+        Cache folder; ``cache_dir()`` if omitted.
+    max_entries : int
+        Aligned-crop folders (clip × detection × alignment parameters) to keep.
+
+    Returns
+    -------
+    int
+        Number of folders removed.
+    """
+    clips = (Path(base) if base is not None else cache_dir()) / "clips"
+    entries = [p for p in clips.glob("*/*/*/*") if p.is_dir()]
+    if len(entries) <= max_entries:
+        return 0
+
+    def used(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    entries.sort(key=used, reverse=True)
+    for old in entries[max_entries:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return len(entries) - max_entries
+
+
+# ---------------------------------------------------------------- read-through
+
+
+def clip_of(dataset: Dataset, clip_id: str) -> tuple[ClipAnnotation, ClipFrames]:
+    """The annotation and frames of a clip.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    clip_id : str
+
+    Returns
+    -------
+    (ClipAnnotation, ClipFrames)
+
+    Raises
+    ------
+    ClipError
+        Saying why the clip cannot be used (not annotated, no folder).
+    """
+    try:
+        return dataset.clip(clip_id)
+    except KeyError as exc:
+        raise ClipError(str(exc.args[0] if exc.args else exc)) from None
+
+
+def apex_box(dataset: Dataset, clip_id: str, params: PipelineParams, *, store: ClipStore,
+             detector: DetectorFactory) -> tuple[FaceBox, tuple[str, ...]]:
+    """The clip's apex face box: from the cache, else detected (``find_apex_face``) and cached.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    clip_id : str
+    params : PipelineParams
+        Only ``params.detect`` matters.
+    store : ClipStore
+    detector : callable
+        Returns an MTCNN detector; called only when the box is not cached.
+
+    Returns
+    -------
+    box : FaceBox
+    warnings : tuple of str
+
+    Raises
+    ------
+    ClipError
+        Unknown clip, missing or unreadable apex frame, no face.
+    """
+    clip, frames = clip_of(dataset, clip_id)
+    try:
+        apex_path = frames.path(clip.apex)
+    except FrameError as exc:
+        raise ClipError(str(exc)) from exc
+    cached = store.get_box(clip.clip, params.detect.hash, apex_path)
+    if cached is not None:
+        return cached
+    # exactly as the batch jobs do (apex decoded at detection size), so boxes equal theirs
+    box, warnings = find_apex_face(clip, frames, params=params.detect, detector=detector())
+    store.put_box(clip.clip, params.detect.hash, apex_path, box, warnings)
+    return box, tuple(warnings)
+
+
+def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, numbers: Iterable[int], *, store: ClipStore,
+                  detector: DetectorFactory) -> AlignedCrops:
+    """Aligned crops of some frames of a clip, read through the cache.
+
+    Cached frames are read back; the others are aligned in one pass (``normalize_clip`` with
+    the cached apex box) and cached.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    clip_id : str
+    params : PipelineParams
+        ``detect`` and ``align`` matter.
+    numbers : iterable of int
+        Absolute frame numbers.
+    store : ClipStore
+    detector : callable
+        Returns an MTCNN detector; called only when the apex box is not cached.
+
+    Returns
+    -------
+    AlignedCrops
+
+    Raises
+    ------
+    ClipError
+        Unknown clip, a frame not on disk or unreadable, no face, frame smaller than the crop.
+    """
+    clip, frames = clip_of(dataset, clip_id)
+    box, warnings = apex_box(dataset, clip_id, params, store=store, detector=detector)
+    dh, ah = params.detect.hash, params.align.hash
+    wanted = sorted({int(n) for n in numbers})
+    crops: dict[int, np.ndarray] = {}
+    matches: dict[int, dict[str, float]] = {}
+    missing = []
+    for number in wanted:
+        if number not in frames.frames:
+            raise ClipError(f"{clip.clip}: frame {number} not on disk in {frames.folder}")
+        hit = store.get_crop(clip.clip, dh, ah, number, frames.frames[number], box)
+        if hit is None:
+            missing.append(number)
+        else:
+            crops[number], matches[number] = hit
+    if missing:
+        normalized = normalize_clip(clip, frames, params=params, numbers=missing, box=box)
+        for number, record in _match_records(normalized.alignment).items():
+            crops[number], matches[number] = normalized.crops[number], record
+            store.put_crop(clip.clip, dh, ah, number, frames.frames[number], box, normalized.crops[number], record)
+    store.touch(clip.clip, dh, ah)
+    return AlignedCrops(box, warnings, crops, matches)
+
+
+def mtcnn_track(dataset: Dataset, clip_id: str, params: DetectParams, *, store: ClipStore, detector: DetectorFactory,
+                progress: Callable[[int, int], None] | None = None) -> dict[int, FaceBox | None]:
+    """MTCNN's own box on every frame of a clip (``None`` where it finds no face): how much a
+    per-frame detection jitters, the "before" of the alignment diagnostics. Cached per clip.
+
+    Parameters
+    ----------
+    progress : callable(done, total), optional
+        Called after each detected frame (not when the whole track comes from the cache).
+
+    Raises
+    ------
+    ClipError
+        Unknown clip or an unreadable frame.
+    """
+    clip, frames = clip_of(dataset, clip_id)
+    sources = {str(n): file_signature(p) for n, p in sorted(frames.frames.items())}
+    cached = store.get_json(clip.clip, params.hash, "mtcnn", sources)
+    if cached is not None:
+        return {int(n): (FaceBox(**b) if b else None) for n, b in cached.items()}
+    model = detector()
+    track: dict[int, FaceBox | None] = {}
+    for i, (number, path) in enumerate(sorted(frames.frames.items())):
+        try:
+            track[number] = detect_face(read_grey(path), params=params, detector=model, frame_number=number)
+        except NoFaceError:
+            track[number] = None
+        except FrameError as exc:
+            raise ClipError(f"{clip.clip}: {exc}") from exc
+        if progress:
+            progress(i + 1, len(frames.frames))
+    store.put_json(clip.clip, params.hash, "mtcnn", sources, {str(n): (b.to_dict() if b else None) for n, b in track.items()})
+    return track
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _safe(name: str) -> str:
+    """A clip id as a single path component (clip ids come from user files)."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".")
+    return cleaned or "_"
+
+
+def _match_records(alignment: Alignment) -> dict[int, dict[str, float]]:
+    """Per-frame match values, unrounded (``Alignment.to_records`` rounds for files)."""
+    return {
+        int(n): {"dx": float(o[0]), "dy": float(o[1]), "score": float(s), "residual": float(r), "angle": float(a), "scale": float(k)}
+        for n, o, s, r, a, k in zip(alignment.frames, alignment.offsets, alignment.scores, alignment.residuals, alignment.angles, alignment.scales)
+    }
+
+
+def alignment_of(crops: AlignedCrops) -> Alignment:
+    """The ``sammflow.align.Alignment`` of cached crops, for its ``flagged``, ``min_score`` ...
+
+    Parameters
+    ----------
+    crops : AlignedCrops
+
+    Returns
+    -------
+    Alignment
+    """
+    return Alignment.from_matches(crops.box, {n: FrameMatch(**m) for n, m in crops.matches.items()})
+
+
+def _box_key(box: FaceBox) -> list[int]:
+    return [box.x1, box.y1, box.x2, box.y2]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        return None
+    return data
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    try:
+        write_atomic(path, json.dumps(content).encode())
+    except OSError:
+        # a read-only or full cache folder costs a recompute next time, never the result
+        pass

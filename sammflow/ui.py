@@ -1,0 +1,1576 @@
+"""The Streamlit layer of the dashboard: the only module of sammflow that imports Streamlit.
+
+It owns three things the pages share:
+
+* **the sidebar** (``sidebar``): which dataset — the generated demo by default, or a folder
+  and annotation file typed in or given by ``SAMMFLOW_DATA`` / ``SAMMFLOW_ANNOTATIONS`` — and
+  the processing parameters. Every widget is bound to the URL (``bind="query-params"``),
+  so a copied link reopens the same view.
+* **the cached compute layer**: MTCNN in ``st.cache_resource``; boxes, aligned crops, flows,
+  maps and GIFs in ``st.cache_data`` keyed by dataset + clip id + parameter hashes (never
+  by arrays); under it the on-disk cache of ``sammflow.cache``, so a restart or a change of
+  a flow parameter never re-detects nor re-aligns.
+* **figure helpers** (plain numpy/OpenCV/PIL): colour wheel, flow arrows, difference
+  images, captioned panels, PNG bytes.
+
+torch is never imported here: ``sammflow.detect.load_detector`` imports it, and it is
+only called when a face box is missing from the disk cache. The overview page therefore
+never pays torch's start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import random
+import re
+import threading
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import streamlit as st
+
+from sammflow import __version__
+from sammflow import cache as disk
+from sammflow.animate import encode_gif, gif_frame_numbers
+from sammflow.annotations import AnnotationError, RejectedRow, read_annotations
+from sammflow.dataset import Dataset, FrameError, load_dataset, read_grey
+from sammflow.demo import ANNOTATIONS, DemoConfig, generate_demo, read_ground_truth
+from sammflow.detect import FaceBox, load_detector
+from sammflow.encode import dominant_direction, encode_hsv
+from sammflow.export import (
+    MANIFEST_COLUMNS,
+    check_output_dir,
+    encode_image,
+    flow_map_name,
+    write_atomic,
+    write_csv,
+    write_params,
+)
+from sammflow.flow import FlowField
+from sammflow.params import AlignParams, DetectParams, EncodeParams, FlowParams, GifParams, PipelineParams
+from sammflow.pipeline import ClipError, flow_from_crops
+
+#: Environment variables read by the dashboard.
+ENV_DATA = "SAMMFLOW_DATA"  # dataset folder (default: the generated demo)
+ENV_ANNOTATIONS = "SAMMFLOW_ANNOTATIONS"  # annotation file (default: DATA/samm.csv)
+ENV_DEMO_CONFIG = "SAMMFLOW_DEMO_CONFIG"  # JSON of DemoConfig fields, e.g. a small demo for tests
+ENV_OUT = "SAMMFLOW_OUT"  # default output folder of the batch export
+ENV_DEVICE = "SAMMFLOW_DEVICE"  # torch device of MTCNN (default cpu)
+
+#: SAMM's frame rate: converts frame counts to milliseconds on the overview.
+SAMM_FPS = 200
+#: Bounded in-memory caches (entries per cached function).
+MAX_CLIP_ENTRIES = 512  # crops of one or two frames (≈ 50 KB each at 224 px)
+MAX_FLOW_ENTRIES = 128  # ≈ 0.5 MB each (crops + float flow field)
+MAX_ALIGNMENT_ENTRIES = 64  # per-frame match records of whole clips, no images
+MAX_GIF_ENTRIES = 32
+
+#: Colours of the charts: the theme's primary colour, the "before" series, flagged frames.
+ACCENT = "#1f5fa8"
+BEFORE = "#e07b39"
+FLAG = "#c0392b"
+
+_CTX_KEY = "_sammflow_context"
+#: Dataset sources of the sidebar (URL values) and their captions.
+_SOURCES = {"Demo": "generated SAMM-like dataset", "Folder": "a dataset on this machine"}
+
+
+# ============================================================== sidebar parameters, widget helpers
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One processing parameter as a sidebar widget bound to the URL.
+
+    ``key`` is the widget key and the URL query parameter; ``options`` makes a selectbox,
+    ``(lo, hi, step)`` a slider, neither a toggle.
+    """
+
+    stage: str  # "detect" | "align" | "flow" | "encode"
+    field: str
+    label: str
+    key: str
+    options: tuple[Any, ...] = ()
+    lo: float | None = None
+    hi: float | None = None
+    step: float | None = None
+    help: str = ""
+
+
+_STAGES = {"detect": DetectParams, "align": AlignParams, "flow": FlowParams, "encode": EncodeParams}
+_GROUPS = {
+    "detect": "Face detection",
+    "align": "Alignment",
+    "flow": "Optical flow (Farnebäck)",
+    "encode": "Flow map",
+}
+KNOBS: tuple[Knob, ...] = (
+    Knob("detect", "max_side", "Detection size (longer side, px)", "max_side", options=(320, 480, 640, 960, 0),
+         help="Frames are downscaled to this for MTCNN; 0 = full resolution."),
+    Knob("detect", "min_prob", "Minimum face probability", "min_prob", lo=0.5, hi=0.99, step=0.01),
+    Knob("detect", "min_face", "Minimum face size (px at detection size)", "min_face", lo=12, hi=200, step=4),
+    Knob("align", "method", "Method", "method", options=("subpixel", "whole_pixel"),
+         help="subpixel: template match refined to ≈0.02 px; whole_pixel: the original scripts."),
+    Knob("align", "motion", "Motion model", "motion", options=("translation", "similarity"),
+         help="similarity adds small rotation and scale (sub-pixel method only)."),
+    Knob("align", "margin", "Search margin (frame px)", "margin", lo=0, hi=120, step=5),
+    Knob("align", "crop_size", "Crop size (px)", "crop_size", options=(112, 160, 224, 256, 320)),
+    Knob("align", "robust", "Ignore regions that move on their own", "robust",
+         help="Down-weight brows and mouth so local facial motion cannot drag the alignment (sub-pixel method)."),
+    Knob("align", "min_score", "Flag frames with match score below", "min_score", lo=0.0, hi=1.0, step=0.01),
+    Knob("align", "max_residual", "Flag frames with residual above (crop px)", "max_residual", lo=0.05, hi=2.0, step=0.05),
+    Knob("flow", "winsize", "Window size", "winsize", lo=3, hi=61, step=2),
+    Knob("flow", "levels", "Pyramid levels", "levels", lo=1, hi=6, step=1),
+    Knob("flow", "pyr_scale", "Pyramid scale", "pyr_scale", lo=0.1, hi=0.9, step=0.05),
+    Knob("flow", "iterations", "Iterations", "iterations", lo=1, hi=10, step=1),
+    Knob("flow", "poly_n", "Polynomial neighbourhood", "poly_n", options=(5, 7)),
+    Knob("flow", "poly_sigma", "Polynomial sigma", "poly_sigma", lo=0.5, hi=2.0, step=0.05),
+    Knob("flow", "head_motion", "Subtract residual head motion (nose median)", "head_motion"),
+    Knob("encode", "size", "Map size (px)", "map_size", options=(14, 28, 32, 48, 64, 112)),
+    Knob("encode", "interpolation", "Map resize filter", "map_interp", options=("area", "linear", "cubic", "nearest")),
+)
+
+
+def _knobs() -> list[Knob]:
+    """The knobs whose field exists in this version of the parameter classes."""
+    names = {stage: {f.name for f in dataclasses.fields(cls)} for stage, cls in _STAGES.items()}
+    return [k for k in KNOBS if k.field in names[k.stage]]
+
+
+def _default(knob: Knob) -> Any:
+    return getattr(_STAGES[knob.stage](), knob.field)
+
+
+def _reset_params() -> None:
+    for knob in _knobs():
+        st.session_state[knob.key] = _default(knob)
+
+
+def _param_widget(knob: Knob) -> Any:
+    default = _default(knob)
+    common = {"key": knob.key, "help": knob.help or None, "bind": "query-params"}
+    if knob.options:
+        options = list(knob.options) if default in knob.options else [default, *knob.options]
+        return st.selectbox(knob.label, options, index=options.index(default), **common)
+    if isinstance(default, bool):
+        return st.toggle(knob.label, value=default, **common)
+    kind = type(default)
+    return st.slider(knob.label, kind(knob.lo), kind(knob.hi), default, step=kind(knob.step), **common)
+
+
+def params_sidebar() -> PipelineParams:
+    """Render the processing parameters (in the sidebar) and build the parameter set.
+
+    Returns
+    -------
+    PipelineParams
+        The sidebar's values on top of the defaults; ``ValueError`` if a combination is invalid.
+    """
+    values: dict[str, dict[str, Any]] = {stage: {} for stage in _STAGES}
+    st.subheader("Processing parameters")
+    for stage, title in _GROUPS.items():
+        with st.expander(title):
+            for knob in (k for k in _knobs() if k.stage == stage):
+                values[stage][knob.field] = _param_widget(knob)
+    st.button("Reset parameters", key="reset_params", on_click=_reset_params, width="stretch")
+    device = os.environ.get(ENV_DEVICE, "cpu")
+    return PipelineParams(
+        detect=DetectParams(**{"device": device, **values["detect"]}),
+        align=AlignParams(**values["align"]),
+        flow=FlowParams(**values["flow"]),
+        encode=EncodeParams(**values["encode"]),
+    )
+
+
+def preset(key: str, options: Sequence[Any], default: Any) -> None:
+    """Give a selection widget a valid value before it is drawn.
+
+    For widgets whose options depend on another choice (the frames of the chosen clip).
+    Never pass ``index`` to such a widget: its value comes from here or from the URL (which
+    wins on a fresh page load).
+
+    Parameters
+    ----------
+    key : str
+        The widget's key.
+    options : sequence
+    default : object
+        Used when the current value is missing or not among ``options``.
+    """
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = default
+
+
+def forget(*keys: str) -> Callable[[], None]:
+    """An ``on_change`` callback dropping dependent choices (the frames when the clip changes).
+
+    Parameters
+    ----------
+    *keys : str
+        Widget keys to drop.
+
+    Returns
+    -------
+    callable
+    """
+
+    def callback() -> None:
+        for key in keys:
+            st.session_state.pop(key, None)
+
+    return callback
+
+
+# ============================================================== dataset choice
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """Which dataset the session looks at: the in-memory cache key of everything per clip."""
+
+    root: str
+    annotations: str
+    demo: bool = False
+
+    @property
+    def label(self) -> str:
+        return "demo dataset" if self.demo else Path(self.root).name
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every page needs: the dataset (loaded) and the processing parameters."""
+
+    ref: DatasetRef
+    dataset: Dataset
+    params: PipelineParams
+
+    @property
+    def key(self) -> str:
+        """The dataset part of every in-memory cache key: paths + annotation file and folder signatures."""
+        return f"{self.ref.root}|{self.ref.annotations}|{_signature(self.ref.root, self.ref.annotations)}"
+
+    def ready_ids(self) -> list[str]:
+        """Clips whose onset and apex frames are on disk, in annotation order."""
+        return [ann.clip for ann, _ in self.dataset.ready()]
+
+
+def demo_config() -> DemoConfig:
+    """The demo dataset's configuration.
+
+    Returns
+    -------
+    DemoConfig
+        ``DemoConfig()``, or the fields given as a JSON object in ``$SAMMFLOW_DEMO_CONFIG``
+        (tests use a small one).
+
+    Raises
+    ------
+    ValueError
+        If the variable is not a JSON object of valid ``DemoConfig`` fields.
+    """
+    raw = os.environ.get(ENV_DEMO_CONFIG, "").strip()
+    if not raw:
+        return DemoConfig()
+    try:
+        return DemoConfig(**json.loads(raw))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{ENV_DEMO_CONFIG}={raw!r} is not a JSON object of DemoConfig fields ({exc})") from exc
+
+
+@st.cache_resource
+def _demo_lock() -> threading.Lock:
+    # one generation per process even when several sessions open the app at once
+    return threading.Lock()
+
+
+def ensure_demo(place: Any = None) -> Path:
+    """The demo dataset's folder in the cache, generated on first use with a progress bar.
+
+    Parameters
+    ----------
+    place : st.empty placeholder, optional
+        Where to show the progress (the main area); ``st`` if omitted.
+
+    Returns
+    -------
+    Path
+        ``cache_dir()/demo-<config hash>``; reused as is once it exists.
+    """
+    config = demo_config()
+    root = disk.cache_dir() / f"demo-{config.hash}"
+    if _demo_ready(root, config):
+        return root
+    with _demo_lock():
+        if not _demo_ready(root, config):
+            place = place if place is not None else st.empty()
+            with place.container():
+                st.info(f"First run: generating a SAMM-like demo dataset in `{root}` (about 15 s, once). "
+                        f"Set `{ENV_DATA}` or choose *Folder* in the sidebar to open your own dataset.", icon=":material/hourglass_top:")
+                bar = st.progress(0.0, text="Creating the demo dataset…")
+
+            def progress(done: int, total: int, clip: str) -> None:
+                bar.progress(done / total, text=f"Creating the demo dataset: clip {clip}, frame {done} of {total}")
+
+            generate_demo(root, config, progress=progress)
+            place.empty()
+    return root
+
+
+def _demo_ready(root: Path, config: DemoConfig) -> bool:
+    try:
+        return read_ground_truth(root)["config_hash"] == config.hash
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _signature(root: str, annotations: str) -> tuple[Any, ...]:
+    """Changes when the annotation file or the dataset's top folder changes (cache key)."""
+    return (*disk.file_signature(annotations), *disk.file_signature(root))
+
+
+@st.cache_data(max_entries=8, ttl=600, show_spinner="Reading the dataset…")
+def _load(root: str, annotations: str, signature: tuple[Any, ...]) -> Dataset:
+    return load_dataset(root, read_annotations(annotations))
+
+
+def open_dataset(ref: DatasetRef) -> Dataset:
+    """Read the annotations and discover the frames (cached for 10 min, or until *Rescan*).
+
+    Parameters
+    ----------
+    ref : DatasetRef
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    ValueError
+        With a message naming the path and the problem (missing folder, unreadable
+        annotation file, no annotated clip in the folder ...), for ``st.error``.
+    """
+    root = Path(ref.root)
+    if not ref.root.strip():
+        raise ValueError("No dataset folder given: type the folder that holds <subject>/<clip>/ frames, or choose the demo dataset.")
+    if not root.exists():
+        raise ValueError(f"Dataset folder not found: {root}")
+    if not root.is_dir():
+        raise ValueError(f"Not a folder: {root} (expected the dataset folder holding <subject>/<clip>/ frames)")
+    ann = Path(ref.annotations)
+    if not ann.exists():
+        raise ValueError(f"Annotation file not found: {ann}")
+    try:
+        dataset = _load(str(root), str(ann), _signature(str(root), str(ann)))
+    except AnnotationError as exc:
+        raise ValueError(f"Cannot use the annotation file: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"Cannot read the dataset: {exc}") from exc
+    clips = dataset.annotations.clips
+    if clips and not any(c.clip in dataset.clips_on_disk for c in clips):
+        # the wrong folder or the wrong annotation file, not many individually broken clips
+        expected = ", ".join(f"{c.subject}/{c.clip}/" for c in clips[:2])
+        found = f"found {len(dataset.clips_on_disk)} other clip folders" if dataset.clips_on_disk else "found no clip folders with frames"
+        raise ValueError(f"None of the {len(clips)} annotated clips has a folder in {root} (expected e.g. {expected}; {found}). "
+                         "Wrong dataset folder or annotation file?")
+    return dataset
+
+
+def _dataset_sidebar(notice: Any) -> DatasetRef:
+    env_root = os.environ.get(ENV_DATA, "").strip()
+    env_ann = os.environ.get(ENV_ANNOTATIONS, "").strip()
+    st.subheader("Dataset")
+    sources = list(_SOURCES) if not env_root else ["Folder", "Demo"]  # the default comes first
+    source = st.radio("Source", sources, captions=[_SOURCES[s] for s in sources], key="source", bind="query-params",
+                      label_visibility="collapsed", horizontal=True)
+    if source == "Demo":
+        root = ensure_demo(notice)
+        return DatasetRef(str(root), str(root / ANNOTATIONS), demo=True)
+    root = st.text_input("Dataset folder", value=env_root, key="data", bind="query-params",
+                         placeholder="/data/SAMM", help=f"Holds <subject>/<clip>/<frame>.jpg. Default: ${ENV_DATA}.").strip()
+    ann = st.text_input("Annotation file", value=env_ann, key="ann", bind="query-params",
+                        placeholder="FOLDER/samm.csv", help=f"samm.csv or the official .xlsx. Empty: FOLDER/samm.csv. Default: ${ENV_ANNOTATIONS}.").strip()
+    root_path = Path(root).expanduser() if root else Path("")
+    ann_path = Path(ann).expanduser() if ann else root_path / ANNOTATIONS
+    return DatasetRef(str(root_path) if root else "", str(ann_path))
+
+
+def sidebar() -> Context | None:
+    """Render the shared sidebar; open the dataset; remember the context for the pages.
+
+    Problems (a missing folder, an unreadable annotation file, invalid parameters) are shown
+    with ``st.error`` in the main area, never as a traceback.
+
+    Returns
+    -------
+    Context or None
+        ``None`` when the dataset cannot be used; the page should not run then.
+    """
+    st.session_state.pop(_CTX_KEY, None)
+    notice = st.empty()  # main-area slot for the first run's demo progress
+    with st.sidebar:
+        try:
+            ref = _dataset_sidebar(notice)
+            error = None
+        except (OSError, ValueError) as exc:  # the demo could not be created (read-only cache, bad config)
+            hint = f" Set {disk.ENV_CACHE} to a writable folder, or open your own dataset." if isinstance(exc, OSError) else ""
+            ref, error = None, f"Cannot create the demo dataset in {disk.cache_dir()}: {exc}.{hint}"
+        if st.button("Rescan dataset", help="Read the annotation file and the frames on disk again.", width="stretch"):
+            # results in memory too (failures included); the disk cache checks its files itself
+            for cached in (_load, _crops, _alignment, _flow, _gif):
+                cached.clear()
+        try:
+            params = params_sidebar()
+        except ValueError as exc:
+            params, error = None, error or f"Invalid parameters: {exc}"
+        st.caption(f"sammflow {__version__} · cache: {disk.cache_dir()}")
+    if error is None and ref is not None:
+        try:
+            dataset = open_dataset(ref)
+        except ValueError as exc:
+            error = f"{exc}\n\nFix the path in the sidebar, or choose the demo dataset."
+    if error is not None or ref is None or params is None:
+        st.error(error, icon=":material/error:")
+        return None
+    context = Context(ref, dataset, params)
+    st.session_state[_CTX_KEY] = context
+    with st.sidebar:
+        n = len(dataset.annotations.clips)
+        st.caption(f"**{ref.label}** · {n} annotated clips · {len(context.ready_ids())} ready · `{ref.root}`")
+    return context
+
+
+def context() -> Context:
+    """The context the sidebar built in this run (pages call this first).
+
+    Streamlit takes a ``pages/`` folder for an old-style multipage app until ``st.navigation``
+    has run once in the server process: a deep link (``/flow?clip=...``) as the first request
+    after a start would run the page file alone, without app.py's sidebar. The page then
+    switches Streamlit to ``st.navigation`` mode and reruns the same URL through app.py.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    ctx = st.session_state.get(_CTX_KEY)
+    if ctx is None:  # pragma: no cover - app.py only runs a page after a successful sidebar
+        st.error("No dataset is open. Start the dashboard with `streamlit run app.py`.")
+        st.stop()
+    return ctx
+
+
+# ============================================================== cached compute layer
+
+
+@st.cache_resource(show_spinner="Loading the MTCNN face detector (first use only)…")
+def detector(device: str = "cpu", min_face: int = 40) -> Any:
+    """facenet-pytorch's MTCNN, built once per process (imports torch).
+
+    Parameters
+    ----------
+    device : str
+        Torch device, ``"cpu"`` or ``"cuda"``.
+    min_face : int
+        MTCNN's smallest face, px at detection size (``DetectParams.min_face``).
+
+    Returns
+    -------
+    facenet_pytorch.MTCNN
+    """
+    return load_detector(device, min_face)
+
+
+@st.cache_resource
+def _prune_once(base: str) -> int:
+    # bound the disk cache once per process; cheap (a directory listing)
+    return disk.prune(Path(base))
+
+
+def _store(ref: DatasetRef) -> disk.ClipStore:
+    _prune_once(str(disk.cache_dir()))
+    return disk.ClipStore(ref.root)
+
+
+def _detector_for(params: PipelineParams) -> Callable[[], Any]:
+    return lambda: detector(params.detect.device, params.detect.min_face)
+
+
+def _crops_key(params: PipelineParams) -> str:
+    return f"{params.detect.hash}-{params.align.hash}"
+
+
+@st.cache_data(max_entries=MAX_CLIP_ENTRIES, show_spinner=False)
+def _crops(dataset_key: str, clip_id: str, key: str, numbers: tuple[int, ...], _ctx: Context) -> disk.AlignedCrops | str:
+    # keyed by dataset + clip + detection/alignment hashes + frames; _ctx only supplies the
+    # objects. A failure is cached as its message, so a faceless clip is not re-detected
+    # on every rerun.
+    try:
+        return disk.aligned_crops(_ctx.dataset, clip_id, _ctx.params, numbers, store=_store(_ctx.ref), detector=_detector_for(_ctx.params))
+    except ClipError as exc:
+        return str(exc)
+
+
+def crops(ctx: Context, clip_id: str, numbers: Iterable[int]) -> disk.AlignedCrops:
+    """Aligned crops of some frames of a clip (memory cache → disk cache → compute).
+
+    Parameters
+    ----------
+    ctx : Context
+    clip_id : str
+    numbers : iterable of int
+        Absolute frame numbers.
+
+    Returns
+    -------
+    sammflow.cache.AlignedCrops
+
+    Raises
+    ------
+    ClipError
+        With the reason (no face, frame missing ...).
+    """
+    result = _crops(ctx.key, clip_id, _crops_key(ctx.params), tuple(sorted(set(numbers))), ctx)
+    if isinstance(result, str):
+        raise ClipError(result)
+    return result
+
+
+@st.cache_data(max_entries=MAX_ALIGNMENT_ENTRIES, show_spinner=False)
+def _alignment(dataset_key: str, clip_id: str, key: str, _ctx: Context) -> disk.AlignedCrops | str:
+    # every frame is aligned (and its crop cached on disk) but only the match records stay
+    # in memory: a long clip's crops are megabytes
+    try:
+        _, frames = disk.clip_of(_ctx.dataset, clip_id)
+        aligned = disk.aligned_crops(_ctx.dataset, clip_id, _ctx.params, frames.numbers, store=_store(_ctx.ref), detector=_detector_for(_ctx.params))
+    except ClipError as exc:
+        return str(exc)
+    return dataclasses.replace(aligned, crops={})
+
+
+def alignment(ctx: Context, clip_id: str) -> disk.AlignedCrops:
+    """How every frame of a clip matched the apex crop (crops aligned and cached on disk).
+
+    Parameters
+    ----------
+    ctx : Context
+    clip_id : str
+
+    Returns
+    -------
+    sammflow.cache.AlignedCrops
+        ``box``, ``warnings`` and ``matches`` of every frame on disk; ``crops`` is empty
+        (use ``crops`` for the frames to show).
+
+    Raises
+    ------
+    ClipError
+    """
+    result = _alignment(ctx.key, clip_id, _crops_key(ctx.params), ctx)
+    if isinstance(result, str):
+        raise ClipError(result)
+    return result
+
+
+def onset_apex(ctx: Context, clip_id: str) -> disk.AlignedCrops:
+    """Aligned onset and apex crops of a clip.
+
+    Parameters
+    ----------
+    ctx : Context
+    clip_id : str
+
+    Returns
+    -------
+    sammflow.cache.AlignedCrops
+        ``crops`` holds the onset and apex frames.
+
+    Raises
+    ------
+    ClipError
+    """
+    ann = ctx.dataset.annotations.by_clip[clip_id]
+    return crops(ctx, clip_id, (ann.onset, ann.apex))
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    """Flow between a clip's aligned onset and apex crops, and its encoded map."""
+
+    clip: str
+    onset: np.ndarray  # uint8 (crop, crop)
+    apex: np.ndarray  # uint8 (crop, crop)
+    uv: np.ndarray  # float32 (crop, crop, 2), crop px, +x right, +y down
+    flow_map: np.ndarray  # uint8 (size, size, 3) BGR, as exported
+
+    @property
+    def map_rgb(self) -> np.ndarray:
+        return np.ascontiguousarray(self.flow_map[..., ::-1])
+
+    @property
+    def magnitude(self) -> np.ndarray:
+        return np.hypot(self.uv[..., 0], self.uv[..., 1])
+
+
+@st.cache_data(max_entries=MAX_FLOW_ENTRIES, show_spinner=False)
+def _flow(dataset_key: str, clip_id: str, key: str, _ctx: Context) -> FlowResult | str:
+    # key = crop key + flow + encoding hashes: a flow parameter change recomputes only this
+    try:
+        pair = onset_apex(_ctx, clip_id)
+    except ClipError as exc:
+        return str(exc)
+    ann = _ctx.dataset.annotations.by_clip[clip_id]
+    onset, apex = pair.crops[ann.onset], pair.crops[ann.apex]
+    field, flow_map = flow_from_crops(onset, apex, params=_ctx.params)
+    return FlowResult(clip_id, onset, apex, field.uv, flow_map)
+
+
+def flow(ctx: Context, clip_id: str) -> FlowResult:
+    """Onset→apex flow and map of a clip. Only the flow and encoding run again when only
+    flow or encoding parameters change: the crops come from the caches.
+
+    Parameters
+    ----------
+    ctx : Context
+    clip_id : str
+
+    Returns
+    -------
+    FlowResult
+
+    Raises
+    ------
+    ClipError
+        If the clip's crops cannot be made (no face, frame missing ...).
+    """
+    p = ctx.params
+    result = _flow(ctx.key, clip_id, f"{_crops_key(p)}-{p.flow.hash}-{p.encode.hash}", ctx)
+    if isinstance(result, str):
+        raise ClipError(result)
+    return result
+
+
+def mtcnn_boxes(ctx: Context, clip_id: str, progress: Callable[[int, int], None] | None = None) -> dict[int, FaceBox | None]:
+    """MTCNN's own box on every frame of a clip: the "before" of the alignment diagnostics.
+
+    Stored on disk only (a few hundred bytes per frame, read back in milliseconds), so that the
+    detection loop can report progress, which a ``st.cache_data`` function could not.
+
+    Parameters
+    ----------
+    ctx : Context
+    clip_id : str
+    progress : callable(done, total), optional
+        Called after each detected frame.
+
+    Returns
+    -------
+    dict of int → FaceBox or None
+        By frame number; ``None`` where MTCNN finds no face.
+
+    Raises
+    ------
+    ClipError
+    """
+    return disk.mtcnn_track(ctx.dataset, clip_id, ctx.params.detect, store=_store(ctx.ref), detector=_detector_for(ctx.params), progress=progress)
+
+
+@st.cache_data(max_entries=MAX_GIF_ENTRIES, show_spinner=False)
+def _gif(dataset_key: str, clip_id: str, key: str, gif_key: str, _ctx: Context, _params: GifParams) -> tuple[bytes, int] | str:
+    try:
+        ann, frames = disk.clip_of(_ctx.dataset, clip_id)
+        numbers = gif_frame_numbers(frames.numbers, ann, params=_params)
+        # straight from the disk cache: only the GIF bytes are worth keeping in memory
+        aligned = disk.aligned_crops(_ctx.dataset, clip_id, _ctx.params, numbers, store=_store(_ctx.ref), detector=_detector_for(_ctx.params))
+        return encode_gif([aligned.crops[n] for n in numbers], params=_params), len(numbers)
+    except (ClipError, ValueError) as exc:
+        return str(exc)
+
+
+def gif(ctx: Context, clip_id: str, params: GifParams) -> tuple[bytes, int]:
+    """Onset→apex (→offset) animation of aligned crops, encoded at display size.
+
+    Parameters
+    ----------
+    ctx : Context
+    clip_id : str
+    params : GifParams
+        Speed, frame step, whether to go on to the offset, and the size in px.
+
+    Returns
+    -------
+    data : bytes
+        GIF file content, ``params.size`` px square: show it with ``st.image(data, width=params.size)``.
+    frames : int
+        Number of frames animated.
+
+    Raises
+    ------
+    ClipError
+    """
+    result = _gif(ctx.key, clip_id, _crops_key(ctx.params), params.hash, ctx, params)
+    if isinstance(result, str):
+        raise ClipError(result)
+    return result
+
+
+def frame_grey(ctx: Context, clip_id: str, number: int) -> np.ndarray:
+    """A raw frame, grey (one decode, not cached: the diagnostics need two).
+
+    Parameters
+    ----------
+    ctx : Context
+    clip_id : str
+    number : int
+        Absolute frame number.
+
+    Returns
+    -------
+    ndarray, uint8, (H, W)
+
+    Raises
+    ------
+    ClipError
+        If the frame is not on disk or unreadable.
+    """
+    _, frames = disk.clip_of(ctx.dataset, clip_id)
+    try:
+        return read_grey(frames.path(number))
+    except FrameError as exc:
+        raise ClipError(str(exc)) from exc
+
+
+# ============================================================== dataset tables
+
+
+def aus_of(text: str) -> list[int]:
+    """Action-unit numbers in a SAMM AU string.
+
+    Parameters
+    ----------
+    text : str
+        e.g. ``"R14+4(+7)"``.
+
+    Returns
+    -------
+    list of int
+        Sorted, unique: ``[4, 7, 14]``.
+    """
+    return sorted({int(n) for n in re.findall(r"\d+", text or "")})
+
+
+def annotation_table(dataset: Dataset) -> Any:
+    """One row per annotation row (valid and rejected) with its status on disk.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: subject, clip, onset, apex, offset, duration, latency (frames), AUs,
+        emotion, objective class, frames on disk, status (ready / missing frames / no folder /
+        invalid annotation), note (the causes).
+    """
+    import pandas as pd
+
+    rows = []
+    issues: dict[str, list[Any]] = {}
+    for issue in dataset.issues:
+        issues.setdefault(issue.clip, []).append(issue)
+    for ann in dataset.annotations.clips:
+        frames = dataset.clips_on_disk.get(ann.clip)
+        found = issues.get(ann.clip, [])
+        missing = any(i.kind == "missing_frame" for i in found)
+        status = "no folder" if frames is None else ("missing frames" if missing else "ready")
+        rows.append({
+            "subject": ann.subject, "clip": ann.clip, "onset": ann.onset, "apex": ann.apex, "offset": ann.offset,
+            "duration": ann.offset - ann.onset + 1, "latency": ann.apex - ann.onset, "AUs": ann.action_units,
+            "emotion": ann.emotion or "—", "objective class": ann.objective_class or "—",
+            "frames on disk": len(frames.frames) if frames else 0, "status": status,
+            "note": "; ".join(i.message.split(": ", 1)[-1] for i in found),
+        })
+    for rejected in dataset.annotations.rejected:
+        values = rejected.values
+        frames = dataset.clips_on_disk.get(rejected.clip)
+        rows.append({
+            "subject": rejected.subject, "clip": rejected.clip, "onset": None, "apex": None, "offset": None,
+            "duration": None, "latency": None, "AUs": values.get("action_units", ""), "emotion": values.get("emotion") or "—",
+            "objective class": values.get("objective_class") or "—", "frames on disk": len(frames.frames) if frames else 0,
+            "status": "invalid annotation", "note": rejected.cause,
+        })
+    return pd.DataFrame(rows)
+
+
+def filter_table(table: Any, filters: dict[str, Sequence[Any]]) -> Any:
+    """Rows of a table whose value in each filtered column is one of the chosen values.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+    filters : dict of column → chosen values
+        An empty choice keeps every row.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    mask = np.ones(len(table), dtype=bool)
+    for column, chosen in filters.items():
+        if chosen:
+            mask &= table[column].isin(list(chosen)).to_numpy()
+    return table[mask]
+
+
+def problem_table(dataset: Dataset) -> Any:
+    """Annotation problems and dataset issues, one row each, naming the clip.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: clip, where, severity, problem.
+    """
+    import pandas as pd
+
+    rows = [{"clip": p.clip or "?", "where": f"annotation row {p.row}", "severity": p.severity, "problem": p.message}
+            for p in dataset.annotations.problems]
+    rows += [{"clip": i.clip, "where": i.kind.replace("_", " "), "severity": "warning" if i.kind == "no_annotation" else "error",
+              "problem": i.message} for i in dataset.issues]
+    return pd.DataFrame(rows, columns=["clip", "where", "severity", "problem"])
+
+
+def summary(dataset: Dataset) -> dict[str, int]:
+    """Counts for the overview's metrics.
+
+    Parameters
+    ----------
+    dataset : Dataset
+
+    Returns
+    -------
+    dict of str → int
+        subjects, clips (valid rows), ready, folders, frames, missing_frames, problems, rejected.
+    """
+    return {
+        "subjects": len({c.subject for c in dataset.annotations.clips}),
+        "clips": len(dataset.annotations.clips),
+        "ready": len(dataset.ready()),
+        "folders": len(dataset.clips_on_disk),
+        "frames": dataset.frame_count,
+        "missing_frames": sum(i.kind == "missing_frame" for i in dataset.issues),
+        "problems": len(dataset.annotations.problems) + len(dataset.issues),
+        "rejected": len(dataset.annotations.rejected),
+    }
+
+
+def filter_clips(ctx: Context, subjects: Sequence[str] = (), emotions: Sequence[str] = (), aus: Sequence[int] = ()) -> list[str]:
+    """Ready clips matching every non-empty filter.
+
+    Parameters
+    ----------
+    ctx : Context
+    subjects, emotions : sequence of str
+    aus : sequence of int
+        A clip matches if it has any of these action units.
+
+    Returns
+    -------
+    list of str
+        Clip ids, in annotation order.
+    """
+    out = []
+    for ann, _ in ctx.dataset.ready():
+        if subjects and ann.subject not in subjects:
+            continue
+        if emotions and (ann.emotion or "—") not in emotions:
+            continue
+        if aus and not set(aus) & set(aus_of(ann.action_units)):
+            continue
+        out.append(ann.clip)
+    return out
+
+
+def sample(clips: Sequence[str], seed: int, n: int = 9) -> list[str]:
+    """Clips drawn at random, reproducibly.
+
+    Parameters
+    ----------
+    clips : sequence of str
+    seed : int
+    n : int
+        How many; all of them, shuffled, if there are fewer.
+
+    Returns
+    -------
+    list of str
+    """
+    return random.Random(seed).sample(list(clips), min(n, len(clips)))
+
+
+def caption(ctx: Context, clip_id: str) -> str:
+    """Short caption of a clip.
+
+    Parameters
+    ----------
+    ctx : Context
+    clip_id : str
+
+    Returns
+    -------
+    str
+        ``"006_1_1 · Anger · AU 4"``.
+    """
+    ann = ctx.dataset.annotations.by_clip[clip_id]
+    parts = [clip_id, ann.emotion or None, f"AU {ann.action_units}" if ann.action_units else None]
+    return " · ".join(p for p in parts if p)
+
+
+def grid_clips(ctx: Context, per: str) -> list[str]:
+    """Clips of the normalized grid.
+
+    Parameters
+    ----------
+    ctx : Context
+    per : {"clip", "subject"}
+        Every ready clip, or the first ready clip of each subject.
+
+    Returns
+    -------
+    list of str
+    """
+    ready = ctx.ready_ids()
+    if per == "clip":
+        return ready
+    first: dict[str, str] = {}
+    for clip in ready:
+        first.setdefault(ctx.dataset.annotations.by_clip[clip].subject, clip)
+    return list(first.values())
+
+
+def frame_number(ctx: Context, clip_id: str, which: str) -> int:
+    """A clip's frame of a given role.
+
+    Parameters
+    ----------
+    ctx : Context
+    clip_id : str
+    which : {"first", "onset", "apex"}
+        ``first`` is the first frame of the clip folder.
+
+    Returns
+    -------
+    int
+        Absolute frame number.
+    """
+    ann, frames = ctx.dataset.clip(clip_id)
+    return frames.numbers[0] if which == "first" else getattr(ann, which)
+
+
+
+# ============================================================== batch export
+
+
+@dataclass
+class ExportResult:
+    """What a dashboard export wrote: one manifest row per annotation row."""
+
+    out_dir: Path
+    rows: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> int:
+        return sum(r["status"] == "ok" for r in self.rows)
+
+    @property
+    def failed(self) -> int:
+        return len(self.rows) - self.ok
+
+    def zip_bytes(self) -> bytes:
+        """The maps, ``manifest.csv`` and ``params.json`` as a zip archive."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name in ("manifest.csv", "params.json"):
+                archive.write(self.out_dir / name, name)
+            for row in self.rows:
+                if row["status"] == "ok" and row.get("output"):
+                    archive.write(self.out_dir / row["output"], row["output"])
+        return buffer.getvalue()
+
+
+def export_flows(ctx: Context, out_dir: str | Path, on_row: Callable[[int, int, dict[str, Any]], None] | None = None) -> ExportResult:
+    """Write every clip's flow map, ``manifest.csv`` and ``params.json`` to ``out_dir``.
+
+    The same files as ``python -m sammflow export`` (maps equal byte for byte), made through
+    the cached layer so crops the pages already aligned are reused. A failing clip becomes a
+    row with its cause; the batch always goes on.
+
+    Parameters
+    ----------
+    ctx : Context
+    out_dir : str or Path
+        Created if needed; must not be inside the dataset folder.
+    on_row : callable(done, total, row), optional
+        Called after each clip, for a live progress bar and status table.
+
+    Returns
+    -------
+    ExportResult
+
+    Raises
+    ------
+    ValueError
+        If ``out_dir`` is inside the dataset. ``OSError`` if it cannot be created.
+    """
+    out = Path(out_dir).expanduser()
+    check_output_dir(out, ctx.dataset.root)
+    out.mkdir(parents=True, exist_ok=True)
+    items = sorted([*ctx.dataset.annotations.clips, *ctx.dataset.annotations.rejected], key=lambda c: c.row)
+    rows: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        row: dict[str, Any] = {"subject": item.subject, "clip": item.clip}
+        if isinstance(item, RejectedRow):
+            row.update({k: item.values.get(k, "") for k in ("onset", "apex", "offset", "action_units", "emotion", "objective_class")})
+            row.update(status="invalid_annotation", error=item.cause)
+        else:
+            row.update({k: getattr(item, k) for k in ("onset", "apex", "offset", "action_units", "emotion", "objective_class")})
+            try:
+                pair, result = onset_apex(ctx, item.clip), flow(ctx, item.clip)  # what the pages show, from the caches
+                name = flow_map_name(item)
+                write_atomic(out / "flows" / name, encode_image(result.flow_map))
+                box, alignment = pair.box, disk.alignment_of(pair)
+                flagged = alignment.flagged(ctx.params.align)
+                row.update(x1=box.x1, y1=box.y1, x2=box.x2, y2=box.y2, face_prob=round(box.prob, 4), face_frame=box.frame,
+                           match_score_min=round(alignment.min_score, 4), residual_max=round(alignment.max_residual, 4),
+                           align_trusted="yes" if len(flagged) == 0 else "no", flagged_frames=" ".join(str(int(n)) for n in flagged),
+                           frames=len(alignment.frames), output=f"flows/{name}", warnings=" | ".join(pair.warnings), status="ok", error="")
+            except ClipError as exc:
+                row.update(status="failed", error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - one bad clip (a bug included) must never stop the batch
+                row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        rows.append(row)
+        if on_row:
+            on_row(i + 1, len(items), row)
+    write_csv(out / "manifest.csv", rows, MANIFEST_COLUMNS)
+    write_params(out, "flows", ctx.params, {"dataset": str(ctx.dataset.root), "annotations": ctx.dataset.annotations.source})
+    return ExportResult(out, rows)
+
+
+def default_out_dir() -> str:
+    """The batch export's default output folder.
+
+    Returns
+    -------
+    str
+        ``$SAMMFLOW_OUT``, else ``./out/flows``.
+    """
+    return os.environ.get(ENV_OUT) or str(Path.cwd() / "out" / "flows")
+
+
+# ============================================================== figures (numpy → image)
+
+
+def png(image: np.ndarray) -> bytes:
+    """PNG bytes of an image, for download buttons.
+
+    Parameters
+    ----------
+    image : ndarray, uint8, (H, W) grey or (H, W, 3) RGB
+
+    Returns
+    -------
+    bytes
+    """
+    rgb_to_bgr = image[..., ::-1] if image.ndim == 3 else image
+    return encode_image(np.ascontiguousarray(rgb_to_bgr))
+
+
+def enlarge(image: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour upscale: a 28×28 map shows its real pixels, not a blur.
+
+    Parameters
+    ----------
+    image : ndarray, uint8
+    size : int
+        Width in px; the height keeps the aspect ratio.
+
+    Returns
+    -------
+    ndarray, uint8
+    """
+    height = round(image.shape[0] * size / image.shape[1])
+    return cv2.resize(image, (size, height), interpolation=cv2.INTER_NEAREST)
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Area-filtered resize to a square.
+
+    Parameters
+    ----------
+    image : ndarray, uint8
+    size : int
+
+    Returns
+    -------
+    ndarray, uint8, (size, size[, 3])
+    """
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def colour_wheel(size: int = 200) -> np.ndarray:
+    """The legend of the HSV encoding: direction → hue, magnitude → brightness.
+
+    Made by encoding a synthetic flow field ``uv = (x, y)`` with ``sammflow.encode.encode_hsv``
+    itself, so the legend cannot drift from the maps. Labelled in image directions
+    (0° = right, 90° = down).
+
+    Returns
+    -------
+    ndarray, uint8, shape (size, size, 3), RGB
+    """
+    from PIL import Image, ImageDraw
+
+    pad = max(30, int(size * 0.17))
+    inner = size - 2 * pad
+    ys, xs = np.mgrid[0:inner, 0:inner].astype(np.float32)
+    u = (xs - (inner - 1) / 2) / ((inner - 1) / 2)
+    v = (ys - (inner - 1) / 2) / ((inner - 1) / 2)
+    radius = np.hypot(u, v)
+    rgb = encode_hsv(FlowField(np.dstack([u, v]).astype(np.float32) * (radius <= 1.0)[..., None]))[..., ::-1].copy()
+    rgb[radius > 1.0] = 255
+    canvas = np.full((size, size, 3), 255, np.uint8)
+    canvas[pad:pad + inner, pad:pad + inner] = rgb
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    font = _font(max(10, size // 19))
+    c = size / 2
+    side = pad / 2
+    # words, not arrow glyphs (PIL's built-in font has none); two lines keep the sides narrow
+    for text, (x, y), anchor in (("0°\nright", (size - side, c), "mm"), ("90° down", (c, size - 3), "md"),
+                                 ("180°\nleft", (side, c), "mm"), ("270° up", (c, 3), "ma")):
+        draw.multiline_text((x, y), text, fill=(40, 40, 40), font=font, anchor=anchor, align="center")
+    return np.asarray(image)
+
+
+def flow_arrows(image: np.ndarray, uv: np.ndarray, *, step: int = 14, scale: float = 4.0, upscale: int = 2,
+                min_fraction: float = 0.15) -> np.ndarray:
+    """Arrows of the flow drawn over a grey crop, coloured with the map's hue convention.
+
+    Parameters
+    ----------
+    image : ndarray, uint8, (H, W)
+        The crop the flow belongs to (the apex crop).
+    uv : ndarray, float32, (H, W, 2)
+        Flow in crop px.
+    step : int
+        Grid spacing of the arrows, crop px.
+    scale : float
+        Arrow length per px of flow (flows of a micro-expression are ~1 px).
+    upscale : int
+        Drawing resolution factor (thin, antialiased arrows).
+    min_fraction : float
+        Arrows shorter than this fraction of the largest flow are left out (noise).
+
+    Returns
+    -------
+    ndarray, uint8, (H·upscale, W·upscale, 3), RGB
+    """
+    h, w = image.shape[:2]
+    base = cv2.resize(image, (w * upscale, h * upscale), interpolation=cv2.INTER_CUBIC)
+    canvas = cv2.cvtColor(base, cv2.COLOR_GRAY2RGB) if base.ndim == 2 else base.copy()
+    canvas = (canvas * 0.8).astype(np.uint8)  # darken a little so coloured arrows stand out
+    magnitude = np.hypot(uv[..., 0], uv[..., 1])
+    peak = float(magnitude.max()) if magnitude.size else 0.0
+    if peak <= 0:
+        return canvas
+    for y in range(step // 2, h, step):
+        for x in range(step // 2, w, step):
+            dx, dy = float(uv[y, x, 0]), float(uv[y, x, 1])
+            if np.hypot(dx, dy) < min_fraction * peak:
+                continue
+            hue = round(float(np.degrees(np.arctan2(dy, dx))) % 360 / 2) % 180
+            colour = cv2.cvtColor(np.uint8([[[hue, 255, 255]]]), cv2.COLOR_HSV2RGB)[0, 0].tolist()
+            start = (int(x * upscale), int(y * upscale))
+            end = (round((x + dx * scale) * upscale), round((y + dy * scale) * upscale))
+            cv2.arrowedLine(canvas, start, end, colour, 2, cv2.LINE_AA, tipLength=0.35)
+    return canvas
+
+
+def difference(a: np.ndarray, b: np.ndarray, threshold: int) -> tuple[np.ndarray, float]:
+    """Pixel-wise absolute difference of two crops, values below ``threshold`` hidden.
+
+    Returns
+    -------
+    image : ndarray, uint8, (H, W, 3), RGB
+        Black where ``|a - b| < threshold``, else an inferno colour of the difference.
+    fraction : float
+        Share of pixels at or above the threshold.
+    """
+    diff = cv2.absdiff(a, b)
+    mask = diff >= threshold
+    scaled = np.clip(diff.astype(np.float32) * 3.0, 0, 255).astype(np.uint8)  # micro-motion differences are small
+    coloured = cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)[..., ::-1]
+    coloured[~mask] = 0
+    return np.ascontiguousarray(coloured), float(mask.mean())
+
+
+def mtcnn_crop(frame: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
+    """A frame cropped to its own MTCNN box and resized: the unaligned "before".
+
+    Parameters
+    ----------
+    frame : ndarray, uint8, (H, W)
+    box : FaceBox
+    size : int
+
+    Returns
+    -------
+    ndarray, uint8, (size, size)
+    """
+    return resize(frame[box.y1:box.y2, box.x1:box.x2], size)
+
+
+def panel(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int, tile: int = 224, title: str = "") -> np.ndarray:
+    """Captioned tiles in a grid on white: the downloadable version of a page's figure.
+
+    Parameters
+    ----------
+    tiles : sequence of (image, caption)
+        uint8 grey or RGB images, any size (resized to fit ``tile``).
+    columns : int
+    title : str
+        Printed above the grid.
+
+    Returns
+    -------
+    ndarray, uint8, RGB
+    """
+    from PIL import Image, ImageDraw
+
+    font = _font(13)
+    head = 30 if title else 0
+    label = 22
+    gap = 10
+    rows = max(1, -(-len(tiles) // columns))
+    width = columns * tile + (columns + 1) * gap
+    height = head + rows * (tile + label + gap) + gap
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((gap, 8), title, fill=(20, 20, 20), font=_font(16))
+    for i, (image, text) in enumerate(tiles):
+        r, c = divmod(i, columns)
+        x = gap + c * (tile + gap)
+        y = head + gap + r * (tile + label + gap)
+        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
+        scale = tile / max(rgb.shape[:2])
+        interpolation = cv2.INTER_NEAREST if scale > 2 else cv2.INTER_AREA
+        fitted = cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))), interpolation=interpolation)
+        canvas.paste(Image.fromarray(fitted), (x, y))
+        draw.text((x, y + fitted.shape[0] + 4), text, fill=(60, 60, 60), font=font)
+    return np.asarray(canvas)
+
+
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: only the small bitmap font
+        return ImageFont.load_default()
+
+
+def flow_stats(result: FlowResult) -> dict[str, float]:
+    """Summary numbers of a flow, shown beside the large map.
+
+    Parameters
+    ----------
+    result : FlowResult
+
+    Returns
+    -------
+    dict of str → float
+        ``mean`` and ``p99`` magnitude (crop px), ``direction`` (degrees, 0° = right,
+        90° = down; nan without motion).
+    """
+    magnitude = result.magnitude
+    try:
+        direction = dominant_direction(result.flow_map)
+    except ValueError:
+        direction = float("nan")
+    return {"mean": float(magnitude.mean()), "p99": float(np.percentile(magnitude, 99)), "direction": direction}
+
+
+@dataclass(frozen=True)
+class PairFigure:
+    """The before/after figure of the alignment diagnostics for frames ``a`` and ``b``."""
+
+    before: tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]  # MTCNN crop a, b, difference
+    after: tuple[np.ndarray, np.ndarray, np.ndarray]  # aligned crop a, b, difference
+    before_fraction: float  # share of pixels differing by >= threshold (nan without MTCNN boxes)
+    after_fraction: float
+
+    def png(self, a: int, b: int, threshold: int, clip: str) -> bytes:
+        """PNG bytes of an image, for download buttons.
+
+        Parameters
+        ----------
+        image : ndarray, uint8, (H, W) grey or (H, W, 3) RGB
+
+        Returns
+        -------
+        bytes
+        """
+        size = self.after[0].shape[0]
+        blank = np.full((size, size), 255, np.uint8)
+        tiles = [
+            (self.before[0] if self.before[0] is not None else blank, f"MTCNN crop, frame {a}"),
+            (self.before[1] if self.before[1] is not None else blank, f"MTCNN crop, frame {b}"),
+            (self.before[2] if self.before[2] is not None else blank, f"|difference| ≥ {threshold}: {self.before_fraction:.1%}"),
+            (self.after[0], f"aligned, frame {a}"), (self.after[1], f"aligned, frame {b}"),
+            (self.after[2], f"|difference| ≥ {threshold}: {self.after_fraction:.1%}"),
+        ]
+        return png(panel(tiles, columns=3, tile=size, title=f"{clip}: per-frame MTCNN crops (top) vs template-aligned crops (bottom)"))
+
+
+def pair_figure(ctx: Context, clip_id: str, a: int, b: int, threshold: int, track: dict[int, FaceBox | None]) -> PairFigure:
+    """The before/after figure of the alignment diagnostics.
+
+    Frames ``a`` and ``b``, each cropped by its own MTCNN box (before) and template-aligned
+    (after), with their thresholded pixel-wise differences.
+
+    Parameters
+    ----------
+    ctx : Context
+    clip_id : str
+    a, b : int
+        Absolute frame numbers.
+    threshold : int
+        Grey levels.
+    track : dict of int → FaceBox or None
+        From ``mtcnn_boxes``.
+
+    Returns
+    -------
+    PairFigure
+
+    Raises
+    ------
+    ClipError
+    """
+    size = ctx.params.align.crop_size
+    before: list[np.ndarray | None] = []
+    for number in (a, b):
+        box = track.get(number)
+        before.append(mtcnn_crop(frame_grey(ctx, clip_id, number), box, size) if box else None)
+    if before[0] is not None and before[1] is not None:
+        diff_before, fraction_before = difference(before[0], before[1], threshold)
+    else:
+        diff_before, fraction_before = None, float("nan")
+    aligned = crops(ctx, clip_id, (a, b))
+    diff_after, fraction_after = difference(aligned.crops[a], aligned.crops[b], threshold)
+    return PairFigure((before[0], before[1], diff_before), (aligned.crops[a], aligned.crops[b], diff_after), fraction_before, fraction_after)
+
+
+def flagged_frames(aligned: disk.AlignedCrops, params: AlignParams) -> list[int]:
+    """Frames whose match is not trusted (``sammflow.align.Alignment.flagged``).
+
+    Parameters
+    ----------
+    aligned : sammflow.cache.AlignedCrops
+    params : AlignParams
+        ``min_score`` and ``max_residual``.
+
+    Returns
+    -------
+    list of int
+    """
+    return [int(n) for n in disk.alignment_of(aligned).flagged(params)]
+
+
+
+# ============================================================== plotly helpers
+
+#: Plotly config of every chart: the modebar's camera button downloads a 2× PNG.
+PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+def plotly_config(filename: str) -> dict[str, Any]:
+    """Plotly config of every chart: the modebar's camera button downloads a 2× PNG.
+
+    Parameters
+    ----------
+    filename : str
+        Name of the downloaded file, without extension.
+
+    Returns
+    -------
+    dict
+    """
+    return {**PLOTLY_CONFIG, "toImageButtonOptions": {**PLOTLY_CONFIG["toImageButtonOptions"], "filename": filename}}
+
+
+def style(fig: Any, *, height: int = 320, title: str = "") -> Any:
+    """The dashboard's common look for a plotly figure.
+
+    Parameters
+    ----------
+    fig : plotly.graph_objects.Figure
+    height : int
+    title : str
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        ``fig``, restyled.
+    """
+    fig.update_layout(template="plotly_white", height=height, margin={"l": 10, "r": 10, "t": 44 if title else 10, "b": 10},
+                      title={"text": title, "font": {"size": 15}} if title else None,
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+                      font={"family": "Inter, Source Sans Pro, sans-serif", "size": 12})
+    return fig
+
+
+def count_chart(table: Any, column: str, title: str) -> Any:
+    """Bar chart of how many rows have each value of a column, most frequent first.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+    column : str
+    title : str
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    import plotly.express as px
+
+    counts = table[column].fillna("—").astype(str).value_counts().rename_axis(column).reset_index(name="clips")
+    fig = px.bar(counts, x=column, y="clips", text="clips", color_discrete_sequence=[ACCENT])
+    fig.update_traces(textposition="outside", cliponaxis=False)
+    fig.update_xaxes(type="category", title=None)
+    _count_axis(fig, int(counts["clips"].max()) if len(counts) else 1)
+    return style(fig, title=title)
+
+
+def histogram(table: Any, column: str, title: str, *, label: str) -> Any:
+    """Histogram of a frame-count column in whole-frame bins.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+    column : str
+    title : str
+    label : str
+        What the column measures (axis and hover text).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    import plotly.express as px
+
+    values = table[[column]].dropna().astype(int)
+    fig = px.histogram(values, x=column, color_discrete_sequence=[ACCENT])
+    peak = 1
+    if len(values):
+        low, high = int(values[column].min()), int(values[column].max())
+        width = max(1, -(-(high - low + 1) // 30))  # whole frames per bin, at most ~30 bins
+        fig.update_traces(xbins={"start": low - 0.5, "end": high + 0.5, "size": width})
+        peak = int(np.histogram(values[column], bins=np.arange(low - 0.5, high + width + 0.5, width))[0].max())
+        if high - low < 12:
+            fig.update_xaxes(dtick=width)
+    fig.update_traces(hovertemplate=f"{label}: %{{x}} frames<br>clips: %{{y}}<extra></extra>", marker_line={"width": 1, "color": "white"})
+    fig.update_xaxes(title=f"{label} (frames; 1 frame = {1000 / SAMM_FPS:g} ms at {SAMM_FPS} fps)")
+    _count_axis(fig, peak)
+    return style(fig, title=title)
+
+
+def _count_axis(fig: Any, peak: int) -> None:
+    """A y axis of whole clip counts (plotly would tick 0.5 on a small chart)."""
+    step = max(1, -(-peak // 5))
+    fig.update_yaxes(title="clips", rangemode="tozero", tick0=0, dtick=step, range=[0, peak * 1.15 + 0.1])
+
+
+def jitter_chart(track: dict[int, FaceBox | None], aligned: disk.AlignedCrops, onset: int, apex: int) -> Any:
+    """Per-frame face position before and after alignment, relative to the apex box (frame px).
+
+    "Before" is MTCNN's own box on each frame; "after" is the apex box moved by the template
+    match. Three rows: x offset, y offset, box width.
+
+    Parameters
+    ----------
+    track : dict of int → FaceBox or None
+        From ``mtcnn_boxes``.
+    aligned : sammflow.cache.AlignedCrops
+        Every frame of the clip.
+    onset, apex : int
+        Marked with dotted lines.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    box = aligned.box
+    cx, cy = box.center
+    frames = sorted(aligned.matches)
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05)
+    before = [(n, track.get(n)) for n in frames]
+    series = {
+        "MTCNN box per frame (before)": (
+            [n for n, b in before if b], [[b.center[0] - cx for _, b in before if b], [b.center[1] - cy for _, b in before if b],
+                                          [b.width for _, b in before if b]], BEFORE),
+        "template-aligned crop (after)": (
+            frames, [[aligned.matches[n]["dx"] for n in frames], [aligned.matches[n]["dy"] for n in frames],
+                     [box.width * aligned.matches[n].get("scale", 1.0) for n in frames]], ACCENT),
+    }
+    for name, (xs, columns, colour) in series.items():
+        for row, ys in enumerate(columns, start=1):
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, showlegend=row == 1,
+                                     line={"color": colour, "width": 2}, marker={"size": 5}), row=row, col=1)
+    for row in (1, 2, 3):
+        for number, label in ((onset, "onset"), (apex, "apex")):
+            # label the top row only (plotly writes "new text" for an empty label)
+            note = {"annotation_text": label, "annotation_position": "top"} if row == 1 else {}
+            fig.add_vline(x=number, line={"color": "#999", "dash": "dot", "width": 1}, row=row, col=1, **note)
+    for row, title in enumerate(("x offset (px)", "y offset (px)", "box width (px)"), start=1):
+        fig.update_yaxes(title=title, row=row, col=1)
+    fig.update_xaxes(title="frame", row=3, col=1)
+    return style(fig, height=540, title="Face position per frame, relative to the apex box")
+
+
+def score_chart(aligned: disk.AlignedCrops, min_score: float, flagged: Iterable[int]) -> Any:
+    """Match score (normalised correlation with the apex crop) per frame.
+
+    Parameters
+    ----------
+    aligned : sammflow.cache.AlignedCrops
+    min_score : float
+        Drawn as the flag threshold.
+    flagged : iterable of int
+        Frames drawn in red.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    import plotly.graph_objects as go
+
+    frames = sorted(aligned.matches)
+    bad = {int(n) for n in flagged}
+    scores = [aligned.matches[n]["score"] for n in frames]
+    fig = go.Figure(go.Scatter(x=frames, y=scores, mode="lines+markers", name="match score", line={"color": ACCENT, "width": 2},
+                               marker={"size": [9 if n in bad else 5 for n in frames], "color": [FLAG if n in bad else ACCENT for n in frames]}))
+    fig.add_hline(y=min_score, line={"color": FLAG, "dash": "dash", "width": 1}, annotation_text=f"flag below {min_score:.2f}")
+    fig.update_xaxes(title="frame")
+    fig.update_yaxes(title="correlation with the apex crop", range=[min(min(scores, default=1.0), min_score) - 0.02, 1.005])
+    return style(fig, height=340, title="Template match score per frame")

@@ -1,0 +1,74 @@
+"""Fixtures of the dashboard tests (tests/test_app.py, tests/test_browser.py).
+
+Loaded by those modules as a plugin (``pytest_plugins = ("app_fixtures",)``) rather than
+put in conftest.py, so the dashboard's test setup stays beside its tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sammflow.demo import DemoConfig, generate_demo
+
+#: 2 subjects × 2 clips × 12 SAMM-sized frames: every page has work to show, in ≈ 3 s.
+APP_DEMO = DemoConfig(subjects=2, clips_per_subject=2, frames=12)
+
+
+@pytest.fixture(scope="session")
+def app_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo dataset the dashboard tests only read."""
+    return generate_demo(tmp_path_factory.mktemp("app_demo") / "DATA", APP_DEMO)
+
+
+@pytest.fixture(scope="session")
+def app_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One disk cache for the whole session: MTCNN runs once per clip, as in a real app."""
+    return tmp_path_factory.mktemp("app_cache")
+
+
+@pytest.fixture()
+def app_env(app_data: Path, app_cache: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment pointing the dashboard at ``app_data`` (as a deployment would)."""
+    env = {"SAMMFLOW_DATA": str(app_data), "SAMMFLOW_ANNOTATIONS": str(app_data / "samm.csv"), "SAMMFLOW_CACHE": str(app_cache)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("SAMMFLOW_DEMO_CONFIG", "SAMMFLOW_OUT"):
+        monkeypatch.delenv(name, raising=False)
+    return env
+
+
+@pytest.fixture()
+def broken_data(app_data: Path, tmp_path: Path) -> Path:
+    """A copy of ``app_data`` whose second clip lost its apex frame."""
+    root = Path(shutil.copytree(app_data, tmp_path / "BROKEN"))
+    truth = json.loads((root / "ground_truth.json").read_text())
+    clip = truth["clips"][1]
+    frame = next((root / clip["subject"] / clip["clip"]).glob(f"*{clip['apex']}.jpg"))
+    frame.unlink()
+    return root
+
+
+@pytest.fixture()
+def navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make AppTest behave like a running server: ``st.navigation`` mode from the second run on.
+
+    AppTest forgets before every run that ``st.navigation`` ran, and so takes the
+    ``pages/`` folder for an old-style multipage app again: each run of a page then goes
+    through ``sammflow.ui.context``'s switch-and-rerun, which drops button clicks. A real
+    server detects the folder once per process, and that first-request path is covered by
+    the browser test's deep link.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import app_test
+
+    class RunningServerPages(PagesManager):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(app_test, "PagesManager", RunningServerPages)
+
