@@ -2,7 +2,8 @@
 
 Run with ``streamlit run app.py``. With nothing configured it opens a generated demo
 dataset (created on first run in the cache folder); ``SAMMFLOW_DATA`` and
-``SAMMFLOW_ANNOTATIONS`` point it at a real dataset.
+``SAMMFLOW_ANNOTATIONS`` point it at a real dataset, and ``SAMMFLOW_ROOTS`` lists the folders
+a page user may open or export to (see ``sammflow.ui``: paths and links).
 """
 
 import streamlit as st
@@ -20,5 +21,6 @@ page = st.navigation([
     st.Page("pages/export.py", title="Batch export", icon=":material/download:"),
 ])
 # The sidebar shows any dataset problem with st.error; a page only runs on a usable dataset.
+# A page's unexpected error is an st.error naming it; the traceback goes to the server log.
 if ui.sidebar() is not None:
-    page.run()
+    ui.run_page(page)

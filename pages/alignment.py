@@ -14,12 +14,15 @@ if not clips:
     st.warning("No clip has its onset and apex frames on disk.")
     st.stop()
 
+ui.link_choice("clip", clips, "a clip of this dataset with its onset and apex frames on disk")
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1.4])
 # bound widgets keep plain values (no format_func): the URL holds what format_func returns
 clip = c1.selectbox("Clip", clips, key="clip", bind="query-params", on_change=ui.forget("a", "b"))
 ann, frames = ctx.dataset.clip(clip)
 marks = {ann.onset: "onset", ann.apex: "apex", ann.offset: "offset"}
 label = lambda n: f"{n} ({marks[n]})" if n in marks else str(n)
+for key in ("a", "b"):
+    ui.link_choice(key, frames.numbers, f"a frame of {clip} on disk ({frames.numbers[0]}–{frames.numbers[-1]})")
 ui.preset("a", frames.numbers, ann.onset)
 ui.preset("b", frames.numbers, ann.apex)
 a = c2.selectbox("Frame A", frames.numbers, key="a", bind="query-params", help=f"onset {ann.onset}, apex {ann.apex}, offset {ann.offset}")
@@ -52,12 +55,13 @@ st.download_button("Download figure (PNG)", figure.png(a, b, threshold, clip), f
 left, right = st.columns([3, 2])
 left.plotly_chart(ui.jitter_chart(track, aligned, ann.onset, ann.apex), config=ui.plotly_config(f"jitter_{clip}"))
 flagged = ui.flagged_frames(aligned, ctx.params.align)
-right.plotly_chart(ui.score_chart(aligned, ctx.params.align.min_score, flagged), config=ui.plotly_config(f"scores_{clip}"))
+right.plotly_chart(ui.score_chart(aligned, ctx.params.align, flagged), config=ui.plotly_config(f"quality_{clip}"))
 if flagged:
     right.warning(f"{len(flagged)} frame(s) flagged (score < {ctx.params.align.min_score:.2f} or high residual): "
                   + ", ".join(map(str, flagged)), icon=":material/flag:")
 else:
-    right.success(f"All {len(aligned.matches)} frames matched with score ≥ {ctx.params.align.min_score:.2f} "
-                  f"(lowest {aligned.min_score:.3f}).", icon=":material/check_circle:")
+    worst = max(m.get("residual", 0.0) for m in aligned.matches.values())
+    right.success(f"All {len(aligned.matches)} frames trusted: score ≥ {ctx.params.align.min_score:.2f} (lowest {aligned.min_score:.3f}), "
+                  f"residual ≤ {ctx.params.align.max_residual:.2f} px (highest {worst:.3f}).", icon=":material/check_circle:")
 if aligned.warnings:
     right.info(" · ".join(aligned.warnings))

@@ -11,7 +11,8 @@ st.title("Batch export")
 st.caption("Writes `flows/sub{S}_{C}.png`, `manifest.csv` and `params.json`, the same files as `python -m sammflow export`, "
            "using the parameters in the sidebar. A clip that fails is listed with its cause; the others go on.")
 
-out_dir = st.text_input("Output folder", value=ui.default_out_dir(), key="out_dir")
+out_dir = st.text_input("Output folder", value=ui.default_out_dir(), key="out_dir",
+                        help="Inside the folders this dashboard may open, outside the dataset; new, empty, or an earlier export.")
 with st.expander(f"Parameters (hash `{ctx.params.hash}`)"):
     st.code(json.dumps(ctx.params.to_dict(), indent=2), language="json")
 run = st.button(f"Export {len(ctx.dataset.annotations.clips) + len(ctx.dataset.annotations.rejected)} clips",
@@ -29,8 +30,13 @@ if run:
 
     try:
         st.session_state["export_result"] = ui.export_flows(ctx, out_dir, on_row=on_row)
-    except (OSError, ValueError) as exc:
-        st.error(f"Cannot export to {out_dir}: {exc}")
+    except ValueError as exc:  # the folder breaks a rule: the message names it and the rule
+        bar.empty()
+        st.error(str(exc), icon=":material/error:")
+        st.stop()
+    except OSError as exc:
+        bar.empty()
+        st.error(f"Cannot export to {out_dir}: {exc.strerror or exc}", icon=":material/error:")
         st.stop()
     bar.empty()
     table.empty()

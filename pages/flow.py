@@ -45,6 +45,7 @@ if tiles:
                        on_click="ignore", key="samples_png")
 
 st.divider()
+ui.link_choice("clip", clips, "a ready clip of this dataset matching the filters")
 ui.preset("clip", clips, shown[0])
 clip = st.selectbox("Clip shown large", clips, key="clip", bind="query-params")
 a1, a2 = st.columns(2)

@@ -14,6 +14,7 @@ if not clips:
     st.warning("No clip has its onset and apex frames on disk.")
     st.stop()
 
+ui.link_choice("gif_clips", clips, "a clip of this dataset with its onset and apex frames on disk")
 chosen = st.multiselect("Clips", clips, default=clips[:2], max_selections=6, key="gif_clips", bind="query-params")
 c1, c2, c3, c4 = st.columns(4)
 fps = c1.slider("Speed (frames per second)", 1, 50, 10, key="fps", bind="query-params")

@@ -19,8 +19,8 @@ tiles, failed = [], []
 bar = st.progress(0.0, text="Aligning…")
 clips = ui.grid_clips(ctx, per)
 for i, clip in enumerate(clips):
-    number = ui.frame_number(ctx, clip, which)
     try:
+        number = ui.frame_number(ctx, clip, which)
         tiles.append((ui.crops(ctx, clip, [number]).crops[number], f"{clip} · {which} {number}"))
     except ClipError as exc:
         failed.append(str(exc))

@@ -1,22 +1,33 @@
 """Command line: ``python -m sammflow {demo,normalize,flows,gif,export} --help``.
 
 Runs headless on a server. Long work shows a progress bar (tqdm, on stderr); each command
-ends with a one-line summary and the failed clips, and exits 1 when any clip failed, 2 when
-the input as a whole is unusable (bad dataset folder or annotation file), 0 otherwise.
+ends with one line per failed clip (naming it and the cause) and a one-line summary, and
+exits 1 when any clip failed, 2 when the input as a whole is unusable (bad dataset folder,
+annotation file or output folder; one line saying why), 130 / 143 when interrupted by
+Ctrl-C / SIGTERM (finished clips are kept; re-run the same command to resume), 0 otherwise.
+No traceback is ever printed: unexpected errors are one line pointing to a log file that
+holds the details.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
+import signal
 import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
+from datetime import datetime
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sammflow import __version__
 from sammflow.annotations import AnnotationError, read_annotations
-from sammflow.dataset import Dataset, load_dataset
+from sammflow.dataset import Dataset, InputError, load_dataset
 from sammflow.params import AlignParams, DetectParams, EncodeParams, FlowParams, GifParams, PipelineParams
 
 # Flag names where a field name alone would be ambiguous across stages.
@@ -84,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--annotations", "-a", type=Path, help="samm.csv or SAMM_Micro_FACS_Codes_v2.xlsx (default: DATA/samm.csv, or the one a normalize run recorded)")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
         p.add_argument("--workers", "-j", type=int, default=None, help="worker processes (default: one per core)")
+        p.add_argument("--force", action="store_true",
+                       help="recompute every clip, even those OUT already holds; if OUT was made with other parameters "
+                            "(or from another input folder), remove its outputs first instead of refusing")
         return p
 
     demo = sub.add_parser("demo", help="write a demo dataset in SAMM layout (with samm.csv and ground truth)",
@@ -150,31 +164,132 @@ def _load(data: Path, annotations: Path | None) -> Dataset:
             annotations = data / "samm.csv"
         elif is_normalized(data) and normalized_params(data).get("annotations"):
             annotations = Path(normalized_params(data)["annotations"])
+        elif not data.exists():
+            raise FileNotFoundError(f"{data}: dataset folder not found, so no samm.csv to read either; check the path")
         else:
             raise AnnotationError(f"{data}: no samm.csv in the dataset folder; pass --annotations FILE")
     parsed = read_annotations(annotations)
+    rejected = {r.row for r in parsed.rejected}  # reported with the failed clips at the end, once
     for problem in parsed.problems:
-        print(f"annotation {problem.severity}: {problem}", file=sys.stderr)
-    return load_dataset(data, parsed)
+        if problem.row not in rejected:
+            print(f"annotation {problem.severity}: {problem}", file=sys.stderr)
+    dataset = load_dataset(data, parsed)
+    dataset.check_usable()
+    return dataset
+
+
+#: Dataset issues that become a failed clip row anyway (reported once, at the end).
+_REPORTED_AS_ROWS = ("no_folder",)
+
+
+def _print_issues(dataset: Dataset) -> None:
+    annotated = set(dataset.annotations.by_clip)
+    for issue in dataset.issues:
+        if issue.kind in _REPORTED_AS_ROWS or (issue.kind == "missing_frame" and " offset frame " not in issue.message):
+            continue
+        if issue.kind == "unreadable" and issue.clip in annotated:
+            continue
+        print(f"dataset warning: {issue}", file=sys.stderr)
 
 
 def _report(report: Any) -> int:
     for row in report.failed:
         print(f"{row['status']}: {row['error']}", file=sys.stderr)
-    print(report.summary())
+    summary = report.summary()
+    if getattr(report, "unexpected", 0) and report.log is not None:
+        summary += f"; details in {report.log}"
+    print(summary)
     return 1 if report.failed else 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP) received: stop like Ctrl-C, keeping what is finished."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    """Turn SIGTERM / SIGHUP into ``Terminated`` for the duration of a command (main thread only)."""
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    handled = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    try:
+        previous = {s: signal.signal(s, stop) for s in handled}
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+#: Errors whose message is the whole story (they name the path or value and the cause).
+_CLEAR_ERRORS = (AnnotationError, InputError, FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError, IsADirectoryError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _crash_log(exc: BaseException, args: argparse.Namespace) -> Path | None:
+    """Write ``exc``'s traceback to ``OUT/sammflow.log`` when OUT is a sammflow output folder,
+    else to a file in the temporary folder (never into a folder sammflow did not make)."""
+    from sammflow.export import LOG_FILE, MANIFEST_FILE, PARAMS_FILE
+
+    out = getattr(args, "out", None)
+    candidates = []
+    if out is not None and out.is_dir() and ((out / PARAMS_FILE).is_file() or (out / MANIFEST_FILE).is_file()):
+        candidates.append(out / LOG_FILE)
+    candidates.append(Path(tempfile.gettempdir()) / f"sammflow-error-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log")
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    text = f"\n=== {stamp} sammflow {__version__}: python -m sammflow {' '.join(sys.argv[1:])}\n"
+    text += "".join(traceback.format_exception(exc))
+    for path in candidates:
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(text)
+            return path
+        except OSError:
+            continue
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with _signals():
+        try:
+            return _run(args)
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+            if args.command == "demo":
+                kept = f"; nothing was written to {args.out}"  # built aside and renamed into place
+            else:
+                kept = (f"; finished clips are kept in {args.out} (the rest are 'pending' in its manifest.csv): "
+                        "re-run the same command to resume")
+            print(f"interrupted ({signal.Signals(signum).name}){kept}", file=sys.stderr)
+            return 128 + int(signum)
+        except _CLEAR_ERRORS as exc:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        except Exception as exc:  # noqa: BLE001 - a bug must still be one line, with the details in a file
+            log = _crash_log(exc, args)
+            details = f" (details in {log})" if log else ""
+            print(f"error: unexpected {type(exc).__name__}: {_one_line(exc)}{details}", file=sys.stderr)
+            return 2
+
+
+def _options(build: Any, *what: Any) -> Any:
+    """Build parameters from the command line; their validation errors are input errors."""
     try:
-        return _run(args)
-    except (AnnotationError, FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return build(*what)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -183,8 +298,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from sammflow.demo import DemoConfig, generate_demo
 
-        config = DemoConfig(subjects=args.subjects, clips_per_subject=args.clips, frames=args.frames,
-                            amplitude=args.amplitude, jitter=args.jitter, seed=args.seed)
+        config = _options(lambda: DemoConfig(subjects=args.subjects, clips_per_subject=args.clips, frames=args.frames,
+                                             amplitude=args.amplitude, jitter=args.jitter, seed=args.seed))
         bar = _Bar("frame", args.quiet)
         try:
             generate_demo(args.out, config, progress=bar)
@@ -194,23 +309,24 @@ def _run(args: argparse.Namespace) -> int:
               f"(annotations {args.out / 'samm.csv'}, ground truth {args.out / 'ground_truth.json'})")
         return 0
 
+    params = _options(_pipeline_params, args)
+    gif = _options(_build, GifParams, args) if args.command == "gif" else None
+    if args.command == "flows" and not export.is_normalized(args.data):
+        raise InputError(f"{args.data}: not a 'normalize' output (no params.json of kind 'normalized'); use 'export' for raw frames")
     dataset = _load(args.data, args.annotations)
-    for issue in dataset.issues:
-        print(f"dataset: {issue}", file=sys.stderr)
-    params = _pipeline_params(args)
+    _print_issues(dataset)
     workers = export.default_workers() if args.workers is None else max(1, args.workers)
+    common = {"params": params, "workers": workers, "force": args.force}
     bar = _Bar("clip", args.quiet)
     try:
         if args.command == "normalize":
-            report = export.normalize_dataset(dataset, args.out, params=params, progress=bar, workers=workers)
+            report = export.normalize_dataset(dataset, args.out, progress=bar, **common)
         elif args.command == "flows":
-            if not export.is_normalized(args.data):
-                raise ValueError(f"{args.data}: not a 'normalize' output (no params.json of kind 'normalized'); use 'export' for raw frames")
-            report = export.flows_from_normalized(dataset, args.out, params=params, progress=bar, workers=workers)
+            report = export.flows_from_normalized(dataset, args.out, progress=bar, **common)
         elif args.command == "gif":
-            report = export.export_gifs(dataset, args.out, clips=args.clips, params=params, gif=_build(GifParams, args), progress=bar, workers=workers)
+            report = export.export_gifs(dataset, args.out, clips=args.clips, gif=gif, progress=bar, **common)
         else:
-            report = export.export_flows(dataset, args.out, params=params, progress=bar, workers=workers)
+            report = export.export_flows(dataset, args.out, progress=bar, **common)
     finally:
         bar.close()
     return _report(report)

@@ -24,6 +24,12 @@ class FrameError(ValueError):
     """A frame file that cannot be used (missing, unreadable, not an image)."""
 
 
+class InputError(ValueError):
+    """An input or output location unusable as a whole (dataset folder with no clips, output
+    folder inside the dataset or not writable, a path outside the allowed root...). The
+    message names the path and the cause; the command line prints it and exits 2."""
+
+
 @dataclass(frozen=True)
 class ClipFrames:
     """The frames of one clip folder, by absolute frame number."""
@@ -55,7 +61,7 @@ class DatasetIssue:
     """Something in the dataset that does not match the annotations."""
 
     clip: str
-    kind: str  # no_folder | no_annotation | missing_frame | duplicate_frame | bad_name
+    kind: str  # no_folder | no_annotation | missing_frame | duplicate_frame | bad_name | unreadable
     message: str
 
     def __str__(self) -> str:
@@ -94,6 +100,23 @@ class Dataset:
                 out.append((ann, frames))
         return out
 
+    def check_usable(self) -> None:
+        """``InputError`` if no annotated clip has a folder here: the wrong folder, or the wrong
+        annotation file, rather than many individually broken clips."""
+        if not self.annotations.clips:
+            return  # every row rejected: each is reported as its own manifest row
+        if any(c.clip in self.clips_on_disk for c in self.annotations.clips):
+            return
+        expected = ", ".join(f"{c.subject}/{c.clip}" for c in self.annotations.clips[:2])
+        if not self.clips_on_disk:
+            unreadable = [i.message for i in self.issues if i.kind == "unreadable"]
+            found = f"; {unreadable[0]}" if unreadable else ""
+            raise InputError(f"{self.root}: no clip folders with frames found "
+                             f"(expected {expected}, ... : <subject>/<clip>/<frames>){found}")
+        seen = ", ".join(f"{c.subject}/{c.clip}" for c in list(self.clips_on_disk.values())[:2])
+        raise InputError(f"{self.root}: none of the {len(self.annotations.clips)} annotated clips has a folder here "
+                         f"(expected e.g. {expected}; found {seen}): wrong dataset folder or annotation file?")
+
     def clip(self, clip_id: str) -> tuple[ClipAnnotation, ClipFrames]:
         """The annotation and frames of one clip; ``KeyError`` with the reason if unusable."""
         ann = self.annotations.by_clip.get(clip_id)
@@ -109,19 +132,33 @@ def discover(root: str | Path) -> tuple[dict[str, ClipFrames], list[DatasetIssue
     """Find clip folders ``root/<subject>/<clip>/`` and their frame files.
 
     Returns the clips by id and the problems met (duplicate frame numbers, names without a
-    trailing frame number). Raises ``FileNotFoundError`` / ``NotADirectoryError`` for a bad root.
+    trailing frame number, subject or clip folders that cannot be read). Raises
+    ``FileNotFoundError`` / ``NotADirectoryError`` / ``PermissionError`` for a bad root.
     """
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root}: dataset folder not found")
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: is a file, expected the dataset folder (subject/clip/frames)")
+    try:
+        subject_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError as exc:
+        raise PermissionError(f"{root}: cannot read the dataset folder ({exc.strerror or exc})") from exc
     clips: dict[str, ClipFrames] = {}
     issues: list[DatasetIssue] = []
-    for subject_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for clip_dir in sorted(p for p in subject_dir.iterdir() if p.is_dir()):
+
+    def listing(folder: Path, what: str) -> list[Path]:
+        try:
+            return sorted(folder.iterdir())
+        except OSError as exc:
+            message = f"{folder.name}: cannot read {what} folder {folder} ({exc.strerror or exc})"
+            issues.append(DatasetIssue(folder.name, "unreadable", message))
+            return []
+
+    for subject_dir in subject_dirs:
+        for clip_dir in (p for p in listing(subject_dir, "subject") if p.is_dir()):
             frames: dict[int, Path] = {}
-            for file in sorted(clip_dir.iterdir()):
+            for file in listing(clip_dir, "clip"):
                 if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
                     continue
                 if file.name.startswith("."):  # macOS "._006_05562.jpg" resource forks: not frames
@@ -149,7 +186,9 @@ def load_dataset(root: str | Path, annotations: Annotations) -> Dataset:
     for ann in annotations.clips:
         frames = clips.get(ann.clip)
         if frames is None:
-            issues.append(DatasetIssue(ann.clip, "no_folder", f"{ann.clip}: annotated but no folder {ann.subject}/{ann.clip} under {root}"))
+            if not any(i.clip in (ann.clip, ann.subject) and i.kind == "unreadable" for i in issues):
+                message = f"{ann.clip}: annotated but no folder {ann.subject}/{ann.clip} under {root}"
+                issues.append(DatasetIssue(ann.clip, "no_folder", message))
             continue
         for name in ("onset", "apex", "offset"):
             number = getattr(ann, name)
@@ -197,3 +236,35 @@ def read_grey(path: str | Path, *, reduce: int = 1) -> np.ndarray:
     if image is None:
         raise FrameError(f"{path}: not a decodable image (corrupt, truncated, or not {path.suffix[1:].upper()})")
     return image
+
+
+def safe_path(root: str | Path, user_path: str | Path) -> Path:
+    """``user_path`` resolved inside ``root``, for paths typed by a user of a shared server.
+
+    Parameters
+    ----------
+    root : str or Path
+        The folder the user may reach (need not exist).
+    user_path : str or Path
+        Relative to ``root``, or absolute; ``~`` is expanded. Empty means ``root`` itself.
+
+    Returns
+    -------
+    Path
+        Absolute, with ``..`` and symbolic links resolved.
+
+    Raises
+    ------
+    InputError
+        If the path leads outside ``root`` (``..`` components, an absolute path elsewhere, a
+        symbolic link pointing out) or is not a valid path (a NUL byte).
+    """
+    text = str(user_path)
+    if "\x00" in text:
+        raise InputError(f"{text!r}: not a valid path (contains a NUL byte)")
+    base = Path(root).expanduser().resolve()
+    path = Path(text.strip()).expanduser() if text.strip() else Path()
+    resolved = (path if path.is_absolute() else base / path).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise InputError(f"{text}: outside the allowed folder {base}")
+    return resolved

@@ -90,12 +90,18 @@ def find_apex_face(
             break
         else:
             tried = f"nor on frames {nearby}" if nearby else "and no neighbour frames to try"
-            raise ClipError(f"{clip.clip}: {cause} on apex frame {clip.apex} {tried}") from None
+            small = f" (frames are only {full_shape[1]}×{full_shape[0]} px)" if min(full_shape[:2]) < _SMALL_FRAME else ""
+            raise ClipError(f"{clip.clip}: {cause} on apex frame {clip.apex} {tried}{small}") from None
     box = found if reduce == 1 else FaceBox.from_xyxy(
         np.array([found.x1, found.y1, found.x2, found.y2], dtype=float) * reduce, shape=full_shape, prob=found.prob, frame=found.frame)
     if box.touches_border(full_shape):
         warnings.append(f"face box {box.x1, box.y1, box.x2, box.y2} touches the frame border: the face may be cut off")
     return box, warnings
+
+
+#: Frames whose shorter side is below this are named as a likely cause when no face is found
+#: (MTCNN needs faces of ≥ 20 px; SAMM's are ≈ 400 px in 2040×1088 frames).
+_SMALL_FRAME = 160
 
 
 def _frame_shape(path: Path) -> tuple[int, int]:
@@ -108,6 +114,33 @@ def _frame_shape(path: Path) -> tuple[int, int]:
     except (OSError, UnidentifiedImageError) as exc:
         raise FrameError(f"{path}: not a readable image ({exc})") from exc
     return height, width
+
+
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def _conversion_warnings(paths: list[Path]) -> list[str]:
+    """What reading ``paths`` as 8-bit grey changed: 16-bit frames scaled down, colour frames
+    among grey ones (from the file headers; unreadable files fail elsewhere with their cause)."""
+    from PIL import Image, UnidentifiedImageError
+
+    deep, colour, grey = [], [], []
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(26)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[24] == 16:
+                deep.append(path)
+            with Image.open(path) as image:
+                (grey if image.mode in _GREY_MODES else colour).append(path)
+        except (OSError, UnidentifiedImageError, ValueError):
+            continue
+    warnings = []
+    if deep:
+        warnings.append(f"{len(deep)} 16-bit frame(s) (e.g. {deep[0].name}) scaled to 8 bits")
+    if colour and grey:
+        warnings.append(f"colour and grey frames mixed ({len(colour)} colour, e.g. {colour[0].name}; {len(grey)} grey): all read as grey")
+    return warnings
 
 
 def _detection_reduce(shape: tuple[int, ...], params: DetectParams) -> int:
@@ -160,6 +193,11 @@ def normalize_clip(
                 yield number, image
 
         crops, alignment = align_frames(load(), apex, box, params=params.align)
+        warnings = [*warnings, *_conversion_warnings([path for _, path in paths])]
+        if max(box.width, box.height) < params.align.crop_size:
+            factor = params.align.crop_size / max(box.width, box.height)
+            warnings = [*warnings, f"face box {box.width}×{box.height} px is smaller than the {params.align.crop_size} px crop: "
+                                   f"crops are upscaled ×{factor:.1f} (low-resolution frames?)"]
     except (FrameError, ValueError) as exc:
         message = str(exc)
         raise ClipError(message if clip.clip in message else f"{clip.clip}: {message}") from exc

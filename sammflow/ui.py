@@ -16,6 +16,58 @@ It owns three things the pages share:
 torch is never imported here: ``sammflow.detect.load_detector`` imports it, and it is
 only called when a face box is missing from the disk cache. The overview page therefore
 never pays torch's start-up.
+
+Paths and links: what a page user can reach
+-------------------------------------------
+The dashboard may run on a shared lab server, where whoever opens the page (or a link someone
+crafted) is not whoever started the server. So every path that comes from a widget or a URL
+query parameter — the dataset folder (``?data=``), the annotation file (``?ann=``), the
+export output folder — is expanded (``~``), made absolute (relative to the working folder),
+resolved (``..`` and symbolic links followed, ``Path.resolve``) and must then lie inside one
+of the **allowed roots** (``allowed_roots``), *before* anything is read, listed or even
+checked for existence there. Otherwise the page shows an ``st.error`` naming the path, the rule
+and the allowed roots, and reads nothing. The allowed roots are:
+
+* ``$SAMMFLOW_ROOTS``: folders separated by ``:`` (``os.pathsep``), set by whoever starts
+  the server, e.g. ``SAMMFLOW_ROOTS=/data/micro:/scratch/flows``; if it is unset or empty,
+  the **working folder** the server was started from (``streamlit run app.py`` is started in
+  the sammflow checkout, whose ``out/`` holds the default exports);
+* always, the locations the server was started with, which the person starting it chose:
+  ``$SAMMFLOW_DATA`` (that folder), ``$SAMMFLOW_ANNOTATIONS`` (that file only, not its
+  folder), ``$SAMMFLOW_OUT`` (else ``./out/flows``, the default export folder), and the
+  generated demo dataset's folder in the cache.
+
+Not the home folder by default: on a lab server it holds the server account's credentials
+(``~/.ssh``, ``~/.netrc``, cloud tokens), and an annotation-file error quotes the file's first
+line. Datasets elsewhere need ``SAMMFLOW_ROOTS``. Only the paths a page user gives are
+confined: symbolic links *inside* a dataset folder were put there by the dataset's owner and
+are followed. The export folder must further resolve outside every dataset folder (the open
+one, ``$SAMMFLOW_DATA``, the demo), and be new, empty, or an earlier sammflow output; one
+export at a time writes to a folder (the same ``flock`` as the command line's jobs).
+
+Other values from a link (clip ids, frame numbers, parameter values, choices) only select
+among the options a widget offers: Streamlit drops a URL value that is not one of them, and
+``link_choice`` says so on the page (``?clip=../../etc`` → "not a ready clip of this
+dataset"). The compute functions check clip ids against the dataset too (``ClipError``),
+and the disk cache turns clip ids into a single safe path component.
+
+Uploads: the dashboard has no upload widget (it reads datasets where they are), so no file
+is ever decoded from a request; ``server.maxUploadSize`` in ``.streamlit/config.toml`` only
+caps what Streamlit's upload endpoint would accept. An annotation file larger than
+``MAX_ANNOTATION_BYTES`` is refused before it is parsed.
+
+Bad input is an ``st.error`` naming the path or clip and the cause, never a traceback: an
+unusable dataset folder or annotation file in the sidebar (no page runs), a clip whose frames
+cannot be decoded on the page that needed them (the other clips still show), and anything
+unexpected in a page (``run_page``: the cause on the page, the traceback in the server log).
+
+Memory: every ``st.cache_data`` and ``st.cache_resource`` has ``max_entries``. At the default
+224 px crops the in-memory caches hold at most about 512 × 0.1 MB (crops) + 128 × 0.6 MB
+(flows) + 32 × 1 MB (GIFs) + 8 datasets ≈ 200 MB, shared by all sessions, on top of torch
+and MTCNN (≈ 0.65 GB once loaded, only on a disk-cache miss); a session itself keeps only its
+page's images and, after an export, its manifest rows. Three sessions at once (two tuning the
+flow page, one exporting; ``tests/test_browser.py``) measured 0.9 GB for the server with
+torch loaded, 0.26 GB without.
 """
 
 from __future__ import annotations
@@ -23,6 +75,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import os
 import random
 import re
@@ -41,12 +94,14 @@ from sammflow import __version__
 from sammflow import cache as disk
 from sammflow.animate import encode_gif, gif_frame_numbers
 from sammflow.annotations import AnnotationError, RejectedRow, read_annotations
-from sammflow.dataset import Dataset, FrameError, load_dataset, read_grey
+from sammflow.dataset import Dataset, FrameError, InputError, load_dataset, read_grey, safe_path
 from sammflow.demo import ANNOTATIONS, DemoConfig, generate_demo, read_ground_truth
 from sammflow.detect import FaceBox, load_detector
 from sammflow.encode import dominant_direction, encode_hsv
 from sammflow.export import (
     MANIFEST_COLUMNS,
+    MANIFEST_FILE,
+    PARAMS_FILE,
     check_output_dir,
     encode_image,
     flow_map_name,
@@ -64,6 +119,10 @@ ENV_ANNOTATIONS = "SAMMFLOW_ANNOTATIONS"  # annotation file (default: DATA/samm.
 ENV_DEMO_CONFIG = "SAMMFLOW_DEMO_CONFIG"  # JSON of DemoConfig fields, e.g. a small demo for tests
 ENV_OUT = "SAMMFLOW_OUT"  # default output folder of the batch export
 ENV_DEVICE = "SAMMFLOW_DEVICE"  # torch device of MTCNN (default cpu)
+ENV_ROOTS = "SAMMFLOW_ROOTS"  # folders a page user may open or export to (see the module docstring)
+
+#: Annotation tables are tens of KB (SAMM's xlsx ≈ 100 KB): a bigger file is the wrong file.
+MAX_ANNOTATION_BYTES = 20 * 1024 * 1024
 
 #: SAMM's frame rate: converts frame counts to milliseconds on the overview.
 SAMM_FPS = 200
@@ -72,6 +131,8 @@ MAX_CLIP_ENTRIES = 512  # crops of one or two frames (≈ 50 KB each at 224 px)
 MAX_FLOW_ENTRIES = 128  # ≈ 0.5 MB each (crops + float flow field)
 MAX_ALIGNMENT_ENTRIES = 64  # per-frame match records of whole clips, no images
 MAX_GIF_ENTRIES = 32
+MAX_DATASET_ENTRIES = 8  # datasets read (annotations + frame paths)
+MAX_DETECTOR_ENTRIES = 4  # MTCNN instances (device × minimum face size), ≈ 2 MB each
 
 #: Colours of the charts: the theme's primary colour, the "before" series, flagged frames.
 ACCENT = "#1f5fa8"
@@ -79,6 +140,8 @@ BEFORE = "#e07b39"
 FLAG = "#c0392b"
 
 _CTX_KEY = "_sammflow_context"
+_LINKS_CHECKED = "_sammflow_links_checked"  # URL keys whose link values were checked (link_choice)
+_ALONE_RERUNS = "_sammflow_alone_reruns"  # reruns of a page that ran without app.py (context)
 #: Dataset sources of the sidebar (URL values) and their captions.
 _SOURCES = {"Demo": "generated SAMM-like dataset", "Folder": "a dataset on this machine"}
 
@@ -229,6 +292,62 @@ def forget(*keys: str) -> Callable[[], None]:
     return callback
 
 
+def link_choice(key: str, options: Sequence[Any], rule: str) -> list[str]:
+    """Say so on the page when a link asks a selection widget for a value it does not offer.
+
+    Call before drawing the widget bound to ``key``. Streamlit itself drops a URL value that
+    is not among the options (``?clip=../../etc`` reads nothing: the widget falls back to its
+    default); this makes the fallback visible instead of silent. Checked once per session and
+    key: the values of the link that opened the page.
+
+    Parameters
+    ----------
+    key : str
+        The widget's key, which is its URL query parameter.
+    options : sequence
+        What the widget offers; URL values are compared with ``str(option)``.
+    rule : str
+        What a value must be, completing "not ...": ``"a ready clip of this dataset"``.
+
+    Returns
+    -------
+    list of str
+        The rejected values (empty when the link's values are all offered, or absent).
+    """
+    checked = st.session_state.setdefault(_LINKS_CHECKED, set())
+    if key in checked:
+        # only a session's first run has the link's values: later, the URL holds the widget's own
+        # values (and those of the previous clip while the frames are being reset)
+        return []
+    checked.add(key)
+    offered = {str(o) for o in options}
+    rejected = [v for v in st.query_params.get_all(key) if v not in offered]
+    if rejected:
+        shown = ", ".join(f"`{v[:80]}`" for v in rejected[:3]) + (f" and {len(rejected) - 3} more" if len(rejected) > 3 else "")
+        st.warning(f"Ignored from the link: {key} = {shown}, not {rule}.", icon=":material/link_off:")
+    return rejected
+
+
+def run_page(page: Any) -> None:
+    """Run a page; an unexpected exception becomes an ``st.error`` naming the page and the
+    cause, with the traceback in the server log rather than in the browser.
+
+    Expected problems (a clip that cannot be aligned, a bad path) are handled by the pages
+    themselves with messages of their own; this is the net under them.
+
+    Parameters
+    ----------
+    page : streamlit StreamlitPage
+        From ``st.navigation``.
+    """
+    try:
+        page.run()
+    except Exception as exc:  # noqa: BLE001 - st.stop / st.rerun are BaseExceptions and pass through
+        logging.getLogger("sammflow.ui").exception("page %r failed", getattr(page, "title", page))
+        st.error(f"The page *{getattr(page, 'title', '')}* stopped on an unexpected error: {type(exc).__name__}: {exc}. "
+                 "The full traceback is in the dashboard's server log.", icon=":material/error:")
+
+
 # ============================================================== dataset choice
 
 
@@ -263,6 +382,102 @@ class Context:
         return [ann.clip for ann, _ in self.dataset.ready()]
 
 
+def allowed_roots() -> list[Path]:
+    """The folders (and files) a page user may open or export to; read on every run.
+
+    Returns
+    -------
+    list of Path
+        Resolved, without duplicates: the ``$SAMMFLOW_ROOTS`` folders (``:``-separated; the
+        working folder if unset or empty), then ``$SAMMFLOW_DATA``, ``$SAMMFLOW_ANNOTATIONS``
+        (the file itself), the default export folder (``$SAMMFLOW_OUT``, else ``./out/flows``)
+        and the demo dataset's folder. See the module docstring for why.
+    """
+    listed = [e.strip() for e in os.environ.get(ENV_ROOTS, "").split(os.pathsep) if e.strip()]
+    entries = listed or [str(Path.cwd())]
+    entries += [os.environ.get(name, "").strip() for name in (ENV_DATA, ENV_ANNOTATIONS)]
+    entries.append(default_out_dir())
+    try:
+        entries.append(str(demo_root(demo_config())))
+    except ValueError:  # a bad $SAMMFLOW_DEMO_CONFIG: the sidebar reports it when the demo is chosen
+        pass
+    roots: list[Path] = []
+    for entry in filter(None, entries):
+        try:
+            root = Path(entry).expanduser().resolve()
+        except (OSError, RuntimeError):  # an unknown ~user, a symbolic-link loop: nothing to allow
+            continue
+        if root not in roots:
+            roots.append(root)
+    return roots
+
+
+def allowed_path(text: str | Path, what: str) -> Path:
+    """A path given by a page user (a widget, a URL query parameter), confined to the allowed roots.
+
+    Checked before anything is read, listed or tested for existence at the path, so the answer
+    is the same whether or not something exists outside the roots.
+
+    Parameters
+    ----------
+    text : str or Path
+        As typed: ``~`` is expanded, a relative path is taken from the working folder.
+    what : str
+        What the path is for, to start the message with (``"Dataset folder"``).
+
+    Returns
+    -------
+    Path
+        Absolute, with ``..`` and symbolic links resolved, inside one of ``allowed_roots()``.
+
+    Raises
+    ------
+    InputError
+        A ``ValueError`` whose message names the path, the rule and the allowed roots.
+    """
+    typed = str(text).strip()
+    try:
+        if "\x00" in typed:
+            raise ValueError("it contains a NUL character")
+        path = Path(typed).expanduser()
+        path = path if path.is_absolute() else Path.cwd() / path
+        roots = allowed_roots()
+        for root in roots:
+            try:
+                return safe_path(root, path)
+            except InputError:
+                continue
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise InputError(f"{what} {typed!r} is not a usable path ({exc}).") from None
+    listed = "\n".join(f"- `{r}`" for r in roots) or "- none"
+    raise InputError(f"{what} `{typed}` is outside the folders this dashboard may open.\n\n"
+                     f"Paths are resolved (`..` and symbolic links followed) and must lie inside one of:\n{listed}\n\n"
+                     f"Whoever starts the dashboard can allow more folders with `{ENV_ROOTS}` (separated by `{os.pathsep}`).")
+
+
+def checked_ref(ref: DatasetRef) -> DatasetRef:
+    """``ref`` with its dataset folder and annotation file resolved inside the allowed roots.
+
+    Parameters
+    ----------
+    ref : DatasetRef
+
+    Returns
+    -------
+    DatasetRef
+
+    Raises
+    ------
+    InputError
+        An empty folder, or a path outside the allowed roots (``allowed_path``).
+    """
+    if not ref.root.strip():
+        raise InputError("No dataset folder given: type the folder that holds <subject>/<clip>/ frames, or choose the demo dataset.")
+    root = allowed_path(ref.root, "Dataset folder")
+    ann = allowed_path(ref.annotations, "Annotation file")
+    return DatasetRef(str(root), str(ann), ref.demo)
+
+
 def demo_config() -> DemoConfig:
     """The demo dataset's configuration.
 
@@ -286,7 +501,7 @@ def demo_config() -> DemoConfig:
         raise ValueError(f"{ENV_DEMO_CONFIG}={raw!r} is not a JSON object of DemoConfig fields ({exc})") from exc
 
 
-@st.cache_resource
+@st.cache_resource(max_entries=1)
 def _demo_lock() -> threading.Lock:
     # one generation per process even when several sessions open the app at once
     return threading.Lock()
@@ -306,7 +521,7 @@ def ensure_demo(place: Any = None) -> Path:
         ``cache_dir()/demo-<config hash>``; reused as is once it exists.
     """
     config = demo_config()
-    root = disk.cache_dir() / f"demo-{config.hash}"
+    root = demo_root(config)
     if _demo_ready(root, config):
         return root
     with _demo_lock():
@@ -325,6 +540,11 @@ def ensure_demo(place: Any = None) -> Path:
     return root
 
 
+def demo_root(config: DemoConfig) -> Path:
+    """The demo dataset's folder in the cache (``cache_dir()/demo-<config hash>``)."""
+    return disk.cache_dir() / f"demo-{config.hash}"
+
+
 def _demo_ready(root: Path, config: DemoConfig) -> bool:
     try:
         return read_ground_truth(root)["config_hash"] == config.hash
@@ -337,7 +557,7 @@ def _signature(root: str, annotations: str) -> tuple[Any, ...]:
     return (*disk.file_signature(annotations), *disk.file_signature(root))
 
 
-@st.cache_data(max_entries=8, ttl=600, show_spinner="Reading the dataset…")
+@st.cache_data(max_entries=MAX_DATASET_ENTRIES, ttl=600, show_spinner="Reading the dataset…")
 def _load(root: str, annotations: str, signature: tuple[Any, ...]) -> Dataset:
     return load_dataset(root, read_annotations(annotations))
 
@@ -348,6 +568,7 @@ def open_dataset(ref: DatasetRef) -> Dataset:
     Parameters
     ----------
     ref : DatasetRef
+        Its paths are confined to the allowed roots first (``checked_ref``).
 
     Returns
     -------
@@ -356,19 +577,23 @@ def open_dataset(ref: DatasetRef) -> Dataset:
     Raises
     ------
     ValueError
-        With a message naming the path and the problem (missing folder, unreadable
-        annotation file, no annotated clip in the folder ...), for ``st.error``.
+        With a message naming the path and the problem (outside the allowed roots, missing
+        folder, unreadable annotation file, no annotated clip in the folder ...), for ``st.error``.
     """
-    root = Path(ref.root)
-    if not ref.root.strip():
-        raise ValueError("No dataset folder given: type the folder that holds <subject>/<clip>/ frames, or choose the demo dataset.")
+    ref = checked_ref(ref)
+    root, ann = Path(ref.root), Path(ref.annotations)
     if not root.exists():
         raise ValueError(f"Dataset folder not found: {root}")
     if not root.is_dir():
         raise ValueError(f"Not a folder: {root} (expected the dataset folder holding <subject>/<clip>/ frames)")
-    ann = Path(ref.annotations)
     if not ann.exists():
         raise ValueError(f"Annotation file not found: {ann}")
+    if ann.is_dir():
+        raise ValueError(f"Not a file: {ann} is a folder (expected the annotation file, samm.csv or the official .xlsx)")
+    size = disk.file_signature(ann)[0]
+    if size > MAX_ANNOTATION_BYTES:
+        raise ValueError(f"Annotation file {ann} is {size / 2**20:.0f} MB; an annotation table is at most "
+                         f"{MAX_ANNOTATION_BYTES // 2**20} MB (SAMM's is about 0.1 MB): wrong file?")
     try:
         dataset = _load(str(root), str(ann), _signature(str(root), str(ann)))
     except AnnotationError as exc:
@@ -396,7 +621,8 @@ def _dataset_sidebar(notice: Any) -> DatasetRef:
         root = ensure_demo(notice)
         return DatasetRef(str(root), str(root / ANNOTATIONS), demo=True)
     root = st.text_input("Dataset folder", value=env_root, key="data", bind="query-params",
-                         placeholder="/data/SAMM", help=f"Holds <subject>/<clip>/<frame>.jpg. Default: ${ENV_DATA}.").strip()
+                         placeholder="/data/SAMM", help=f"Holds <subject>/<clip>/<frame>.jpg. Default: ${ENV_DATA}. "
+                         f"Must lie inside the folders this dashboard may open (${ENV_ROOTS}).").strip()
     ann = st.text_input("Annotation file", value=env_ann, key="ann", bind="query-params",
                         placeholder="FOLDER/samm.csv", help=f"samm.csv or the official .xlsx. Empty: FOLDER/samm.csv. Default: ${ENV_ANNOTATIONS}.").strip()
     root_path = Path(root).expanduser() if root else Path("")
@@ -435,6 +661,7 @@ def sidebar() -> Context | None:
         st.caption(f"sammflow {__version__} · cache: {disk.cache_dir()}")
     if error is None and ref is not None:
         try:
+            ref = checked_ref(ref)
             dataset = open_dataset(ref)
         except ValueError as exc:
             error = f"{exc}\n\nFix the path in the sidebar, or choose the demo dataset."
@@ -456,6 +683,11 @@ def context() -> Context:
     has run once in the server process: a deep link (``/flow?clip=...``) as the first request
     after a start would run the page file alone, without app.py's sidebar. The page then
     switches Streamlit to ``st.navigation`` mode and reruns the same URL through app.py.
+
+    Several sessions can make that first request at once (tabs reconnecting after a restart):
+    those whose page started alone before the first one switched the mode find it switched
+    already, and no context. A page only runs through app.py after a successful sidebar, which
+    stores the context, so a missing context means "ran alone": rerun through app.py as well.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
@@ -463,16 +695,21 @@ def context() -> Context:
         PagesManager.uses_pages_directory = False
         st.rerun()
     ctx = st.session_state.get(_CTX_KEY)
-    if ctx is None:  # pragma: no cover - app.py only runs a page after a successful sidebar
+    if ctx is None:
+        reruns = st.session_state.get(_ALONE_RERUNS, 0)
+        if reruns < 2:  # bounded: never a rerun loop
+            st.session_state[_ALONE_RERUNS] = reruns + 1
+            st.rerun()
         st.error("No dataset is open. Start the dashboard with `streamlit run app.py`.")
         st.stop()
+    st.session_state.pop(_ALONE_RERUNS, None)
     return ctx
 
 
 # ============================================================== cached compute layer
 
 
-@st.cache_resource(show_spinner="Loading the MTCNN face detector (first use only)…")
+@st.cache_resource(max_entries=MAX_DETECTOR_ENTRIES, show_spinner="Loading the MTCNN face detector (first use only)…")
 def detector(device: str = "cpu", min_face: int = 40) -> Any:
     """facenet-pytorch's MTCNN, built once per process (imports torch).
 
@@ -490,7 +727,7 @@ def detector(device: str = "cpu", min_face: int = 40) -> Any:
     return load_detector(device, min_face)
 
 
-@st.cache_resource
+@st.cache_resource(max_entries=4)
 def _prune_once(base: str) -> int:
     # bound the disk cache once per process; cheap (a directory listing)
     return disk.prune(Path(base))
@@ -520,6 +757,28 @@ def _crops(dataset_key: str, clip_id: str, key: str, numbers: tuple[int, ...], _
         return str(exc)
 
 
+def clip_error(clip_id: str, message: str, ctx: Context | None = None) -> ClipError:
+    """A ``ClipError`` whose message starts with the clip id (``"006_1_1: <file>: <cause>"``).
+
+    Parameters
+    ----------
+    clip_id : str
+    message : str
+        The cause, as the pipeline worded it (it may already start with the clip id).
+    ctx : Context, optional
+        Files inside its dataset folder are then named relative to it
+        (``006/006_1_1/006_04660.jpg``): the folder is in the sidebar, and a page's narrow
+        columns read better without it.
+
+    Returns
+    -------
+    ClipError
+    """
+    if ctx is not None:
+        message = message.replace(f"{Path(ctx.dataset.root)}{os.sep}", "")
+    return ClipError(message if message.startswith(f"{clip_id}:") else f"{clip_id}: {message}")
+
+
 def crops(ctx: Context, clip_id: str, numbers: Iterable[int]) -> disk.AlignedCrops:
     """Aligned crops of some frames of a clip (memory cache → disk cache → compute).
 
@@ -541,7 +800,7 @@ def crops(ctx: Context, clip_id: str, numbers: Iterable[int]) -> disk.AlignedCro
     """
     result = _crops(ctx.key, clip_id, _crops_key(ctx.params), tuple(sorted(set(numbers))), ctx)
     if isinstance(result, str):
-        raise ClipError(result)
+        raise clip_error(clip_id, result, ctx)
     return result
 
 
@@ -577,7 +836,7 @@ def alignment(ctx: Context, clip_id: str) -> disk.AlignedCrops:
     """
     result = _alignment(ctx.key, clip_id, _crops_key(ctx.params), ctx)
     if isinstance(result, str):
-        raise ClipError(result)
+        raise clip_error(clip_id, result, ctx)
     return result
 
 
@@ -598,7 +857,7 @@ def onset_apex(ctx: Context, clip_id: str) -> disk.AlignedCrops:
     ------
     ClipError
     """
-    ann = ctx.dataset.annotations.by_clip[clip_id]
+    ann, _ = disk.clip_of(ctx.dataset, clip_id)  # ClipError for an id that is not a clip of the dataset
     return crops(ctx, clip_id, (ann.onset, ann.apex))
 
 
@@ -655,7 +914,7 @@ def flow(ctx: Context, clip_id: str) -> FlowResult:
     p = ctx.params
     result = _flow(ctx.key, clip_id, f"{_crops_key(p)}-{p.flow.hash}-{p.encode.hash}", ctx)
     if isinstance(result, str):
-        raise ClipError(result)
+        raise clip_error(clip_id, result, ctx)
     return result
 
 
@@ -681,7 +940,11 @@ def mtcnn_boxes(ctx: Context, clip_id: str, progress: Callable[[int, int], None]
     ------
     ClipError
     """
-    return disk.mtcnn_track(ctx.dataset, clip_id, ctx.params.detect, store=_store(ctx.ref), detector=_detector_for(ctx.params), progress=progress)
+    try:
+        return disk.mtcnn_track(ctx.dataset, clip_id, ctx.params.detect, store=_store(ctx.ref), detector=_detector_for(ctx.params),
+                                progress=progress)
+    except ClipError as exc:
+        raise clip_error(clip_id, str(exc), ctx) from None
 
 
 @st.cache_data(max_entries=MAX_GIF_ENTRIES, show_spinner=False)
@@ -719,7 +982,7 @@ def gif(ctx: Context, clip_id: str, params: GifParams) -> tuple[bytes, int]:
     """
     result = _gif(ctx.key, clip_id, _crops_key(ctx.params), params.hash, ctx, params)
     if isinstance(result, str):
-        raise ClipError(result)
+        raise clip_error(clip_id, result, ctx)
     return result
 
 
@@ -746,7 +1009,7 @@ def frame_grey(ctx: Context, clip_id: str, number: int) -> np.ndarray:
     try:
         return read_grey(frames.path(number))
     except FrameError as exc:
-        raise ClipError(str(exc)) from exc
+        raise clip_error(clip_id, str(exc), ctx) from exc
 
 
 # ============================================================== dataset tables
@@ -926,7 +1189,9 @@ def caption(ctx: Context, clip_id: str) -> str:
     str
         ``"006_1_1 · Anger · AU 4"``.
     """
-    ann = ctx.dataset.annotations.by_clip[clip_id]
+    ann = ctx.dataset.annotations.by_clip.get(clip_id)
+    if ann is None:
+        return clip_id
     parts = [clip_id, ann.emotion or None, f"AU {ann.action_units}" if ann.action_units else None]
     return " · ".join(p for p in parts if p)
 
@@ -967,8 +1232,13 @@ def frame_number(ctx: Context, clip_id: str, which: str) -> int:
     -------
     int
         Absolute frame number.
+
+    Raises
+    ------
+    ClipError
+        ``clip_id`` is not a clip of the dataset with a folder.
     """
-    ann, frames = ctx.dataset.clip(clip_id)
+    ann, frames = disk.clip_of(ctx.dataset, clip_id)
     return frames.numbers[0] if which == "first" else getattr(ann, which)
 
 
@@ -1003,6 +1273,90 @@ class ExportResult:
         return buffer.getvalue()
 
 
+def export_folder(ctx: Context, out_dir: str | Path) -> Path:
+    """The batch export's output folder, checked: the rules of the module docstring.
+
+    Parameters
+    ----------
+    ctx : Context
+    out_dir : str or Path
+        As typed in the page.
+
+    Returns
+    -------
+    Path
+        Resolved; it may not exist yet.
+
+    Raises
+    ------
+    InputError
+        Outside the allowed roots; inside or containing a dataset folder (the open one,
+        ``$SAMMFLOW_DATA``, the demo); a file; a non-empty folder that sammflow did not make.
+    """
+    typed = str(out_dir).strip()
+    if not typed:
+        raise InputError("No output folder given: type the folder the flow maps should be written to.")
+    out = allowed_path(typed, "Output folder")
+    datasets = [ctx.dataset.root, os.environ.get(ENV_DATA, "").strip()]
+    try:
+        datasets.append(demo_root(demo_config()))
+    except ValueError:
+        pass
+    for root in filter(None, datasets):
+        check_output_dir(Path(typed).expanduser(), Path(root))
+    if out.is_dir():
+        ours = _is_sammflow_output(out)
+        others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "sammflow.log")
+        if others and not ours:
+            listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise InputError(f"{typed}: folder is not empty ({listed}) and was not made by sammflow; choose a new or empty output folder")
+        if ours and ours != "flows":
+            raise InputError(f"{typed}: holds a '{ours}' output of sammflow; the batch export writes flow maps: choose another folder")
+    return out
+
+
+def _is_sammflow_output(folder: Path) -> str:
+    """The kind of sammflow output a folder holds (``"flows"``, ``"normalized"`` ...), ``""`` if none."""
+    try:
+        content = json.loads((folder / PARAMS_FILE).read_text(encoding="utf-8"))
+        if isinstance(content, dict) and "params_hash" in content:
+            return str(content.get("kind") or "flows")
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(folder / MANIFEST_FILE, encoding="utf-8", errors="replace") as fh:
+            return "flows" if fh.readline().strip() == ",".join(MANIFEST_COLUMNS) else ""
+    except OSError:
+        return ""
+
+
+class _FolderLock:
+    """The command line jobs' lock on an output folder (``flock`` on the folder): one writer at
+    a time, whether another dashboard session or a ``python -m sammflow`` run."""
+
+    def __init__(self, folder: Path, typed: str) -> None:
+        self.folder, self.typed, self.fd = folder, typed, None
+
+    def __enter__(self) -> _FolderLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock
+            return self
+        self.fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            self.fd = None
+            raise InputError(f"{self.typed}: another export is writing to this folder (a dashboard session or a "
+                             "sammflow command); wait for it to finish or choose another folder") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+
+
 def export_flows(ctx: Context, out_dir: str | Path, on_row: Callable[[int, int, dict[str, Any]], None] | None = None) -> ExportResult:
     """Write every clip's flow map, ``manifest.csv`` and ``params.json`` to ``out_dir``.
 
@@ -1014,7 +1368,8 @@ def export_flows(ctx: Context, out_dir: str | Path, on_row: Callable[[int, int, 
     ----------
     ctx : Context
     out_dir : str or Path
-        Created if needed; must not be inside the dataset folder.
+        Checked by ``export_folder`` (allowed roots, outside the datasets, new, empty or an
+        earlier flow export); created if needed.
     on_row : callable(done, total, row), optional
         Called after each clip, for a live progress bar and status table.
 
@@ -1024,40 +1379,42 @@ def export_flows(ctx: Context, out_dir: str | Path, on_row: Callable[[int, int, 
 
     Raises
     ------
-    ValueError
-        If ``out_dir`` is inside the dataset. ``OSError`` if it cannot be created.
+    InputError
+        A ``ValueError`` naming the folder and the rule it breaks, or another export writing to
+        it; ``OSError`` if it cannot be created or written.
     """
-    out = Path(out_dir).expanduser()
-    check_output_dir(out, ctx.dataset.root)
+    out = export_folder(ctx, out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    flows = out / "flows"
     items = sorted([*ctx.dataset.annotations.clips, *ctx.dataset.annotations.rejected], key=lambda c: c.row)
     rows: list[dict[str, Any]] = []
-    for i, item in enumerate(items):
-        row: dict[str, Any] = {"subject": item.subject, "clip": item.clip}
-        if isinstance(item, RejectedRow):
-            row.update({k: item.values.get(k, "") for k in ("onset", "apex", "offset", "action_units", "emotion", "objective_class")})
-            row.update(status="invalid_annotation", error=item.cause)
-        else:
-            row.update({k: getattr(item, k) for k in ("onset", "apex", "offset", "action_units", "emotion", "objective_class")})
-            try:
-                pair, result = onset_apex(ctx, item.clip), flow(ctx, item.clip)  # what the pages show, from the caches
-                name = flow_map_name(item)
-                write_atomic(out / "flows" / name, encode_image(result.flow_map))
-                box, alignment = pair.box, disk.alignment_of(pair)
-                flagged = alignment.flagged(ctx.params.align)
-                row.update(x1=box.x1, y1=box.y1, x2=box.x2, y2=box.y2, face_prob=round(box.prob, 4), face_frame=box.frame,
-                           match_score_min=round(alignment.min_score, 4), residual_max=round(alignment.max_residual, 4),
-                           align_trusted="yes" if len(flagged) == 0 else "no", flagged_frames=" ".join(str(int(n)) for n in flagged),
-                           frames=len(alignment.frames), output=f"flows/{name}", warnings=" | ".join(pair.warnings), status="ok", error="")
-            except ClipError as exc:
-                row.update(status="failed", error=str(exc))
-            except Exception as exc:  # noqa: BLE001 - one bad clip (a bug included) must never stop the batch
-                row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        rows.append(row)
-        if on_row:
-            on_row(i + 1, len(items), row)
-    write_csv(out / "manifest.csv", rows, MANIFEST_COLUMNS)
-    write_params(out, "flows", ctx.params, {"dataset": str(ctx.dataset.root), "annotations": ctx.dataset.annotations.source})
+    with _FolderLock(out, str(out_dir)):
+        for i, item in enumerate(items):
+            row: dict[str, Any] = {"subject": item.subject, "clip": item.clip}
+            if isinstance(item, RejectedRow):
+                row.update({k: item.values.get(k, "") for k in ("onset", "apex", "offset", "action_units", "emotion", "objective_class")})
+                row.update(status="invalid_annotation", error=item.cause)
+            else:
+                row.update({k: getattr(item, k) for k in ("onset", "apex", "offset", "action_units", "emotion", "objective_class")})
+                try:
+                    pair, result = onset_apex(ctx, item.clip), flow(ctx, item.clip)  # what the pages show, from the caches
+                    name = flow_map_name(item)
+                    write_atomic(safe_path(flows, name), encode_image(result.flow_map))  # a clip id never leads out of flows/
+                    box, alignment = pair.box, disk.alignment_of(pair)
+                    flagged = alignment.flagged(ctx.params.align)
+                    row.update(x1=box.x1, y1=box.y1, x2=box.x2, y2=box.y2, face_prob=round(box.prob, 4), face_frame=box.frame,
+                               match_score_min=round(alignment.min_score, 4), residual_max=round(alignment.max_residual, 4),
+                               align_trusted="yes" if len(flagged) == 0 else "no", flagged_frames=" ".join(str(int(n)) for n in flagged),
+                               frames=len(alignment.frames), output=f"flows/{name}", warnings=" | ".join(pair.warnings), status="ok", error="")
+                except ClipError as exc:
+                    row.update(status="failed", error=str(clip_error(item.clip, str(exc))))
+                except Exception as exc:  # noqa: BLE001 - one bad clip (a bug included) must never stop the batch
+                    row.update(status="failed", error=f"{item.clip}: {type(exc).__name__}: {exc}")
+            rows.append(row)
+            if on_row:
+                on_row(i + 1, len(items), row)
+        write_csv(out / "manifest.csv", rows, MANIFEST_COLUMNS)
+        write_params(out, "flows", ctx.params, {"dataset": str(ctx.dataset.root), "annotations": ctx.dataset.annotations.source})
     return ExportResult(out, rows)
 
 
@@ -1548,14 +1905,15 @@ def jitter_chart(track: dict[int, FaceBox | None], aligned: disk.AlignedCrops, o
     return style(fig, height=540, title="Face position per frame, relative to the apex box")
 
 
-def score_chart(aligned: disk.AlignedCrops, min_score: float, flagged: Iterable[int]) -> Any:
-    """Match score (normalised correlation with the apex crop) per frame.
+def score_chart(aligned: disk.AlignedCrops, params: AlignParams, flagged: Iterable[int]) -> Any:
+    """Per-frame alignment quality: match score (normalised correlation with the apex crop)
+    and residual-shift estimate (crop px), each with its flag threshold.
 
     Parameters
     ----------
     aligned : sammflow.cache.AlignedCrops
-    min_score : float
-        Drawn as the flag threshold.
+    params : AlignParams
+        ``min_score`` and ``max_residual`` are drawn as the thresholds.
     flagged : iterable of int
         Frames drawn in red.
 
@@ -1564,13 +1922,24 @@ def score_chart(aligned: disk.AlignedCrops, min_score: float, flagged: Iterable[
     plotly.graph_objects.Figure
     """
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     frames = sorted(aligned.matches)
     bad = {int(n) for n in flagged}
+    marker = {"size": [9 if n in bad else 5 for n in frames], "color": [FLAG if n in bad else ACCENT for n in frames]}
     scores = [aligned.matches[n]["score"] for n in frames]
-    fig = go.Figure(go.Scatter(x=frames, y=scores, mode="lines+markers", name="match score", line={"color": ACCENT, "width": 2},
-                               marker={"size": [9 if n in bad else 5 for n in frames], "color": [FLAG if n in bad else ACCENT for n in frames]}))
-    fig.add_hline(y=min_score, line={"color": FLAG, "dash": "dash", "width": 1}, annotation_text=f"flag below {min_score:.2f}")
-    fig.update_xaxes(title="frame")
-    fig.update_yaxes(title="correlation with the apex crop", range=[min(min(scores, default=1.0), min_score) - 0.02, 1.005])
-    return style(fig, height=340, title="Template match score per frame")
+    residuals = [aligned.matches[n].get("residual", 0.0) for n in frames]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    fig.add_trace(go.Scatter(x=frames, y=scores, mode="lines+markers", name="match score", line={"color": ACCENT, "width": 2},
+                             marker=marker), row=1, col=1)
+    fig.add_trace(go.Scatter(x=frames, y=residuals, mode="lines+markers", name="residual shift (crop px)",
+                             line={"color": BEFORE, "width": 2}, marker=marker), row=2, col=1)
+    fig.add_hline(y=params.min_score, line={"color": FLAG, "dash": "dash", "width": 1}, annotation_text=f"flag below {params.min_score:.2f}",
+                  row=1, col=1)
+    fig.add_hline(y=params.max_residual, line={"color": FLAG, "dash": "dash", "width": 1},
+                  annotation_text=f"flag above {params.max_residual:.2f} px", row=2, col=1)
+    fig.update_yaxes(title="correlation", range=[min(min(scores, default=1.0), params.min_score) - 0.02, 1.005], row=1, col=1)
+    finite = [r for r in residuals if np.isfinite(r)]
+    fig.update_yaxes(title="residual (crop px)", rangemode="tozero", range=[0, max([*finite, params.max_residual]) * 1.2], row=2, col=1)
+    fig.update_xaxes(title="frame", row=2, col=1)
+    return style(fig, height=420, title="Alignment quality per frame")

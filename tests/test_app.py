@@ -157,7 +157,8 @@ def test_a_folder_without_the_annotated_clips_is_an_error(app_env: dict[str, str
     assert "None of the 4 annotated clips has a folder in" in at.error[0].value and str(tmp_path) in at.error[0].value
 
 
-def test_bad_paths_typed_in_the_sidebar_are_errors(app_env: dict[str, str], tmp_path: Path) -> None:
+def test_bad_paths_typed_in_the_sidebar_are_errors(app_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAMMFLOW_ROOTS", str(tmp_path))  # paths typed in the page must lie in an allowed root
     at = open_page()
     not_a_table = tmp_path / "notes.csv"
     not_a_table.write_text("hello;world\n1;2\n")
@@ -324,7 +325,8 @@ def test_reset_parameters_restores_the_defaults(app_env: dict[str, str]) -> None
 # ---------------------------------------------------------------- batch export
 
 
-def test_export_writes_what_the_cli_writes(app_env: dict[str, str], tmp_path: Path) -> None:
+def test_export_writes_what_the_cli_writes(app_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAMMFLOW_ROOTS", str(tmp_path))  # the output folder typed in the page must lie in an allowed root
     at = open_page("pages/export.py")
     assert_clean(at)
     out = tmp_path / "OUT"
