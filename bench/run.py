@@ -130,7 +130,7 @@ def app_timings(root: Path, cache: Path) -> dict[str, float]:
     """Overview first run and the flow page's warm re-render after a flow-parameter change (AppTest)."""
     env = {**os.environ, "SAMMFLOW_DATA": str(root), "SAMMFLOW_ANNOTATIONS": str(root / "samm.csv"), "SAMMFLOW_CACHE": str(cache)}
     _, out = run([PYTHON, "-c", APP_TIMING], env=env)
-    return json.loads(out.strip().splitlines()[-1])
+    return json.loads(next(line for line in reversed(out.splitlines()) if line.startswith('{"first"')))
 
 
 def main() -> None:

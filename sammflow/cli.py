@@ -51,6 +51,13 @@ _HELP = {
     "fps": "GIF frames per second",
     "step": "use every STEP-th frame",
     "to_offset": "animate on to the offset frame, not only to apex",
+    "min_face": "smallest face MTCNN looks for, px after the detection downscale",
+    "method": "alignment: subpixel (robust sub-pixel refinement) or whole_pixel (the original scripts)",
+    "motion": "sub-pixel model: translation, or similarity (adds small rotation/scale for head roll)",
+    "robust": "down-weight face regions that move on their own (brows, mouth) when aligning",
+    "min_score": "flag frames whose match score is below this",
+    "max_residual": "flag frames whose residual shift estimate exceeds this, crop px",
+    "head_motion": "subtract the median flow of the nose region (residual head motion)",
 }
 
 

@@ -77,6 +77,8 @@ _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 _FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 Progress = Callable[[int, int, str], None]
+#: ``on_row(done, total, row)``: called with each clip's manifest row as it is finished.
+RowCallback = Callable[[int, int, dict[str, Any]], None]
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: mkstemp creates 0600 files, outputs get the user's usual mode
@@ -662,6 +664,7 @@ def _run_clips(
     detect: bool = True,
     workers: int = 1,
     blocked: dict[str, str] | None = None,
+    on_row: RowCallback | None = None,
 ) -> JobReport:
     """Run ``work(clip, frames, box, warnings, *args)`` for every clip ``job`` has to do.
 
@@ -681,6 +684,8 @@ def _run_clips(
         done += 1
         if progress:
             progress(done, total, str(row["clip"]))
+        if on_row:
+            on_row(done, total, job.rows[index])
 
     def failed(index: int, clip: ClipAnnotation, exc: Exception) -> None:
         if isinstance(exc, OSError) and exc.errno in _FATAL_WRITE_ERRORS:  # a full disk: no later clip can succeed either
@@ -715,7 +720,7 @@ def _run_clips(
             from sammflow.detect import load_detector
 
             try:
-                detector = load_detector(params.detect.device)
+                detector = load_detector(params.detect.device, params.detect.min_face)
             except RuntimeError as exc:  # CUDA asked for but missing: the same for every clip
                 raise InputError(str(exc)) from exc
         for index, clip in job.todo:
@@ -819,6 +824,7 @@ def export_flows(
     detector: Any = None,
     workers: int = 1,
     force: bool = False,
+    on_row: RowCallback | None = None,
 ) -> JobReport:
     """Raw frames → ``OUT/flows/sub{S}_{C}.png``, ``OUT/manifest.csv``, ``OUT/params.json``.
 
@@ -835,7 +841,8 @@ def export_flows(
     job = _Job(out_dir, dataset, kind="flows", params=params, force=force,
                sources={"dataset": str(dataset.root), "annotations": dataset.annotations.source})
     job.open(_annotated_in_order(dataset.annotations))
-    return _run_clips(job, _flow_work, (params, job.out), params=params, progress=progress, detector=detector, workers=workers)
+    return _run_clips(job, _flow_work, (params, job.out), params=params, progress=progress, detector=detector, workers=workers,
+                      on_row=on_row)
 
 
 def normalize_dataset(

@@ -7,6 +7,7 @@ cause, so a batch can record them and go on.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,12 @@ class ClipFlow:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+#: Apex boxes already found in this process, by (apex file, its size and mtime, DetectParams
+#: hash): a second batch or page in the same process (the app, a notebook) skips MTCNN.
+_BOXES: OrderedDict[tuple[Any, ...], tuple[FaceBox, tuple[str, ...]]] = OrderedDict()
+_MAX_BOXES = 4096
+
+
 def find_apex_face(
     clip: ClipAnnotation, frames: ClipFrames, apex: np.ndarray | None = None, *, params: DetectParams = DetectParams(), detector: Any = None
 ) -> tuple[FaceBox, list[str]]:
@@ -64,8 +71,38 @@ def find_apex_face(
     ``ClipError`` when no frame has a face.
 
     ``apex`` is the decoded apex frame if the caller has it; otherwise the apex (and any
-    neighbour) is decoded at the reduced size detection needs, which JPEG makes ≈ 2× faster.
+    neighbour) is decoded at the reduced size detection needs, which JPEG makes ≈ 2× faster,
+    and the result is remembered for this process (keyed by the apex file's path, size and
+    modification time and the detection parameters) when the detector is the shared one.
     """
+    key = _box_key(frames, clip, params) if apex is None and (detector is None or getattr(detector, "sammflow_shared", False)) else None
+    if key is not None and key in _BOXES:
+        _BOXES.move_to_end(key)
+        box, warnings = _BOXES[key]
+        return box, list(warnings)
+    box, found_warnings = _find_apex_face(clip, frames, apex, params=params, detector=detector)
+    if key is not None:
+        _BOXES[key] = (box, tuple(found_warnings))
+        while len(_BOXES) > _MAX_BOXES:
+            _BOXES.popitem(last=False)
+    return box, found_warnings
+
+
+def _box_key(frames: ClipFrames, clip: ClipAnnotation, params: DetectParams) -> tuple[Any, ...] | None:
+    path = frames.frames.get(clip.apex)
+    try:
+        stat = path.stat() if path is not None else None
+    except OSError:
+        return None
+    if stat is None:
+        return None
+    neighbours = tuple(sorted(n for n in frames.frames if abs(n - clip.apex) <= params.neighbours))
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, neighbours, params.hash)
+
+
+def _find_apex_face(
+    clip: ClipAnnotation, frames: ClipFrames, apex: np.ndarray | None = None, *, params: DetectParams = DetectParams(), detector: Any = None
+) -> tuple[FaceBox, list[str]]:
     try:
         full_shape = _frame_shape(frames.path(clip.apex)) if apex is None else apex.shape
         reduce = _detection_reduce(full_shape, params) if apex is None else 1

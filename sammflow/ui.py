@@ -1330,46 +1330,20 @@ def _is_sammflow_output(folder: Path) -> str:
         return ""
 
 
-class _FolderLock:
-    """The command line jobs' lock on an output folder (``flock`` on the folder): one writer at
-    a time, whether another dashboard session or a ``python -m sammflow`` run."""
-
-    def __init__(self, folder: Path, typed: str) -> None:
-        self.folder, self.typed, self.fd = folder, typed, None
-
-    def __enter__(self) -> _FolderLock:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no lock
-            return self
-        self.fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.fd)
-            self.fd = None
-            raise InputError(f"{self.typed}: another export is writing to this folder (a dashboard session or a "
-                             "sammflow command); wait for it to finish or choose another folder") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing releases the lock
-
-
 def export_flows(ctx: Context, out_dir: str | Path, on_row: Callable[[int, int, dict[str, Any]], None] | None = None) -> ExportResult:
     """Write every clip's flow map, ``manifest.csv`` and ``params.json`` to ``out_dir``.
 
-    The same files as ``python -m sammflow export`` (maps equal byte for byte), made through
-    the cached layer so crops the pages already aligned are reused. A failing clip becomes a
-    row with its cause; the batch always goes on.
+    Runs ``sammflow.export.export_flows`` itself — the command line's export — so the
+    dashboard gets the same files and the same guarantees: resume of an earlier export with
+    the same parameters, refusal of a folder holding other parameters' outputs, one writer
+    per folder, atomic files. Apex boxes the pages already found are reused (the detector
+    is the shared one). A failing clip becomes a row with its cause; the batch goes on.
 
     Parameters
     ----------
     ctx : Context
     out_dir : str or Path
-        Checked by ``export_folder`` (allowed roots, outside the datasets, new, empty or an
-        earlier flow export); created if needed.
+        Checked by ``export_folder`` first (allowed roots, outside the datasets).
     on_row : callable(done, total, row), optional
         Called after each clip, for a live progress bar and status table.
 
@@ -1380,42 +1354,15 @@ def export_flows(ctx: Context, out_dir: str | Path, on_row: Callable[[int, int, 
     Raises
     ------
     InputError
-        A ``ValueError`` naming the folder and the rule it breaks, or another export writing to
-        it; ``OSError`` if it cannot be created or written.
+        A ``ValueError`` naming the folder and the rule it breaks, outputs of other parameters
+        there, or another run writing to it.
     """
+    from sammflow import export
+
     out = export_folder(ctx, out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    flows = out / "flows"
-    items = sorted([*ctx.dataset.annotations.clips, *ctx.dataset.annotations.rejected], key=lambda c: c.row)
-    rows: list[dict[str, Any]] = []
-    with _FolderLock(out, str(out_dir)):
-        for i, item in enumerate(items):
-            row: dict[str, Any] = {"subject": item.subject, "clip": item.clip}
-            if isinstance(item, RejectedRow):
-                row.update({k: item.values.get(k, "") for k in ("onset", "apex", "offset", "action_units", "emotion", "objective_class")})
-                row.update(status="invalid_annotation", error=item.cause)
-            else:
-                row.update({k: getattr(item, k) for k in ("onset", "apex", "offset", "action_units", "emotion", "objective_class")})
-                try:
-                    pair, result = onset_apex(ctx, item.clip), flow(ctx, item.clip)  # what the pages show, from the caches
-                    name = flow_map_name(item)
-                    write_atomic(safe_path(flows, name), encode_image(result.flow_map))  # a clip id never leads out of flows/
-                    box, alignment = pair.box, disk.alignment_of(pair)
-                    flagged = alignment.flagged(ctx.params.align)
-                    row.update(x1=box.x1, y1=box.y1, x2=box.x2, y2=box.y2, face_prob=round(box.prob, 4), face_frame=box.frame,
-                               match_score_min=round(alignment.min_score, 4), residual_max=round(alignment.max_residual, 4),
-                               align_trusted="yes" if len(flagged) == 0 else "no", flagged_frames=" ".join(str(int(n)) for n in flagged),
-                               frames=len(alignment.frames), output=f"flows/{name}", warnings=" | ".join(pair.warnings), status="ok", error="")
-                except ClipError as exc:
-                    row.update(status="failed", error=str(clip_error(item.clip, str(exc))))
-                except Exception as exc:  # noqa: BLE001 - one bad clip (a bug included) must never stop the batch
-                    row.update(status="failed", error=f"{item.clip}: {type(exc).__name__}: {exc}")
-            rows.append(row)
-            if on_row:
-                on_row(i + 1, len(items), row)
-        write_csv(out / "manifest.csv", rows, MANIFEST_COLUMNS)
-        write_params(out, "flows", ctx.params, {"dataset": str(ctx.dataset.root), "annotations": ctx.dataset.annotations.source})
-    return ExportResult(out, rows)
+    report = export.export_flows(ctx.dataset, out, params=ctx.params, detector=detector(ctx.params.detect.device, ctx.params.detect.min_face),
+                                 on_row=on_row)
+    return ExportResult(report.out_dir, report.rows)
 
 
 def default_out_dir() -> str:

@@ -357,7 +357,8 @@ def test_export_goes_on_after_a_failing_clip(app_env: dict[str, str], broken_dat
     assert at.warning[0].value.startswith("3 of 4 clips ok, 1 failed")
     rows = at.dataframe[0].value
     failed = rows[rows["status"] == "failed"]
-    assert len(failed) == 1 and "frame" in failed["cause"].iloc[0] and "not found" in failed["cause"].iloc[0]
+    cause = failed["cause"].iloc[0]
+    assert len(failed) == 1 and cause.startswith(failed["clip"].iloc[0]) and "apex frame" in cause and "not on disk" in cause
     assert len(list((tmp_path / "OUT" / "flows").glob("*.png"))) == 3
 
 

@@ -291,7 +291,7 @@ def test_one_export_at_a_time_per_folder(app_env: dict[str, str], allowed: Path)
     fd = os.open(out, os.O_RDONLY)  # what a sammflow command (or another session) holds while it writes
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(InputError, match="another export is writing to this folder"):
+        with pytest.raises(InputError, match="another sammflow run is writing to this folder"):
             ui.export_flows(ctx, str(out))
     finally:
         os.close(fd)

@@ -264,6 +264,12 @@ def test_three_sessions_at_once_stay_responsive_and_bounded(browser, server: str
             page = sessions[name]
             page.locator('[data-testid="stSidebar"] summary').filter(has_text="Optical flow").click()
             page.get_by_role("slider", name="Window size").press(key)
+        # a folder of its own: the page-visit test exported the defaults into SAMMFLOW_OUT, and an
+        # export with other parameters is (rightly) refused there
+        folder = sessions["export"].get_by_role("textbox", name="Output folder")
+        folder.fill(folder.input_value().rstrip("/") + "/winsize19")
+        folder.press("Enter")
+        sessions["export"].wait_for_timeout(500)
         sessions["export"].get_by_role("button", name=re.compile("^Export")).click()
 
         def recomputed(name: str):

@@ -197,3 +197,18 @@ def test_worker_processes_give_identical_outputs(demo_root, tmp_path):
     assert len(files) > 40
     for name in files:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_apex_boxes_are_remembered_in_the_process(demo_copy, monkeypatch):
+    import sammflow.pipeline as pipeline
+
+    calls = []
+    real = pipeline.detect_face
+    monkeypatch.setattr(pipeline, "detect_face", lambda *a, **k: calls.append(1) or real(*a, **k))
+    clip, frames = _dataset(demo_copy).ready()[0]
+    first = pipeline.find_apex_face(clip, frames)
+    assert pipeline.find_apex_face(clip, frames) == first and len(calls) == 1  # second call: no MTCNN
+    # an edited apex frame is a different file: detected again
+    cv2.imwrite(str(frames.frames[clip.apex]), cv2.imread(str(frames.frames[clip.apex]), cv2.IMREAD_GRAYSCALE), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    pipeline.find_apex_face(clip, frames)
+    assert len(calls) == 2
