@@ -30,6 +30,8 @@ from sammflow.dataset import load_dataset
 from sammflow.export import export_flows
 from sammflow.params import GifParams, PipelineParams
 
+from app_helpers import open_page
+
 pytest_plugins = ("app_fixtures",)  # the dashboard's fixtures, kept out of conftest.py
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app.py"
@@ -37,16 +39,6 @@ APP = REPO / "app.py"
 TINY_DEMO = {"subjects": 1, "clips_per_subject": 2, "frames": 8, "width": 960, "height": 540}
 TIMEOUT = 120  # first detection imports torch (seconds on a 2-core machine)
 pytestmark = pytest.mark.usefixtures("navigation_mode")
-
-
-def open_page(page: str | None = None, query: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    if query:
-        at.query_params.update(query)
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    return at
 
 
 def assert_clean(at: AppTest) -> None:

@@ -33,6 +33,8 @@ from sammflow.dataset import InputError
 from sammflow.params import GifParams, PipelineParams
 from sammflow.pipeline import ClipError
 
+from app_helpers import open_page
+
 pytest_plugins = ("app_fixtures",)  # the dashboard's fixtures, kept out of conftest.py
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app.py"
@@ -76,16 +78,6 @@ def watching(*folders: Path) -> Iterator[list[str]]:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def open_page(page: str | None = None, query: dict[str, str | list[str]] | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    if query:
-        at.query_params.update(query)
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    return at
 
 
 def assert_no_traceback(at: AppTest) -> None:
