@@ -345,6 +345,39 @@ def _is_our_manifest(path: Path) -> bool:
         return False
 
 
+def existing_output(folder: Path, kind: str, *, label: str | None = None) -> dict[str, Any] | None:
+    """What sammflow output ``folder`` already holds, checked before a ``kind`` job writes there.
+
+    Returns
+    -------
+    dict or None
+        Its ``params.json`` content; ``{}`` when only our manifest is there; ``None`` when
+        the folder holds nothing (or does not exist).
+
+    Raises
+    ------
+    InputError
+        A non-empty folder sammflow did not make, or another command's output. Messages
+        name the folder as ``label`` (default: its path).
+    """
+    label = label or str(folder)
+    if not folder.is_dir():
+        return None
+    params_path = folder / PARAMS_FILE
+    content = _read_json(params_path) if params_path.exists() else None
+    if not (_is_our_params(content) or _is_our_manifest(folder / MANIFEST_FILE)):
+        others = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name != LOG_FILE)
+        if others:
+            raise InputError(f"{label}: folder is not empty ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) "
+                             f"and was not made by sammflow; choose a new or empty output folder")
+        return None
+    if not _is_our_params(content):
+        return {}
+    if content["kind"] != kind:
+        raise InputError(f"{label}: holds a '{content['kind']}' output; this job writes '{kind}': choose another output folder")
+    return content
+
+
 def _input_of(content: dict[str, Any]) -> str:
     return str(content.get("normalized") or content.get("dataset") or "")
 
@@ -471,18 +504,11 @@ class _Job:
 
     def _previous(self) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
         """The folder's params.json and manifest rows; refuses folders that are not ours."""
-        params_path, manifest_path = self.out / PARAMS_FILE, self.out / MANIFEST_FILE
-        content = _read_json(params_path) if params_path.exists() else None
-        ours = _is_our_params(content) or _is_our_manifest(manifest_path)
-        if not ours:
-            others = sorted(p.name for p in self.out.iterdir() if not p.name.startswith(".") and p.name != LOG_FILE)
-            if others:
-                raise InputError(f"{self.out}: folder is not empty ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) "
-                                 f"and was not made by sammflow; choose a new or empty output folder")
+        content = existing_output(self.out, self.kind)
+        if content is None:
             return None, []
-        if _is_our_params(content) and content["kind"] != self.kind:
-            raise InputError(f"{self.out}: holds a '{content['kind']}' output; this job writes '{self.kind}': choose another output folder")
-        return (content if _is_our_params(content) else None), read_manifest(manifest_path) if manifest_path.exists() else []
+        manifest_path = self.out / MANIFEST_FILE
+        return (content or None), read_manifest(manifest_path) if manifest_path.exists() else []
 
     def _plan(self, items: Sequence[ClipAnnotation | RejectedRow], previous: tuple[dict[str, Any] | None, list[dict[str, str]]],
               keep_others: bool) -> None:

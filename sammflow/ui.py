@@ -97,12 +97,7 @@ from sammflow.dataset import Dataset, FrameError, InputError, load_dataset, read
 from sammflow.demo import ANNOTATIONS, DemoConfig, generate_demo, read_ground_truth
 from sammflow.detect import FaceBox, load_detector
 from sammflow.encode import dominant_direction
-from sammflow.export import (
-    MANIFEST_COLUMNS,
-    MANIFEST_FILE,
-    PARAMS_FILE,
-    check_output_dir,
-)
+from sammflow.export import check_output_dir, existing_output
 from sammflow.figures import (  # noqa: F401 - re-exported: pages draw through ui
     ACCENT,
     BEFORE,
@@ -1311,30 +1306,8 @@ def export_folder(ctx: Context, out_dir: str | Path) -> Path:
         pass
     for root in filter(None, datasets):
         check_output_dir(Path(typed).expanduser(), Path(root))
-    if out.is_dir():
-        ours = _is_sammflow_output(out)
-        others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "sammflow.log")
-        if others and not ours:
-            listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-            raise InputError(f"{typed}: folder is not empty ({listed}) and was not made by sammflow; choose a new or empty output folder")
-        if ours and ours != "flows":
-            raise InputError(f"{typed}: holds a '{ours}' output of sammflow; the batch export writes flow maps: choose another folder")
+    existing_output(out, "flows", label=typed)
     return out
-
-
-def _is_sammflow_output(folder: Path) -> str:
-    """The kind of sammflow output a folder holds (``"flows"``, ``"normalized"`` ...), ``""`` if none."""
-    try:
-        content = json.loads((folder / PARAMS_FILE).read_text(encoding="utf-8"))
-        if isinstance(content, dict) and "params_hash" in content:
-            return str(content.get("kind") or "flows")
-    except (OSError, ValueError):
-        pass
-    try:
-        with open(folder / MANIFEST_FILE, encoding="utf-8", errors="replace") as fh:
-            return "flows" if fh.readline().strip() == ",".join(MANIFEST_COLUMNS) else ""
-    except OSError:
-        return ""
 
 
 def export_flows(ctx: Context, out_dir: str | Path, on_row: Callable[[int, int, dict[str, Any]], None] | None = None) -> ExportResult:
@@ -1414,16 +1387,7 @@ class PairFigure:
     after_fraction: float
 
     def png(self, a: int, b: int, threshold: int, clip: str) -> bytes:
-        """PNG bytes of an image, for download buttons.
-
-        Parameters
-        ----------
-        image : ndarray, uint8, (H, W) grey or (H, W, 3) RGB
-
-        Returns
-        -------
-        bytes
-        """
+        """The figure as one captioned panel (before row, after row), PNG bytes for download."""
         size = self.after[0].shape[0]
         blank = np.full((size, size), 255, np.uint8)
         tiles = [
