@@ -200,6 +200,11 @@ def load_dataset(root: str | Path, annotations: Annotations) -> Dataset:
     return Dataset(Path(root), annotations, clips, tuple(issues))
 
 
+def undecodable(path: Path) -> FrameError:
+    """The error for an image file that cannot be decoded, worded the same wherever it is found."""
+    return FrameError(f"{path}: not a decodable image (corrupt, truncated, or not {path.suffix[1:].upper()})")
+
+
 def read_grey(path: str | Path, *, reduce: int = 1) -> np.ndarray:
     """Decode an image file straight to grey.
 
@@ -234,7 +239,7 @@ def read_grey(path: str | Path, *, reduce: int = 1) -> np.ndarray:
         raise FrameError(f"{path}: truncated JPEG (no end-of-image marker)")
     image = cv2.imdecode(data, flags[reduce])
     if image is None:
-        raise FrameError(f"{path}: not a decodable image (corrupt, truncated, or not {path.suffix[1:].upper()})")
+        raise undecodable(path)
     return image
 
 

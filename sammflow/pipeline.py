@@ -17,7 +17,7 @@ import numpy as np
 
 from sammflow.align import Alignment, align_frames
 from sammflow.annotations import ClipAnnotation
-from sammflow.dataset import ClipFrames, FrameError, read_grey
+from sammflow.dataset import ClipFrames, FrameError, read_grey, undecodable
 from sammflow.detect import FaceBox, NoFaceError, detect_face
 from sammflow.encode import encode_flow
 from sammflow.flow import FlowField, compute_flow
@@ -149,7 +149,7 @@ def _frame_shape(path: Path) -> tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
     except (OSError, UnidentifiedImageError) as exc:
-        raise FrameError(f"{path}: not a readable image ({exc})") from exc
+        raise undecodable(path) from exc
     return height, width
 
 
