@@ -1,9 +1,9 @@
-"""sammflow dashboard: routes to the pages in pages/ and owns the shared sidebar.
+"""sammflow dashboard: routes to the pages in app_pages/ and owns the shared sidebar.
 
 Run with ``streamlit run app.py``. With nothing configured it opens a generated demo
 dataset (created on first run in the cache folder); ``SAMMFLOW_DATA`` and
 ``SAMMFLOW_ANNOTATIONS`` point it at a real dataset, and ``SAMMFLOW_ROOTS`` lists the folders
-a page user may open or export to (see ``sammflow.ui``: paths and links).
+a page user may open or export to (see ``sammflow.access``: what a page user can reach).
 """
 
 import streamlit as st
@@ -13,12 +13,12 @@ from sammflow import ui
 st.set_page_config(page_title="sammflow", page_icon=":material/blur_on:", layout="wide")
 
 page = st.navigation([
-    st.Page("pages/overview.py", title="Overview", icon=":material/table_chart:", default=True),
-    st.Page("pages/alignment.py", title="Alignment diagnostics", icon=":material/center_focus_strong:"),
-    st.Page("pages/grid.py", title="Normalized grid", icon=":material/grid_view:"),
-    st.Page("pages/flow.py", title="Flow samples", icon=":material/air:"),
-    st.Page("pages/gifs.py", title="Onset→apex GIFs", icon=":material/animation:"),
-    st.Page("pages/export.py", title="Batch export", icon=":material/download:"),
+    st.Page("app_pages/overview.py", title="Overview", icon=":material/table_chart:", default=True),
+    st.Page("app_pages/alignment.py", title="Alignment diagnostics", icon=":material/center_focus_strong:"),
+    st.Page("app_pages/grid.py", title="Normalized grid", icon=":material/grid_view:"),
+    st.Page("app_pages/flow.py", title="Flow samples", icon=":material/air:"),
+    st.Page("app_pages/gifs.py", title="Onset→apex GIFs", icon=":material/animation:"),
+    st.Page("app_pages/export.py", title="Batch export", icon=":material/download:"),
 ])
 # The sidebar shows any dataset problem with st.error; a page only runs on a usable dataset.
 # A page's unexpected error is an st.error naming it; the traceback goes to the server log.

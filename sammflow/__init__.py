@@ -8,7 +8,16 @@ Data flows one way, one module per stage::
         → align  (every frame template-matched to the apex crop, resized)
         → flow   (Farnebäck between aligned onset and apex)
         → encode (HSV flow map, resized to 28×28)
-        → export / animate (files)
+        → animate (onset→apex GIFs)
+
+Above the stages, imports run one way::
+
+    params, files                      declarations and atomic files (used by everything)
+    pipeline                           one clip through the stages: NormalizedClip, ClipFlow
+    cache                              the on-disk store of apex boxes and aligned crops
+    manifest, outfolder, workers       rows and resume plan; the output folder; worker processes
+    export                             the batch jobs
+    cli | access, tables, figures, ui  the command line | the dashboard (Streamlit only in ui)
 
 Nothing here imports Streamlit (that lives in ``sammflow.ui``) or torch (imported lazily by
 ``sammflow.detect`` when a face is actually detected).

@@ -46,7 +46,7 @@ class FrameMatch:
     dy: float
     score: float
     residual: float = 0.0
-    angle: float = 0.0  # degrees, counter-clockwise in image coordinates (+y down)
+    angle: float = 0.0  # degrees, counter-clockwise in image axes (x right, y down): clockwise as seen on screen
     scale: float = 1.0
 
 
@@ -100,6 +100,13 @@ class Alignment:
             angles=column("angle"),
             scales=column("scale"),
         )
+
+    def matches(self) -> dict[int, FrameMatch]:
+        """Per-frame matches by frame number, unrounded (inverse of ``from_matches``)."""
+        return {
+            int(n): FrameMatch(float(o[0]), float(o[1]), float(s), float(r), float(a), float(k))
+            for n, o, s, r, a, k in zip(self.frames, self.offsets, self.scores, self.residuals, self.angles, self.scales)
+        }
 
     @property
     def min_score(self) -> float:

@@ -2,9 +2,11 @@
 (MTCNN), aligned crops, and per-frame MTCNN boxes.
 
 The dashboard reads through it (``apex_box``, ``aligned_crops``, ``mtcnn_track``), so a
-restart, or a change of a flow or encoding parameter, never re-detects nor re-aligns. It
-imports neither Streamlit nor torch: the detector is passed as a zero-argument factory
-that is only called on a cache miss, so a warm cache never pays torch's start-up.
+restart, or a change of a flow or encoding parameter, never re-detects nor re-aligns; its
+batch export passes the same store to the job (``boxes=``), so a box found by a page is not
+found again. Results are the pipeline's own types (``NormalizedClip``). It imports neither
+Streamlit nor torch: the detector (``sammflow.detect.load_detector``) is only loaded on a
+cache miss, so a warm cache never pays torch's start-up.
 
 Layout, under ``cache_dir()`` (``$SAMMFLOW_CACHE``, else ``$XDG_CACHE_HOME/sammflow``, else
 ``~/.cache/sammflow``)::
@@ -15,16 +17,16 @@ Layout, under ``cache_dir()`` (``$SAMMFLOW_CACHE``, else ``$XDG_CACHE_HOME/sammf
 
 Every entry records the size and modification time of the frame files it came from and
 is ignored when they differ, so an edited dataset is never served stale results. Files
-are written atomically (``sammflow.export.write_atomic``): a crash leaves no half entry.
+are written atomically (``sammflow.files.write_atomic``): a crash leaves no half entry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +37,15 @@ from sammflow.align import Alignment, FrameMatch
 from sammflow.annotations import ClipAnnotation
 from sammflow.dataset import ClipFrames, Dataset, FrameError, read_grey
 from sammflow.detect import FaceBox, NoFaceError, detect_face
-from sammflow.export import write_atomic
+from sammflow.files import read_json, write_atomic
 from sammflow.params import DetectParams, PipelineParams, stable_hash
-from sammflow.pipeline import ClipError, find_apex_face, normalize_clip
+from sammflow.pipeline import ClipError, NormalizedClip, find_apex_face, normalize_clip
 
 #: Environment variable naming the cache folder.
 ENV_CACHE = "SAMMFLOW_CACHE"
 #: Aligned-crop folders (one per clip × detection × alignment parameters) kept by ``prune``.
 DEFAULT_MAX_ENTRIES = 2000
-_FORMAT = 1  # bump when the meaning of a cached file changes: old entries are then ignored
-
-DetectorFactory = Callable[[], Any]
+_FORMAT = 2  # bump when the meaning of a cached file changes: old entries are then ignored
 
 
 def cache_dir() -> Path:
@@ -99,32 +99,6 @@ def file_signature(path: str | Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-@dataclass(frozen=True)
-class AlignedCrops:
-    """Aligned crops of some frames of one clip.
-
-    Attributes
-    ----------
-    box : FaceBox
-        The apex face box every frame was matched against (frame px).
-    warnings : tuple of str
-        From the detection (face found on a neighbour frame, box touching the border).
-    crops : dict of int → ndarray uint8 (crop_size, crop_size)
-        By absolute frame number.
-    matches : dict of int → dict
-        Per frame ``dx``, ``dy`` (frame px), ``score``, ``residual`` (crop px), ``angle``, ``scale``.
-    """
-
-    box: FaceBox
-    warnings: tuple[str, ...]
-    crops: dict[int, np.ndarray]
-    matches: dict[int, dict[str, float]]
-
-    @property
-    def min_score(self) -> float:
-        return min((m["score"] for m in self.matches.values()), default=float("nan"))
-
-
 class ClipStore:
     """The cache files of one dataset.
 
@@ -152,38 +126,41 @@ class ClipStore:
 
     # ------------------------------------------------------------ entries
 
-    def get_box(self, clip: str, detect_hash: str, apex_path: Path) -> tuple[FaceBox, tuple[str, ...]] | None:
-        """The cached apex box of a clip.
+    def get_box(self, clip: ClipAnnotation, frames: ClipFrames, params: DetectParams) -> tuple[FaceBox, tuple[str, ...]] | None:
+        """The cached apex box of a clip (``sammflow.pipeline.BoxCache``).
 
         Parameters
         ----------
-        clip : str
-        detect_hash : str
-            ``DetectParams.hash``.
-        apex_path : Path
-            The apex frame's file; an entry made from another file, or from this one before
-            it changed, is ignored.
+        clip : ClipAnnotation
+        frames : ClipFrames
+            An entry made from another apex file, or from this one before it changed, is ignored.
+        params : DetectParams
+            Entries are kept per ``params.hash``.
 
         Returns
         -------
         (FaceBox, tuple of str) or None
             The box and its warnings; ``None`` if missing, stale or unreadable.
         """
-        data = _read_json(self.detect_dir(clip, detect_hash) / "box.json")
-        if not data or data.get("apex") != [str(apex_path), *file_signature(apex_path)]:
+        apex_path = frames.frames.get(clip.apex)
+        data = _read_entry(self.detect_dir(clip.clip, params.hash) / "box.json")
+        if apex_path is None or not data or data.get("apex") != [str(apex_path), *file_signature(apex_path)]:
             return None
         try:
             return FaceBox(**data["box"]), tuple(data.get("warnings", ()))
         except (KeyError, TypeError, ValueError):
             return None
 
-    def put_box(self, clip: str, detect_hash: str, apex_path: Path, box: FaceBox, warnings: Iterable[str]) -> None:
+    def put_box(self, clip: ClipAnnotation, frames: ClipFrames, params: DetectParams, box: FaceBox, warnings: Iterable[str]) -> None:
         """Store a clip's apex box and its warnings (see ``get_box``); a failed write is ignored."""
+        apex_path = frames.frames.get(clip.apex)
+        if apex_path is None:
+            return
         # the apex file's path too: an annotation edit that moves the apex invalidates the box
         content = {"format": _FORMAT, "apex": [str(apex_path), *file_signature(apex_path)], "box": box.to_dict(), "warnings": list(warnings)}
-        _write_json(self.detect_dir(clip, detect_hash) / "box.json", content)
+        _write_json(self.detect_dir(clip.clip, params.hash) / "box.json", content)
 
-    def get_crop(self, clip: str, detect_hash: str, align_hash: str, number: int, frame_path: Path, box: FaceBox) -> tuple[np.ndarray, dict[str, float]] | None:
+    def get_crop(self, clip: str, detect_hash: str, align_hash: str, number: int, frame_path: Path, box: FaceBox) -> tuple[np.ndarray, FrameMatch] | None:
         """A cached aligned crop and its match record.
 
         Parameters
@@ -199,11 +176,11 @@ class ClipStore:
 
         Returns
         -------
-        (ndarray uint8 (crop_size, crop_size), dict) or None
+        (ndarray uint8 (crop_size, crop_size), FrameMatch) or None
             ``None`` if missing, stale or unreadable.
         """
         folder = self.align_dir(clip, detect_hash, align_hash)
-        meta = _read_json(folder / f"f{number}.json")
+        meta = _read_entry(folder / f"f{number}.json")
         if not meta or meta.get("frame") != file_signature(frame_path) or meta.get("box") != _box_key(box):
             return None
         try:
@@ -211,12 +188,14 @@ class ClipStore:
         except OSError:
             return None
         crop = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
-        if crop is None:
+        try:
+            match = FrameMatch(**meta["match"])
+        except (KeyError, TypeError):
             return None
-        return crop, meta["match"]
+        return (crop, match) if crop is not None else None
 
     def put_crop(self, clip: str, detect_hash: str, align_hash: str, number: int, frame_path: Path, box: FaceBox,
-                 crop: np.ndarray, match: dict[str, float]) -> None:
+                 crop: np.ndarray, match: FrameMatch) -> None:
         """Store an aligned crop (lossless PNG) and its match record (see ``get_crop``); a failed
         write is ignored."""
         folder = self.align_dir(clip, detect_hash, align_hash)
@@ -228,7 +207,8 @@ class ClipStore:
             write_atomic(folder / f"f{number}.png", png.tobytes())
         except OSError:
             return  # a read-only or full cache folder costs a recompute next time, never the result
-        _write_json(folder / f"f{number}.json", {"format": _FORMAT, "frame": file_signature(frame_path), "box": _box_key(box), "match": match})
+        _write_json(folder / f"f{number}.json", {"format": _FORMAT, "frame": file_signature(frame_path), "box": _box_key(box),
+                                                    "match": dataclasses.asdict(match)})
 
     def get_json(self, clip: str, detect_hash: str, name: str, sources: Any) -> Any:
         """A value stored with ``put_json``.
@@ -245,7 +225,7 @@ class ClipStore:
         -------
         object or None
         """
-        data = _read_json(self.detect_dir(clip, detect_hash) / f"{name}.json")
+        data = _read_entry(self.detect_dir(clip, detect_hash) / f"{name}.json")
         if not data or data.get("sources") != sources:
             return None
         return data.get("value")
@@ -330,19 +310,15 @@ def clip_of(dataset: Dataset, clip_id: str) -> tuple[ClipAnnotation, ClipFrames]
         raise ClipError(str(exc.args[0] if exc.args else exc)) from None
 
 
-def apex_box(dataset: Dataset, clip_id: str, params: PipelineParams, *, store: ClipStore,
-             detector: DetectorFactory) -> tuple[FaceBox, tuple[str, ...]]:
-    """The clip's apex face box: from the cache, else detected (``find_apex_face``) and cached.
+def apex_box(dataset: Dataset, clip_id: str, params: DetectParams, *, store: ClipStore) -> tuple[FaceBox, tuple[str, ...]]:
+    """The clip's apex face box: from the store, else detected (``find_apex_face``) and stored.
 
     Parameters
     ----------
     dataset : Dataset
     clip_id : str
-    params : PipelineParams
-        Only ``params.detect`` matters.
+    params : DetectParams
     store : ClipStore
-    detector : callable
-        Returns an MTCNN detector; called only when the box is not cached.
 
     Returns
     -------
@@ -356,40 +332,34 @@ def apex_box(dataset: Dataset, clip_id: str, params: PipelineParams, *, store: C
     """
     clip, frames = clip_of(dataset, clip_id)
     try:
-        apex_path = frames.path(clip.apex)
+        frames.path(clip.apex)
     except FrameError as exc:
         raise ClipError(str(exc)) from exc
-    cached = store.get_box(clip.clip, params.detect.hash, apex_path)
-    if cached is not None:
-        return cached
     # exactly as the batch jobs do (apex decoded at detection size), so boxes equal theirs
-    box, warnings = find_apex_face(clip, frames, params=params.detect, detector=detector())
-    store.put_box(clip.clip, params.detect.hash, apex_path, box, warnings)
+    box, warnings = find_apex_face(clip, frames, params=params, boxes=store)
     return box, tuple(warnings)
 
 
-def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, numbers: Iterable[int], *, store: ClipStore,
-                  detector: DetectorFactory) -> AlignedCrops:
-    """Aligned crops of some frames of a clip, read through the cache.
+def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, numbers: Iterable[int], *, store: ClipStore) -> NormalizedClip:
+    """Aligned crops of some frames of a clip, read through the store.
 
     Cached frames are read back; the others are aligned in one pass (``normalize_clip`` with
-    the cached apex box) and cached.
+    the stored apex box) and stored.
 
     Parameters
     ----------
     dataset : Dataset
     clip_id : str
     params : PipelineParams
-        ``detect`` and ``align`` matter.
+        ``detect`` and ``align`` matter (their hashes: quality thresholds and the device do not).
     numbers : iterable of int
         Absolute frame numbers.
     store : ClipStore
-    detector : callable
-        Returns an MTCNN detector; called only when the apex box is not cached.
 
     Returns
     -------
-    AlignedCrops
+    NormalizedClip
+        ``crops`` and ``alignment`` of exactly ``numbers``; ``warnings`` are the detection's.
 
     Raises
     ------
@@ -397,13 +367,12 @@ def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, number
         Unknown clip, a frame not on disk or unreadable, no face, frame smaller than the crop.
     """
     clip, frames = clip_of(dataset, clip_id)
-    box, warnings = apex_box(dataset, clip_id, params, store=store, detector=detector)
+    box, warnings = apex_box(dataset, clip_id, params.detect, store=store)
     dh, ah = params.detect.hash, params.align.hash
-    wanted = sorted({int(n) for n in numbers})
     crops: dict[int, np.ndarray] = {}
-    matches: dict[int, dict[str, float]] = {}
+    matches: dict[int, FrameMatch] = {}
     missing = []
-    for number in wanted:
+    for number in sorted({int(n) for n in numbers}):
         if number not in frames.frames:
             raise ClipError(f"{clip.clip}: frame {number} not on disk in {frames.folder}")
         hit = store.get_crop(clip.clip, dh, ah, number, frames.frames[number], box)
@@ -413,14 +382,14 @@ def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, number
             crops[number], matches[number] = hit
     if missing:
         normalized = normalize_clip(clip, frames, params=params, numbers=missing, box=box)
-        for number, record in _match_records(normalized.alignment).items():
-            crops[number], matches[number] = normalized.crops[number], record
-            store.put_crop(clip.clip, dh, ah, number, frames.frames[number], box, normalized.crops[number], record)
+        for number, match in normalized.alignment.matches().items():
+            crops[number], matches[number] = normalized.crops[number], match
+            store.put_crop(clip.clip, dh, ah, number, frames.frames[number], box, normalized.crops[number], match)
     store.touch(clip.clip, dh, ah)
-    return AlignedCrops(box, warnings, crops, matches)
+    return NormalizedClip(clip, crops, Alignment.from_matches(box, matches), warnings)
 
 
-def mtcnn_track(dataset: Dataset, clip_id: str, params: DetectParams, *, store: ClipStore, detector: DetectorFactory,
+def mtcnn_track(dataset: Dataset, clip_id: str, params: DetectParams, *, store: ClipStore,
                 progress: Callable[[int, int], None] | None = None) -> dict[int, FaceBox | None]:
     """MTCNN's own box on every frame of a clip (``None`` where it finds no face): how much a
     per-frame detection jitters, the "before" of the alignment diagnostics. Cached per clip.
@@ -440,11 +409,10 @@ def mtcnn_track(dataset: Dataset, clip_id: str, params: DetectParams, *, store: 
     cached = store.get_json(clip.clip, params.hash, "mtcnn", sources)
     if cached is not None:
         return {int(n): (FaceBox(**b) if b else None) for n, b in cached.items()}
-    model = detector()
     track: dict[int, FaceBox | None] = {}
     for i, (number, path) in enumerate(sorted(frames.frames.items())):
         try:
-            track[number] = detect_face(read_grey(path), params=params, detector=model, frame_number=number)
+            track[number] = detect_face(read_grey(path), params=params, frame_number=number)
         except NoFaceError:
             track[number] = None
         except FrameError as exc:
@@ -464,37 +432,12 @@ def _safe(name: str) -> str:
     return cleaned or "_"
 
 
-def _match_records(alignment: Alignment) -> dict[int, dict[str, float]]:
-    """Per-frame match values, unrounded (``Alignment.to_records`` rounds for files)."""
-    return {
-        int(n): {"dx": float(o[0]), "dy": float(o[1]), "score": float(s), "residual": float(r), "angle": float(a), "scale": float(k)}
-        for n, o, s, r, a, k in zip(alignment.frames, alignment.offsets, alignment.scores, alignment.residuals, alignment.angles, alignment.scales)
-    }
-
-
-def alignment_of(crops: AlignedCrops) -> Alignment:
-    """The ``sammflow.align.Alignment`` of cached crops, for its ``flagged``, ``min_score`` ...
-
-    Parameters
-    ----------
-    crops : AlignedCrops
-
-    Returns
-    -------
-    Alignment
-    """
-    return Alignment.from_matches(crops.box, {n: FrameMatch(**m) for n, m in crops.matches.items()})
-
-
 def _box_key(box: FaceBox) -> list[int]:
     return [box.x1, box.y1, box.x2, box.y2]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+def _read_entry(path: Path) -> dict[str, Any] | None:
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         return None
     return data

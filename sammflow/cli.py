@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import signal
 import sys
@@ -28,63 +27,32 @@ from typing import Any
 from sammflow import __version__
 from sammflow.annotations import AnnotationError, read_annotations
 from sammflow.dataset import Dataset, InputError, load_dataset
-from sammflow.params import AlignParams, DetectParams, EncodeParams, FlowParams, GifParams, PipelineParams
-
-# Flag names where a field name alone would be ambiguous across stages.
-_FLAG_NAMES = {
-    (DetectParams, "max_side"): "detect-max-side",
-    (AlignParams, "interpolation"): "crop-interpolation",
-    (FlowParams, "flags"): "flow-flags",
-    (EncodeParams, "size"): "map-size",
-    (EncodeParams, "interpolation"): "map-interpolation",
-    (GifParams, "size"): "gif-size",
-}
-_HELP = {
-    "device": "torch device for MTCNN: cpu, cuda, cuda:0",
-    "max_side": "downscale frames to this longer side for detection (0 = full resolution)",
-    "min_prob": "minimum MTCNN face probability",
-    "neighbours": "if no face on the apex frame, try this many frames either side",
-    "margin": "template-matching search margin around the apex box, frame px",
-    "crop_size": "side of the aligned crop, px",
-    "interpolation": "resize filter: area, linear, cubic, nearest",
-    "size": "side of the output, px",
-    "fps": "GIF frames per second",
-    "step": "use every STEP-th frame",
-    "to_offset": "animate on to the offset frame, not only to apex",
-    "min_face": "smallest face MTCNN looks for, px after the detection downscale",
-    "method": "alignment: subpixel (robust sub-pixel refinement) or whole_pixel (the original scripts)",
-    "motion": "sub-pixel model: translation, or similarity (adds small rotation/scale for head roll)",
-    "robust": "down-weight face regions that move on their own (brows, mouth) when aligning",
-    "min_score": "flag frames whose match score is below this",
-    "max_residual": "flag frames whose residual shift estimate exceeds this, crop px",
-    "head_motion": "subtract the median flow of the nose region (residual head motion)",
-}
-
+from sammflow.params import STAGES, AlignParams, DetectParams, EncodeParams, FlowParams, GifParams, PipelineParams, declared
 
 def _add_params(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One flag per declared parameter of ``cls`` (``sammflow.params.param``): its flag name, help and default."""
     group = parser.add_argument_group(title)
-    for f in dataclasses.fields(cls):
-        default = f.default
-        flag = "--" + _FLAG_NAMES.get((cls, f.name), f.name.replace("_", "-"))
-        help_text = f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default: {default})"
+    for f, p in declared(cls):
+        flag = "--" + (p.flag or f.name.replace("_", "-"))
+        choices = f"; one of {', '.join(map(str, p.choices))}" if p.choices and not isinstance(f.default, str) else ""
+        help_text = f"{p.help}{choices} (default: {f.default})"
         dest = f"{cls.__name__}.{f.name}"
-        if isinstance(default, bool):
-            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        if isinstance(f.default, bool):
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
         else:
-            group.add_argument(flag, dest=dest, type=type(default), default=default, metavar=f.name.upper(), help=help_text)
+            group.add_argument(flag, dest=dest, type=type(f.default), default=f.default, metavar=f.name.upper(), help=help_text)
+
+
+_STAGE_CLASSES = {"detect": DetectParams, "align": AlignParams, "flow": FlowParams, "encode": EncodeParams}
 
 
 def _build(cls: type, args: argparse.Namespace) -> Any:
-    return cls(**{f.name: getattr(args, f"{cls.__name__}.{f.name}") for f in dataclasses.fields(cls)})
+    """A parameter set from the flags of the command (defaults for a stage the command has no flags of)."""
+    return cls(**{f.name: getattr(args, f"{cls.__name__}.{f.name}") for f, _ in declared(cls) if hasattr(args, f"{cls.__name__}.{f.name}")})
 
 
 def _pipeline_params(args: argparse.Namespace) -> PipelineParams:
-    return PipelineParams(
-        detect=_build(DetectParams, args) if hasattr(args, "DetectParams.device") else DetectParams(),
-        align=_build(AlignParams, args) if hasattr(args, "AlignParams.margin") else AlignParams(),
-        flow=_build(FlowParams, args) if hasattr(args, "FlowParams.winsize") else FlowParams(),
-        encode=_build(EncodeParams, args) if hasattr(args, "EncodeParams.size") else EncodeParams(),
-    )
+    return PipelineParams(**{stage: _build(cls, args) for stage, cls in _STAGE_CLASSES.items()})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,24 +89,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = dataset_command("normalize", "align every frame of every annotated clip to its apex face crop",
                         "dataset folder: DATA/<subject>/<clip>/<subject>_<frame>.jpg")
-    _add_params(p, DetectParams, "face detection")
-    _add_params(p, AlignParams, "alignment")
+    for stage in ("detect", "align"):
+        _add_params(p, _STAGE_CLASSES[stage], STAGES[stage])
 
     p = dataset_command("flows", "flow maps sub{SUBJECT}_{CLIP}.png from aligned crops (a normalize output)",
                         "a folder written by 'normalize'")
-    _add_params(p, FlowParams, "optical flow (Farnebäck)")
-    _add_params(p, EncodeParams, "flow map encoding")
+    for stage in ("flow", "encode"):
+        _add_params(p, _STAGE_CLASSES[stage], STAGES[stage])
 
     p = dataset_command("gif", "onset→apex GIFs of aligned crops", "dataset folder or a 'normalize' output")
     p.add_argument("--clip", "-c", action="append", dest="clips", metavar="CLIP", help="clip id, e.g. 006_1_2 (repeatable; default: all)")
     _add_params(p, GifParams, "animation")
-    _add_params(p, DetectParams, "face detection")
-    _add_params(p, AlignParams, "alignment")
+    for stage in ("detect", "align"):
+        _add_params(p, _STAGE_CLASSES[stage], STAGES[stage])
 
     p = dataset_command("export", "raw frames → flow maps + manifest.csv + params.json (aligns only onset and apex)",
                         "dataset folder: DATA/<subject>/<clip>/<subject>_<frame>.jpg")
-    for cls, title in ((DetectParams, "face detection"), (AlignParams, "alignment"), (FlowParams, "optical flow (Farnebäck)"), (EncodeParams, "flow map encoding")):
-        _add_params(p, cls, title)
+    for stage, cls in _STAGE_CLASSES.items():
+        _add_params(p, cls, STAGES[stage])
     return parser
 
 
@@ -247,7 +215,7 @@ def _one_line(exc: BaseException) -> str:
 def _crash_log(exc: BaseException, args: argparse.Namespace) -> Path | None:
     """Write ``exc``'s traceback to ``OUT/sammflow.log`` when OUT is a sammflow output folder,
     else to a file in the temporary folder (never into a folder sammflow did not make)."""
-    from sammflow.export import LOG_FILE, MANIFEST_FILE, PARAMS_FILE
+    from sammflow.outfolder import LOG_FILE, MANIFEST_FILE, PARAMS_FILE
 
     out = getattr(args, "out", None)
     candidates = []

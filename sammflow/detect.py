@@ -85,7 +85,7 @@ def load_detector(device: str = "cpu", min_face: int = 40) -> Any:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
     detector = MTCNN(keep_all=True, device=device, post_process=False, min_face_size=min_face)
-    detector.sammflow_shared = True  # the process-wide instance: results may be remembered (see pipeline)
+
     return detector
 
 

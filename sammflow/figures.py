@@ -1,22 +1,23 @@
 """Figures of the dashboard, as plain functions: numpy images (PNG bytes, enlarged maps, colour
-wheel, flow arrows, difference images, captioned panels) and plotly charts. No Streamlit:
-``sammflow.ui`` re-exports these for the pages, and a notebook can call them directly.
+wheel, flow arrows, difference images, captioned panels, the alignment before/after figure),
+flow statistics and plotly charts. No Streamlit: the pages call these, and a notebook can too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from sammflow.cache import AlignedCrops
 from sammflow.detect import FaceBox
-from sammflow.encode import encode_hsv
-from sammflow.export import encode_image
+from sammflow.encode import dominant_direction, encode_hsv
+from sammflow.files import encode_image
 from sammflow.flow import FlowField
 from sammflow.params import AlignParams
+from sammflow.pipeline import ClipFlow, NormalizedClip
 
 #: SAMM's frame rate: converts frame counts to milliseconds.
 SAMM_FPS = 200
@@ -241,6 +242,78 @@ def _font(size: int) -> Any:
 
 
 
+def flow_stats(result: ClipFlow) -> dict[str, float]:
+    """Summary numbers of a flow, shown beside the large map.
+
+    Parameters
+    ----------
+    result : ClipFlow
+
+    Returns
+    -------
+    dict of str → float
+        ``mean`` and ``p99`` magnitude (crop px), ``direction`` (degrees, 0° = right,
+        90° = down; nan without motion).
+    """
+    magnitude = result.flow.magnitude
+    try:
+        direction = dominant_direction(result.flow_map)
+    except ValueError:
+        direction = float("nan")
+    return {"mean": float(magnitude.mean()), "p99": float(np.percentile(magnitude, 99)), "direction": direction}
+
+
+@dataclass(frozen=True)
+class PairFigure:
+    """The before/after figure of the alignment diagnostics for frames ``a`` and ``b``."""
+
+    before: tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]  # MTCNN crop a, b, difference
+    after: tuple[np.ndarray, np.ndarray, np.ndarray]  # aligned crop a, b, difference
+    before_fraction: float  # share of pixels differing by >= threshold (nan without MTCNN boxes)
+    after_fraction: float
+
+    def png(self, a: int, b: int, threshold: int, clip: str) -> bytes:
+        """The figure as one captioned panel (before row, after row), PNG bytes for download."""
+        size = self.after[0].shape[0]
+        blank = np.full((size, size), 255, np.uint8)
+        tiles = [
+            (self.before[0] if self.before[0] is not None else blank, f"MTCNN crop, frame {a}"),
+            (self.before[1] if self.before[1] is not None else blank, f"MTCNN crop, frame {b}"),
+            (self.before[2] if self.before[2] is not None else blank, f"|difference| ≥ {threshold}: {self.before_fraction:.1%}"),
+            (self.after[0], f"aligned, frame {a}"), (self.after[1], f"aligned, frame {b}"),
+            (self.after[2], f"|difference| ≥ {threshold}: {self.after_fraction:.1%}"),
+        ]
+        return png(panel(tiles, columns=3, tile=size, title=f"{clip}: per-frame MTCNN crops (top) vs template-aligned crops (bottom)"))
+
+
+def pair_figure(frames: Sequence[np.ndarray | None], boxes: Sequence[FaceBox | None], crops: Sequence[np.ndarray], threshold: int) -> PairFigure:
+    """The before/after figure of the alignment diagnostics for two frames.
+
+    Parameters
+    ----------
+    frames : (ndarray or None, ndarray or None)
+        The two raw frames, uint8 (H, W); ``None`` where MTCNN found no face (not needed).
+    boxes : (FaceBox or None, FaceBox or None)
+        MTCNN's own box on each frame (the "before").
+    crops : (ndarray, ndarray)
+        The two template-aligned crops, uint8 (size, size) (the "after").
+    threshold : int
+        Grey levels below which a difference is hidden.
+
+    Returns
+    -------
+    PairFigure
+    """
+    size = crops[0].shape[0]
+    before = [mtcnn_crop(frame, box, size) if box is not None and frame is not None else None for frame, box in zip(frames, boxes)]
+    if before[0] is not None and before[1] is not None:
+        diff_before, fraction_before = difference(before[0], before[1], threshold)
+    else:
+        diff_before, fraction_before = None, float("nan")
+    diff_after, fraction_after = difference(crops[0], crops[1], threshold)
+    return PairFigure((before[0], before[1], diff_before), (crops[0], crops[1], diff_after), fraction_before, fraction_after)
+
+
 # ============================================================== plotly helpers
 
 #: Plotly config of every chart: the modebar's camera button downloads a 2× PNG.
@@ -345,7 +418,7 @@ def _count_axis(fig: Any, peak: int) -> None:
     fig.update_yaxes(title="clips", rangemode="tozero", tick0=0, dtick=step, range=[0, peak * 1.15 + 0.1])
 
 
-def jitter_chart(track: dict[int, FaceBox | None], aligned: AlignedCrops, onset: int, apex: int) -> Any:
+def jitter_chart(track: dict[int, FaceBox | None], aligned: NormalizedClip, onset: int, apex: int) -> Any:
     """Per-frame face position before and after alignment, relative to the apex box (frame px).
 
     "Before" is MTCNN's own box on each frame; "after" is the apex box moved by the template
@@ -355,8 +428,8 @@ def jitter_chart(track: dict[int, FaceBox | None], aligned: AlignedCrops, onset:
     ----------
     track : dict of int → FaceBox or None
         From ``mtcnn_boxes``.
-    aligned : sammflow.cache.AlignedCrops
-        Every frame of the clip.
+    aligned : NormalizedClip
+        Every frame of the clip (only its ``alignment`` is used).
     onset, apex : int
         Marked with dotted lines.
 
@@ -367,9 +440,10 @@ def jitter_chart(track: dict[int, FaceBox | None], aligned: AlignedCrops, onset:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    box = aligned.box
+    alignment = aligned.alignment
+    box = alignment.box
     cx, cy = box.center
-    frames = sorted(aligned.matches)
+    frames = [int(n) for n in alignment.frames]
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05)
     before = [(n, track.get(n)) for n in frames]
     series = {
@@ -377,8 +451,7 @@ def jitter_chart(track: dict[int, FaceBox | None], aligned: AlignedCrops, onset:
             [n for n, b in before if b], [[b.center[0] - cx for _, b in before if b], [b.center[1] - cy for _, b in before if b],
                                           [b.width for _, b in before if b]], BEFORE),
         "template-aligned crop (after)": (
-            frames, [[aligned.matches[n]["dx"] for n in frames], [aligned.matches[n]["dy"] for n in frames],
-                     [box.width * aligned.matches[n].get("scale", 1.0) for n in frames]], ACCENT),
+            frames, [alignment.offsets[:, 0].tolist(), alignment.offsets[:, 1].tolist(), (box.width * alignment.scales).tolist()], ACCENT),
     }
     for name, (xs, columns, colour) in series.items():
         for row, ys in enumerate(columns, start=1):
@@ -395,13 +468,14 @@ def jitter_chart(track: dict[int, FaceBox | None], aligned: AlignedCrops, onset:
     return style(fig, height=540, title="Face position per frame, relative to the apex box")
 
 
-def score_chart(aligned: AlignedCrops, params: AlignParams, flagged: Iterable[int]) -> Any:
+def score_chart(aligned: NormalizedClip, params: AlignParams, flagged: Iterable[int]) -> Any:
     """Per-frame alignment quality: match score (normalised correlation with the apex crop)
     and residual-shift estimate (crop px), each with its flag threshold.
 
     Parameters
     ----------
-    aligned : sammflow.cache.AlignedCrops
+    aligned : NormalizedClip
+        Only its ``alignment`` is used.
     params : AlignParams
         ``min_score`` and ``max_residual`` are drawn as the thresholds.
     flagged : iterable of int
@@ -414,11 +488,11 @@ def score_chart(aligned: AlignedCrops, params: AlignParams, flagged: Iterable[in
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    frames = sorted(aligned.matches)
+    frames = [int(n) for n in aligned.alignment.frames]
     bad = {int(n) for n in flagged}
     marker = {"size": [9 if n in bad else 5 for n in frames], "color": [FLAG if n in bad else ACCENT for n in frames]}
-    scores = [aligned.matches[n]["score"] for n in frames]
-    residuals = [aligned.matches[n].get("residual", 0.0) for n in frames]
+    scores = aligned.alignment.scores.tolist()
+    residuals = aligned.alignment.residuals.tolist()
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     fig.add_trace(go.Scatter(x=frames, y=scores, mode="lines+markers", name="match score", line={"color": ACCENT, "width": 2},
                              marker=marker), row=1, col=1)

@@ -7,11 +7,10 @@ cause, so a batch can record them and go on.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,51 +52,68 @@ class ClipFlow:
 
     normalized: NormalizedClip
     flow: FlowField
-    flow_map: np.ndarray  # uint8 (size, size, 3) BGR
-    extras: dict[str, Any] = field(default_factory=dict)
+    flow_map: np.ndarray  # uint8 (size, size, 3) BGR, as exported
+
+    @property
+    def onset_crop(self) -> np.ndarray:
+        """The aligned onset crop, uint8 (crop_size, crop_size)."""
+        return self.normalized.crops[self.normalized.clip.onset]
+
+    @property
+    def apex_crop(self) -> np.ndarray:
+        """The aligned apex crop, uint8 (crop_size, crop_size)."""
+        return self.normalized.crops[self.normalized.clip.apex]
+
+    @property
+    def map_rgb(self) -> np.ndarray:
+        """The flow map in RGB order (for display), uint8 (size, size, 3)."""
+        return np.ascontiguousarray(self.flow_map[..., ::-1])
 
 
-#: Apex boxes already found in this process, by (apex file, its size and mtime, DetectParams
-#: hash): a second batch or page in the same process (the app, a notebook) skips MTCNN.
-_BOXES: OrderedDict[tuple[Any, ...], tuple[FaceBox, tuple[str, ...]]] = OrderedDict()
-_MAX_BOXES = 4096
+class BoxCache(Protocol):
+    """Where apex face boxes found earlier are kept (``sammflow.cache.ClipStore``, on disk)."""
+
+    def get_box(self, clip: ClipAnnotation, frames: ClipFrames, params: DetectParams) -> tuple[FaceBox, tuple[str, ...]] | None: ...
+
+    def put_box(self, clip: ClipAnnotation, frames: ClipFrames, params: DetectParams, box: FaceBox, warnings: Iterable[str]) -> None: ...
 
 
 def find_apex_face(
-    clip: ClipAnnotation, frames: ClipFrames, apex: np.ndarray | None = None, *, params: DetectParams = DetectParams(), detector: Any = None
+    clip: ClipAnnotation, frames: ClipFrames, apex: np.ndarray | None = None, *, params: DetectParams = DetectParams(), detector: Any = None,
+    boxes: BoxCache | None = None,
 ) -> tuple[FaceBox, list[str]]:
     """MTCNN face box on the apex frame; if none, on the nearest frames (up to ``params.neighbours``
-    either side). Returns the box in full-resolution frame pixels and warnings; raises
-    ``ClipError`` when no frame has a face.
+    either side).
 
-    ``apex`` is the decoded apex frame if the caller has it; otherwise the apex (and any
-    neighbour) is decoded at the reduced size detection needs, which JPEG makes ≈ 2× faster,
-    and the result is remembered for this process (keyed by the apex file's path, size and
-    modification time and the detection parameters) when the detector is the shared one.
+    Parameters
+    ----------
+    apex : ndarray, uint8 (H, W), optional
+        The decoded apex frame if the caller has it; otherwise the apex (and any neighbour)
+        is decoded at the reduced size detection needs, which JPEG makes ≈ 2× faster.
+    detector : MTCNN, optional
+        From ``sammflow.detect.load_detector``; the process-wide one for ``params`` if omitted.
+    boxes : BoxCache, optional
+        Boxes found earlier: a box found there is returned without detection, a new one is put there.
+
+    Returns
+    -------
+    box : FaceBox
+        In full-resolution frame pixels.
+    warnings : list of str
+
+    Raises
+    ------
+    ClipError
+        When no frame has a face, or the apex frame cannot be read.
     """
-    key = _box_key(frames, clip, params) if apex is None and (detector is None or getattr(detector, "sammflow_shared", False)) else None
-    if key is not None and key in _BOXES:
-        _BOXES.move_to_end(key)
-        box, warnings = _BOXES[key]
-        return box, list(warnings)
-    box, found_warnings = _find_apex_face(clip, frames, apex, params=params, detector=detector)
-    if key is not None:
-        _BOXES[key] = (box, tuple(found_warnings))
-        while len(_BOXES) > _MAX_BOXES:
-            _BOXES.popitem(last=False)
-    return box, found_warnings
-
-
-def _box_key(frames: ClipFrames, clip: ClipAnnotation, params: DetectParams) -> tuple[Any, ...] | None:
-    path = frames.frames.get(clip.apex)
-    try:
-        stat = path.stat() if path is not None else None
-    except OSError:
-        return None
-    if stat is None:
-        return None
-    neighbours = tuple(sorted(n for n in frames.frames if abs(n - clip.apex) <= params.neighbours))
-    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, neighbours, params.hash)
+    if boxes is not None:
+        cached = boxes.get_box(clip, frames, params)
+        if cached is not None:
+            return cached[0], list(cached[1])
+    box, warnings = _find_apex_face(clip, frames, apex, params=params, detector=detector)
+    if boxes is not None:
+        boxes.put_box(clip, frames, params, box, warnings)
+    return box, warnings
 
 
 def _find_apex_face(

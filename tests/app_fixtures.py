@@ -1,4 +1,4 @@
-"""Fixtures of the dashboard tests (tests/test_app.py, tests/test_browser.py).
+"""Fixtures of the dashboard tests (tests/test_app*.py, test_browser.py, test_access.py, test_cache.py ...).
 
 Loaded by those modules as a plugin (``pytest_plugins = ("app_fixtures",)``) rather than
 put in conftest.py, so the dashboard's test setup stays beside its tests.
@@ -53,22 +53,16 @@ def broken_data(app_data: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make AppTest behave like a running server: ``st.navigation`` mode from the second run on.
+def secret(app_data: Path, tmp_path: Path) -> Path:
+    """A perfectly good dataset the dashboard must not open: outside every allowed root."""
+    return Path(shutil.copytree(app_data, tmp_path / "SECRET"))
 
-    AppTest forgets before every run that ``st.navigation`` ran, and so takes the
-    ``pages/`` folder for an old-style multipage app again: each run of a page then goes
-    through ``sammflow.ui.context``'s switch-and-rerun, which drops button clicks. A real
-    server detects the folder once per process, and that first-request path is covered by
-    the browser test's deep link.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.testing.v1 import app_test
 
-    class RunningServerPages(PagesManager):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(app_test, "PagesManager", RunningServerPages)
-
+@pytest.fixture()
+def allowed(app_env: dict[str, str], tmp_path: Path, secret: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``SAMMFLOW_ROOTS`` = one folder, holding a symbolic link to ``secret``."""
+    root = tmp_path / "ALLOWED"
+    root.mkdir()
+    (root / "link").symlink_to(secret, target_is_directory=True)
+    monkeypatch.setenv("SAMMFLOW_ROOTS", str(root))
+    return root

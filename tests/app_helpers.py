@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from sammflow import access
+
 APP = Path(__file__).resolve().parents[1] / "app.py"
 TIMEOUT = 120  # first detection imports torch (seconds on a 2-core machine)
+#: How ``sammflow.access`` starts the message refusing a path outside the allowed roots.
+OUTSIDE = "is outside the folders this dashboard may open"
 
 
 def open_page(page: str | None = None, query: dict[str, str | list[str]] | None = None) -> AppTest:
@@ -19,3 +28,66 @@ def open_page(page: str | None = None, query: dict[str, str | list[str]] | None 
     if page:
         at.switch_page(page).run()
     return at
+
+
+# ---------------------------------------------------------------- watching what the process reads
+
+_WATCHED: list[tuple[str, list[str]]] = []
+_EVENTS = {"open", "os.listdir", "os.scandir", "os.chdir", "shutil.copytree", "shutil.copyfile"}
+
+
+def _audit(event: str, args: tuple) -> None:
+    # process-wide and permanent (audit hooks cannot be removed): does nothing unless a test watches
+    if not _WATCHED or event not in _EVENTS or not args or isinstance(args[0], int) or args[0] is None:
+        return
+    try:
+        path = os.fsdecode(args[0])
+    except TypeError:
+        return
+    for prefix, hits in _WATCHED:
+        if path == prefix or path.startswith(prefix + os.sep):
+            hits.append(f"{event} {path}")
+
+
+sys.addaudithook(_audit)  # once per process: this module is imported once
+
+
+@contextlib.contextmanager
+def watching(*folders: Path) -> Iterator[list[str]]:
+    """Every open / listing of a path under ``folders`` (as the process spelled it) while inside."""
+    hits: list[str] = []
+    entries = [(str(folder), hits) for folder in folders]
+    _WATCHED.extend(entries)
+    try:
+        yield hits
+    finally:
+        for entry in entries:
+            _WATCHED.remove(entry)
+
+
+def refused_export_folders(data: Path, allowed: Path, secret: Path) -> dict[str, str]:
+    """Output folders the batch export must refuse (as typed) → a phrase of the reason.
+
+    ``data`` is the open dataset, ``allowed`` the one allowed root (holding ``link`` →
+    ``secret``, see the ``allowed`` fixture); the folders and files that make a case are
+    created in ``allowed`` here.
+    """
+    refused = {
+        str(secret / "out"): OUTSIDE,
+        f"{allowed}/../SECRET/out": OUTSIDE,
+        f"{allowed}/link/out": OUTSIDE,
+        str(data / "maps"): "inside the dataset folder",
+        str(Path(access.demo_root(access.demo_config())) / "maps"): "inside the dataset folder",  # the demo is a dataset too
+    }
+    notes = allowed / "notes"
+    notes.mkdir()
+    (notes / "thesis.tex").write_text("x")
+    refused[str(notes)] = "not empty (thesis.tex) and was not made by sammflow"
+    (allowed / "a_file").write_text("x")
+    refused[str(allowed / "a_file")] = "is a file"
+    normalized = allowed / "crops"
+    normalized.mkdir()
+    (normalized / "params.json").write_text(json.dumps({"kind": "normalized", "params_hash": "x"}))
+    refused[str(normalized)] = "holds a 'normalized' output"
+    refused[""] = "No output folder given"
+    return refused

@@ -165,12 +165,20 @@ def test_whole_pixel_residual_measures_what_it_leaves(face_image, apex, box):
     assert flagged.tolist() == [1]
 
 
-def test_similarity_recovers_a_small_head_roll(face_image, apex, box):
+@pytest.mark.parametrize("screen_angle", [-1.5, 1.5], ids=["clockwise_on_screen", "counter_clockwise_on_screen"])
+def test_similarity_recovers_a_small_head_roll(face_image, apex, box, screen_angle):
     cx, cy = box.x1 + (box.width - 1) / 2, box.y1 + (box.height - 1) / 2
-    rotation = cv2.getRotationMatrix2D((cx, cy), -1.5, 1.0)  # OpenCV's angle is counter-clockwise on screen
+    rotation = cv2.getRotationMatrix2D((cx, cy), screen_angle, 1.0)  # OpenCV's angle is counter-clockwise on screen
     rotation[:, 2] += (0.7, -0.4)
     frame = cv2.warpAffine(apex, rotation, apex.shape[::-1], flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
     match = _aligner(apex, box, motion="similarity").match(frame)
-    assert abs(abs(match.angle) - 1.5) < 0.1 and abs(match.scale - 1.0) < 0.005, match
+    # FrameMatch.angle turns +x towards +y (counter-clockwise with y up; with image rows growing
+    # downwards that is clockwise on screen): the opposite sign of OpenCV's. Measured: +1.514 for
+    # OpenCV's -1.5, -1.492 for its +1.5.
+    assert abs(match.angle - (-screen_angle)) < 0.1 and abs(match.scale - 1.0) < 0.005, match
     translation_only = _aligner(apex, box).match(frame)
     assert match.score > translation_only.score
+    # the sign is the one the crop uses: undoing the measured roll gives back the apex crop
+    crops, _ = align_frames([(1, frame), (2, apex)], apex, box, params=AlignParams(motion="similarity"))
+    wrong = crop_aligned(frame, box, match.dx, match.dy, params=AlignParams(motion="similarity"), angle=-match.angle, scale=match.scale)
+    assert np.abs(crops[1].astype(int) - crops[2]).mean() < 0.5 * np.abs(wrong.astype(int) - crops[2]).mean()

@@ -12,23 +12,22 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from sammflow import cache as disk
+from sammflow import detect
 from sammflow import ui
 from sammflow.annotations import read_annotations
 from sammflow.dataset import load_dataset
 from sammflow.export import export_flows
-from sammflow.params import GifParams, PipelineParams
+from sammflow.params import AlignParams, GifParams, PipelineParams
 
 from app_helpers import open_page
 
@@ -38,7 +37,9 @@ APP = REPO / "app.py"
 #: The "nothing configured" default demo, made tiny so creating it on first run is quick.
 TINY_DEMO = {"subjects": 1, "clips_per_subject": 2, "frames": 8, "width": 960, "height": 540}
 TIMEOUT = 120  # first detection imports torch (seconds on a 2-core machine)
-pytestmark = pytest.mark.usefixtures("navigation_mode")
+
+# every test here runs the app in AppTest (seconds each): deselected by -m "not slow"
+pytestmark = pytest.mark.slow
 
 
 def assert_clean(at: AppTest) -> None:
@@ -104,6 +105,7 @@ def test_overview_lists_problems_with_their_clips(app_env: dict[str, str], broke
     assert table.set_index("clip").loc[missing_clip, "status"] == "missing frames"
 
 
+@pytest.mark.slow
 def test_overview_does_not_import_torch(app_env: dict[str, str]) -> None:
     script = (
         "import sys\n"
@@ -118,20 +120,13 @@ def test_overview_does_not_import_torch(app_env: dict[str, str]) -> None:
     assert done.stdout.strip().splitlines()[-1] == "False"
 
 
-def test_disk_cache_module_imports_neither_torch_nor_streamlit() -> None:
-    code = "import sys, sammflow.cache\nprint(sorted(m for m in ('torch', 'streamlit') if m in sys.modules))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
-
-
 # ---------------------------------------------------------------- dataset choice and errors
 
 
-PAGES = [None, "pages/alignment.py", "pages/grid.py", "pages/flow.py", "pages/gifs.py", "pages/export.py"]
+PAGES = [None, "app_pages/alignment.py", "app_pages/grid.py", "app_pages/flow.py", "app_pages/gifs.py", "app_pages/export.py"]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[(p or "overview").removeprefix("pages/") for p in PAGES])
+@pytest.mark.parametrize("page", PAGES, ids=[(p or "overview").removeprefix("app_pages/") for p in PAGES])
 def test_missing_dataset_folder_is_an_error_not_an_exception(app_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              page: str | None) -> None:
     missing = tmp_path / "no" / "such" / "SAMM"
@@ -185,7 +180,7 @@ def test_demo_dataset_is_created_on_first_run(tmp_path: Path, monkeypatch: pytes
 
 
 def test_alignment_page_shows_before_and_after(app_env: dict[str, str]) -> None:
-    at = open_page("pages/alignment.py")
+    at = open_page("app_pages/alignment.py")
     assert_clean(at)
     assert len(at.image) == 6 and len(at.get("plotly_chart")) == 2
     assert at.download_button[0].label == "Download figure (PNG)"
@@ -203,18 +198,56 @@ def test_alignment_page_shows_before_and_after(app_env: dict[str, str]) -> None:
 def test_alignment_view_lives_in_the_url(app_env: dict[str, str]) -> None:
     ann = read_annotations(Path(app_env["SAMMFLOW_DATA"]) / "samm.csv").clips[2]
     query = {"clip": ann.clip, "a": str(ann.onset + 1), "b": str(ann.offset), "thr": "20"}
-    at = open_page("pages/alignment.py", query)
+    at = open_page("app_pages/alignment.py", query)
     assert_clean(at)
     assert at.selectbox(key="clip").value == ann.clip
     assert (at.selectbox(key="a").value, at.selectbox(key="b").value, at.slider(key="thr").value) == (ann.onset + 1, ann.offset, 20)
     assert at.image[1].captions == [f"frame {ann.offset} (offset)"]
 
 
+def test_the_flag_threshold_changes_the_verdict_without_realigning(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``min_score`` only judges an alignment (outside the parameter hash): moving its slider
+    changes the flagged frames, the chart's threshold and the verdict, never the crops."""
+    root = Path(app_env["SAMMFLOW_DATA"])
+    dataset = load_dataset(root, read_annotations(root / "samm.csv"))
+    ann, frames = dataset.clip(dataset.annotations.clips[1].clip)
+    at = open_page("app_pages/alignment.py", {"clip": ann.clip})
+    assert_clean(at)
+    assert at.success[0].value.startswith(f"All {len(frames.numbers)} frames trusted: score ≥ 0.80")  # the defaults trust the demo
+    images = urls(at)
+    # what the disk cache holds for this clip (aligned by the page just now): every frame's score
+    alignment = disk.aligned_crops(dataset, ann.clip, PipelineParams(), frames.numbers, store=disk.ClipStore(root)).alignment
+    strict = AlignParams(min_score=0.999)
+    expected = [int(n) for n in alignment.flagged(strict)]
+    assert expected and expected == [int(n) for n, s in zip(alignment.frames, alignment.scores) if s < 0.999]
+    realigned = []
+    real = disk.normalize_clip
+    monkeypatch.setattr(disk, "normalize_clip", lambda *args, **kwargs: realigned.append(kwargs.get("numbers")) or real(*args, **kwargs))
+
+    def verdict(at: AppTest) -> str:
+        assert_clean(at)
+        assert urls(at) == images  # the same crops and differences: nothing was realigned
+        assert realigned == []
+        return next(w.value for w in at.warning if "flagged" in w.value) if at.warning else at.success[0].value
+
+    at.slider(key="min_score").set_value(0.999).run()
+    assert verdict(at) == f"{len(expected)} frame(s) flagged (score < 1.00 or high residual): " + ", ".join(map(str, expected))
+    assert "flag below 1.00" in at.get("plotly_chart")[1].proto.spec  # the threshold line moved
+    # with the memory caches emptied (a restart), the crops come from the disk cache: still no realignment
+    st.cache_data.clear()
+    at.slider(key="min_score").set_value(0.5).run()
+    assert verdict(at).startswith(f"All {len(frames.numbers)} frames trusted: score ≥ 0.50")
+    # a link with the threshold opens the same verdict
+    at = open_page("app_pages/alignment.py", {"clip": ann.clip, "min_score": "0.999"})
+    assert at.slider(key="min_score").value == 0.999
+    assert verdict(at).startswith(f"{len(expected)} frame(s) flagged")
+
+
 # ---------------------------------------------------------------- grid
 
 
 def test_grid_shows_one_aligned_tile_per_clip_or_subject(app_env: dict[str, str]) -> None:
-    at = open_page("pages/grid.py")
+    at = open_page("app_pages/grid.py")
     assert_clean(at)
     clips = clips_of(Path(app_env["SAMMFLOW_DATA"]))
     captions = [c for image in at.image for c in image.captions]
@@ -230,7 +263,7 @@ def test_grid_shows_one_aligned_tile_per_clip_or_subject(app_env: dict[str, str]
 
 
 def test_flow_map_follows_the_winsize_slider_without_realigning(app_env: dict[str, str]) -> None:
-    at = open_page("pages/flow.py")
+    at = open_page("app_pages/flow.py")
     assert_clean(at)
     assert len(at.image) == 4 + 4  # 4 sample maps + onset, apex, large map, legend
     before = urls(at)
@@ -244,7 +277,7 @@ def test_flow_map_follows_the_winsize_slider_without_realigning(app_env: dict[st
 
 
 def test_flow_filters_and_resample(app_env: dict[str, str]) -> None:
-    at = open_page("pages/flow.py")
+    at = open_page("app_pages/flow.py")
     at.multiselect(key="emotions").set_value(["Anger"]).run()
     assert_clean(at)
     assert at.image[0].captions[0].split(" · ")[1] == "Anger"
@@ -259,21 +292,21 @@ def test_flow_filters_and_resample(app_env: dict[str, str]) -> None:
 
 def test_flow_view_lives_in_the_url(app_env: dict[str, str]) -> None:
     clip = clips_of(Path(app_env["SAMMFLOW_DATA"]))[3]
-    at = open_page("pages/flow.py", {"clip": clip, "winsize": "21", "map_size": "32"})
+    at = open_page("app_pages/flow.py", {"clip": clip, "winsize": "21", "map_size": "32"})
     assert_clean(at)
     assert at.selectbox(key="clip").value == clip and at.slider(key="winsize").value == 21
     assert "flow map (32×32)" in at.image[6].captions
 
 
 def test_flow_page_reads_crops_from_disk_after_a_restart(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    open_page("pages/flow.py")  # warm the disk cache
+    open_page("app_pages/flow.py")  # warm the disk cache
     st.cache_data.clear()  # a restarted server has empty memory caches
 
-    def no_detector(device: str = "cpu") -> None:
+    def no_detector(*args: object, **kwargs: object) -> None:
         raise AssertionError("MTCNN must not run: the boxes are on disk")
 
-    monkeypatch.setattr(ui, "detector", no_detector)
-    at = open_page("pages/flow.py")
+    monkeypatch.setattr(detect, "load_detector", no_detector)  # the one way to MTCNN (process-wide lru_cache)
+    at = open_page("app_pages/flow.py")
     assert_clean(at)
     assert len(at.image) == 8
 
@@ -283,7 +316,7 @@ def test_flow_page_reads_crops_from_disk_after_a_restart(app_env: dict[str, str]
 
 def test_gif_page_animates_chosen_clips(app_env: dict[str, str]) -> None:
     ann = read_annotations(Path(app_env["SAMMFLOW_DATA"]) / "samm.csv").clips[0]
-    at = open_page("pages/gifs.py", {"gif_clips": ann.clip})
+    at = open_page("app_pages/gifs.py", {"gif_clips": ann.clip})
     assert_clean(at)
     assert len(at.image) == 2 and at.image[0].value[0].endswith(".gif")
     frames = ann.apex - ann.onset + 1
@@ -307,7 +340,7 @@ def test_gif_is_animated_at_display_size(app_env: dict[str, str]) -> None:
 
 
 def test_reset_parameters_restores_the_defaults(app_env: dict[str, str]) -> None:
-    at = open_page("pages/flow.py", {"winsize": "31", "levels": "5"})
+    at = open_page("app_pages/flow.py", {"winsize": "31", "levels": "5"})
     assert at.slider(key="winsize").value == 31
     at.button(key="reset_params").click().run()
     assert_clean(at)
@@ -317,9 +350,10 @@ def test_reset_parameters_restores_the_defaults(app_env: dict[str, str]) -> None
 # ---------------------------------------------------------------- batch export
 
 
+@pytest.mark.slow
 def test_export_writes_what_the_cli_writes(app_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAMMFLOW_ROOTS", str(tmp_path))  # the output folder typed in the page must lie in an allowed root
-    at = open_page("pages/export.py")
+    at = open_page("app_pages/export.py")
     assert_clean(at)
     out = tmp_path / "OUT"
     at.text_input(key="out_dir").set_value(str(out)).run()
@@ -339,11 +373,12 @@ def test_export_writes_what_the_cli_writes(app_env: dict[str, str], tmp_path: Pa
         assert mine == theirs, {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
 
 
+@pytest.mark.slow
 def test_export_goes_on_after_a_failing_clip(app_env: dict[str, str], broken_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAMMFLOW_DATA", str(broken_data))
     monkeypatch.setenv("SAMMFLOW_ANNOTATIONS", str(broken_data / "samm.csv"))
     monkeypatch.setenv("SAMMFLOW_OUT", str(tmp_path / "OUT"))
-    at = open_page("pages/export.py")
+    at = open_page("app_pages/export.py")
     at.button(key="run_export").click().run()
     assert not at.exception
     assert at.warning[0].value.startswith("3 of 4 clips ok, 1 failed")
@@ -355,46 +390,10 @@ def test_export_goes_on_after_a_failing_clip(app_env: dict[str, str], broken_dat
 
 
 def test_export_refuses_a_folder_inside_the_dataset(app_env: dict[str, str]) -> None:
-    at = open_page("pages/export.py")
+    at = open_page("app_pages/export.py")
     inside = Path(app_env["SAMMFLOW_DATA"]) / "maps"
     at.text_input(key="out_dir").set_value(str(inside)).run()
     at.button(key="run_export").click().run()
     assert not at.exception
     assert str(inside) in at.error[0].value and "inside the dataset" in at.error[0].value
     assert not inside.exists()
-
-
-# ---------------------------------------------------------------- the disk cache itself
-
-
-def test_disk_cache_returns_what_it_stored_and_ignores_changed_frames(app_data: Path, tmp_path: Path) -> None:
-    root = Path(shutil.copytree(app_data, tmp_path / "DATA"))  # its frames get touched below
-    dataset = load_dataset(root, read_annotations(root / "samm.csv"))
-    ann = dataset.annotations.clips[0]
-    store = disk.ClipStore(root, base=tmp_path / "cache")
-    calls = []
-
-    def detector():
-        from sammflow.detect import load_detector
-
-        calls.append(1)
-        return load_detector("cpu")
-
-    params = PipelineParams()
-    first = disk.aligned_crops(dataset, ann.clip, params, [ann.onset, ann.apex], store=store, detector=detector)
-    again = disk.aligned_crops(dataset, ann.clip, params, [ann.onset, ann.apex], store=store, detector=detector)
-    assert len(calls) == 1  # the box came from disk the second time
-    for n in (ann.onset, ann.apex):
-        assert np.array_equal(first.crops[n], again.crops[n]) and first.matches[n] == again.matches[n]
-    # a frame changed on disk is re-aligned, never served from the cache
-    onset_path = dataset.clips_on_disk[ann.clip].frames[ann.onset]
-    assert store.get_crop(ann.clip, params.detect.hash, params.align.hash, ann.onset, onset_path, first.box) is not None
-    stat = os.stat(onset_path)
-    os.utime(onset_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    assert store.get_crop(ann.clip, params.detect.hash, params.align.hash, ann.onset, onset_path, first.box) is None
-    # and so is an apex frame: the box itself is redetected
-    apex_path = dataset.clips_on_disk[ann.clip].frames[ann.apex]
-    stat = os.stat(apex_path)
-    os.utime(apex_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    disk.aligned_crops(dataset, ann.clip, params, [ann.onset], store=store, detector=detector)
-    assert len(calls) == 2

@@ -4,10 +4,13 @@ bad input looks like to the user (issue 6, app side).
 * Paths from widgets and URL query parameters are confined to the allowed roots
   (``SAMMFLOW_ROOTS`` + what the server was started with): an audit hook records every file
   the process opens or lists, and the tests assert nothing under a forbidden folder was.
+  The path rules themselves (``sammflow.access``, no Streamlit) are tested directly in
+  ``tests/test_access.py``; here they are tested through the pages and ``sammflow.ui``.
 * Clip ids and frame numbers from a link only select among the dataset's own.
 * Bad dataset folders, annotation files and frames are an ``st.error`` naming the path or
   clip and the cause; no traceback.
-* Every Streamlit cache is bounded; there is no upload widget.
+* Every Streamlit cache is bounded; there is no upload widget; only the Streamlit layer
+  (``sammflow/ui.py``, ``app.py``, ``app_pages/``) imports Streamlit, and no one its private API.
 
 The three-sessions-at-once load test is in ``tests/test_browser.py`` (it needs a server).
 """
@@ -15,67 +18,28 @@ The three-sessions-at-once load test is in ``tests/test_browser.py`` (it needs a
 from __future__ import annotations
 
 import ast
-import contextlib
 import fcntl
 import json
 import os
 import shutil
+import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from sammflow import ui
+from sammflow import access, tables, ui
 from sammflow.annotations import read_annotations
 from sammflow.dataset import InputError
 from sammflow.params import GifParams, PipelineParams
 from sammflow.pipeline import ClipError
 
-from app_helpers import open_page
+from app_helpers import OUTSIDE, open_page, refused_export_folders, watching
 
 pytest_plugins = ("app_fixtures",)  # the dashboard's fixtures, kept out of conftest.py
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app.py"
-TIMEOUT = 120
-pytestmark = pytest.mark.usefixtures("navigation_mode")
-OUTSIDE = "is outside the folders this dashboard may open"
-
-# ---------------------------------------------------------------- watching what the process reads
-
-_WATCHED: list[tuple[str, list[str]]] = []
-_EVENTS = {"open", "os.listdir", "os.scandir", "os.chdir", "shutil.copytree", "shutil.copyfile"}
-
-
-def _audit(event: str, args: tuple) -> None:
-    # process-wide and permanent (audit hooks cannot be removed): does nothing unless a test watches
-    if not _WATCHED or event not in _EVENTS or not args or isinstance(args[0], int) or args[0] is None:
-        return
-    try:
-        path = os.fsdecode(args[0])
-    except TypeError:
-        return
-    for prefix, hits in _WATCHED:
-        if path == prefix or path.startswith(prefix + os.sep):
-            hits.append(f"{event} {path}")
-
-
-sys.addaudithook(_audit)
-
-
-@contextlib.contextmanager
-def watching(*folders: Path) -> Iterator[list[str]]:
-    """Every open / listing of a path under ``folders`` (as the process spelled it) while inside."""
-    hits: list[str] = []
-    entries = [(str(folder), hits) for folder in folders]
-    _WATCHED.extend(entries)
-    try:
-        yield hits
-    finally:
-        for entry in entries:
-            _WATCHED.remove(entry)
-
 
 # ---------------------------------------------------------------- helpers
 
@@ -91,61 +55,14 @@ def clip_ids(root: Path) -> list[str]:
 
 
 def context(root: Path, annotations: Path | None = None) -> ui.Context:
-    ref = ui.DatasetRef(str(root), str(annotations or root / "samm.csv"))
+    ref = access.DatasetRef(str(root), str(annotations or root / "samm.csv"))
     return ui.Context(ref, ui.open_dataset(ref), PipelineParams())
-
-
-@pytest.fixture()
-def secret(app_data: Path, tmp_path: Path) -> Path:
-    """A perfectly good dataset the dashboard must not open: outside every allowed root."""
-    return Path(shutil.copytree(app_data, tmp_path / "SECRET"))
-
-
-@pytest.fixture()
-def allowed(app_env: dict[str, str], tmp_path: Path, secret: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``SAMMFLOW_ROOTS`` = one folder, holding a symbolic link to ``secret``."""
-    root = tmp_path / "ALLOWED"
-    root.mkdir()
-    (root / "link").symlink_to(secret, target_is_directory=True)
-    monkeypatch.setenv("SAMMFLOW_ROOTS", str(root))
-    return root
 
 
 # ---------------------------------------------------------------- the rule
 
 
-def test_allowed_roots_are_the_listed_folders_plus_what_the_server_was_started_with(app_env: dict[str, str], tmp_path: Path,
-                                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SAMMFLOW_ROOTS", raising=False)
-    data = Path(app_env["SAMMFLOW_DATA"]).resolve()
-    roots = ui.allowed_roots()
-    assert roots[0] == Path.cwd().resolve()  # unset: the working folder
-    assert data in roots and data / "samm.csv" in roots and Path(ui.default_out_dir()).resolve() in roots
-    assert Path.home().resolve() not in roots or Path.home().resolve() == Path.cwd().resolve()
-    a, b = tmp_path / "a", tmp_path / "b"
-    monkeypatch.setenv("SAMMFLOW_ROOTS", f"{a}{os.pathsep}{b}{os.pathsep}")
-    roots = ui.allowed_roots()
-    assert roots[:2] == [a.resolve(), b.resolve()] and Path.cwd().resolve() not in roots and data in roots
-
-
-@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink", "tilde", "missing"])
-def test_allowed_path_resolves_before_it_checks(allowed: Path, secret: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOME", str(secret.parent))
-    typed = {"absolute": str(secret), "dotdot": f"{allowed}/../SECRET/006", "symlink": f"{allowed}/link/006",
-             "tilde": "~/SECRET", "missing": f"{allowed}/../SECRET/no/such/folder"}[how]
-    with watching(secret, allowed / "link") as hits:
-        with pytest.raises(InputError) as caught:
-            ui.allowed_path(typed, "Dataset folder")
-    message = str(caught.value)
-    assert message.startswith(f"Dataset folder `{typed}` {OUTSIDE}") and str(allowed) in message and "SAMMFLOW_ROOTS" in message
-    assert hits == []
-    # inside the root, through a link that stays inside: allowed, and resolved
-    (allowed / "inside").mkdir()
-    (allowed / "alias").symlink_to(allowed / "inside")
-    assert ui.allowed_path(f"{allowed}/alias/../inside", "x") == (allowed / "inside").resolve()
-    assert ui.allowed_path(f"{allowed}/alias", "x") == (allowed / "inside").resolve()
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize(("key", "value"), [
     ("data", "{secret}"),
     ("data", "{allowed}/../SECRET"),
@@ -170,6 +87,7 @@ def test_a_crafted_link_cannot_open_a_folder_outside_the_roots(allowed: Path, se
     assert hits == [], hits
 
 
+@pytest.mark.slow
 def test_the_watch_sees_a_read_when_the_folder_is_allowed(allowed: Path, secret: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Control: the same link works, and the audit hook records it, once the folder is allowed."""
     monkeypatch.setenv("SAMMFLOW_ROOTS", f"{allowed}{os.pathsep}{secret}")
@@ -179,6 +97,7 @@ def test_the_watch_sees_a_read_when_the_folder_is_allowed(allowed: Path, secret:
     assert any(h.startswith("open ") and h.endswith("samm.csv") for h in hits) and any("listdir" in h or "scandir" in h for h in hits)
 
 
+@pytest.mark.slow
 def test_an_existing_and_a_missing_outside_path_read_the_same(allowed: Path, secret: Path) -> None:
     """No existence oracle: outside the roots, the answer does not depend on what is there."""
     messages = []
@@ -192,12 +111,13 @@ def test_an_existing_and_a_missing_outside_path_read_the_same(allowed: Path, sec
 # ---------------------------------------------------------------- clip ids and frames from a link
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("page", "query", "key"), [
-    ("pages/alignment.py", {"clip": "../../etc"}, "clip"),
-    ("pages/alignment.py", {"clip": "999_9_9"}, "clip"),
-    ("pages/alignment.py", {"a": "99999", "b": "-5"}, "a"),
-    ("pages/flow.py", {"clip": "../../etc/passwd"}, "clip"),
-    ("pages/gifs.py", {"gif_clips": ["../../etc", "999_9_9"]}, "gif_clips"),
+    ("app_pages/alignment.py", {"clip": "../../etc"}, "clip"),
+    ("app_pages/alignment.py", {"clip": "999_9_9"}, "clip"),
+    ("app_pages/alignment.py", {"a": "99999", "b": "-5"}, "a"),
+    ("app_pages/flow.py", {"clip": "../../etc/passwd"}, "clip"),
+    ("app_pages/gifs.py", {"gif_clips": ["../../etc", "999_9_9"]}, "gif_clips"),
 ], ids=["alignment-dotdot", "alignment-unknown", "alignment-frames", "flow-dotdot", "gifs"])
 def test_a_link_to_an_unknown_clip_or_frame_is_ignored_visibly(app_env: dict[str, str], page: str, query: dict, key: str) -> None:
     at = open_page(page, query)
@@ -211,17 +131,18 @@ def test_a_link_to_an_unknown_clip_or_frame_is_ignored_visibly(app_env: dict[str
     if key == "a":
         assert "not a frame of 006_1_1 on disk" in warning and at.selectbox(key="a").value != 99999
     # the next interaction is quiet: the warning was about the link only
-    if page == "pages/alignment.py":
+    if page == "app_pages/alignment.py":
         at.slider(key="thr").set_value(20).run()
         assert not any(w.value.startswith("Ignored from the link") for w in at.warning)
 
 
+@pytest.mark.slow
 def test_the_compute_layer_refuses_clip_ids_and_frames_not_in_the_dataset(app_env: dict[str, str]) -> None:
     ctx = context(Path(app_env["SAMMFLOW_DATA"]))
     calls = {
         "crops": lambda c: ui.crops(ctx, c, [1]), "alignment": lambda c: ui.alignment(ctx, c), "flow": lambda c: ui.flow(ctx, c),
         "gif": lambda c: ui.gif(ctx, c, GifParams()), "mtcnn_boxes": lambda c: ui.mtcnn_boxes(ctx, c),
-        "frame_grey": lambda c: ui.frame_grey(ctx, c, 1), "frame_number": lambda c: ui.frame_number(ctx, c, "onset"),
+        "frame_grey": lambda c: ui.frame_grey(ctx, c, 1), "frame_number": lambda c: tables.frame_number(ctx.dataset, c, "onset"),
         "onset_apex": lambda c: ui.onset_apex(ctx, c),
     }
     for name, call in calls.items():
@@ -229,8 +150,8 @@ def test_the_compute_layer_refuses_clip_ids_and_frames_not_in_the_dataset(app_en
             with pytest.raises(ClipError, match=f"^{clip.replace('.', '[.]')}: ") as caught:
                 call(clip)
             assert "not a valid annotated clip" in str(caught.value), (name, caught.value)
-    assert ui.caption(ctx, "../../etc") == "../../etc"
-    clip = ctx.ready_ids()[0]
+    assert tables.caption(ctx.dataset, "../../etc") == "../../etc"
+    clip = tables.ready_ids(ctx.dataset)[0]
     with pytest.raises(ClipError, match=f"^{clip}: .*frame 99999 not found"):
         ui.frame_grey(ctx, clip, 99999)
 
@@ -238,44 +159,23 @@ def test_the_compute_layer_refuses_clip_ids_and_frames_not_in_the_dataset(app_en
 # ---------------------------------------------------------------- the export folder
 
 
-def test_export_folder_rules(app_env: dict[str, str], allowed: Path, secret: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_the_dashboard_export_refuses_a_folder_the_rules_refuse(app_env: dict[str, str], allowed: Path, secret: Path) -> None:
+    """``ui.export_flows`` checks the folder (``sammflow.access.export_folder``, tested in
+    tests/test_access.py) before anything is written, read or listed there."""
     ctx = context(Path(app_env["SAMMFLOW_DATA"]))
     data = Path(app_env["SAMMFLOW_DATA"])
-    refused = {
-        str(secret / "out"): OUTSIDE,
-        f"{allowed}/../SECRET/out": OUTSIDE,
-        f"{allowed}/link/out": OUTSIDE,
-        str(data / "maps"): "inside the dataset folder",
-        str(Path(ui.demo_root(ui.demo_config())) / "maps"): "inside the dataset folder",  # the demo is a dataset too
-    }
-    notes = allowed / "notes"
-    notes.mkdir()
-    (notes / "thesis.tex").write_text("x")
-    refused[str(notes)] = "not empty (thesis.tex) and was not made by sammflow"
-    (allowed / "a_file").write_text("x")
-    refused[str(allowed / "a_file")] = "is a file"
-    normalized = allowed / "crops"
-    normalized.mkdir()
-    (normalized / "params.json").write_text(json.dumps({"kind": "normalized", "params_hash": "x"}))
-    refused[str(normalized)] = "holds a 'normalized' output"
-    refused[""] = "No output folder given"
+    refused = refused_export_folders(data, allowed, secret)
     with watching(secret, allowed / "link") as hits:
         for typed, cause in refused.items():
             with pytest.raises(InputError) as caught:
                 ui.export_flows(ctx, typed)
             assert cause in str(caught.value) and typed in str(caught.value), (typed, str(caught.value))
     assert hits == [] and not (secret / "out").exists() and not (data / "maps").exists()
-    # a new folder, an empty one, and an earlier flow export are fine
-    assert ui.export_folder(ctx, str(allowed / "new" / "flows")) == (allowed / "new" / "flows").resolve()
-    (allowed / "empty").mkdir()
-    assert ui.export_folder(ctx, str(allowed / "empty")) == (allowed / "empty").resolve()
-    earlier = allowed / "earlier"
-    earlier.mkdir()
-    (earlier / "params.json").write_text(json.dumps({"kind": "flows", "params_hash": "x"}))
-    (earlier / "flows").mkdir()
-    assert ui.export_folder(ctx, str(earlier)) == earlier.resolve()
+    assert not (allowed / "notes" / "flows").exists() and not (allowed / "notes" / "manifest.csv").exists()
 
 
+@pytest.mark.slow
 def test_one_export_at_a_time_per_folder(app_env: dict[str, str], allowed: Path) -> None:
     ctx = context(Path(app_env["SAMMFLOW_DATA"]))
     out = allowed / "busy"
@@ -290,8 +190,9 @@ def test_one_export_at_a_time_per_folder(app_env: dict[str, str], allowed: Path)
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_export_page_names_the_refused_folder(app_env: dict[str, str], allowed: Path, secret: Path) -> None:
-    at = open_page("pages/export.py")
+    at = open_page("app_pages/export.py")
     typed = f"{allowed}/../SECRET/out"
     at.text_input(key="out_dir").set_value(typed).run()
     at.button(key="run_export").click().run()
@@ -315,10 +216,11 @@ def _annotation(kind: str, folder: Path) -> Path:
         path.write_bytes(b"PK\x03\x04 this is not a zip")
     elif kind == "huge":
         with open(path, "wb") as fh:  # sparse: costs no disk
-            fh.truncate(ui.MAX_ANNOTATION_BYTES + 1)
+            fh.truncate(access.MAX_ANNOTATION_BYTES + 1)
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "cause"), [
     ("folder", "is a folder"), ("garbage", "binary file"), ("empty", "empty"), ("xlsx", "not a readable .xlsx"), ("huge", "wrong file?"),
 ])
@@ -349,10 +251,11 @@ def damaged(app_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app
     return broken
 
 
-@pytest.mark.parametrize("page", ["pages/flow.py", "pages/grid.py", "pages/gifs.py"], ids=["flow", "grid", "gifs"])
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["app_pages/flow.py", "app_pages/grid.py", "app_pages/gifs.py"], ids=["flow", "grid", "gifs"])
 def test_frames_that_fail_name_the_clip_and_file_and_the_rest_still_shows(damaged: dict[str, str], page: str) -> None:
     clips = clip_ids(Path(os.environ["SAMMFLOW_DATA"]))
-    at = open_page(page, {"gif_clips": clips} if page == "pages/gifs.py" else None)
+    at = open_page(page, {"gif_clips": clips} if page == "app_pages/gifs.py" else None)
     assert_no_traceback(at)
     errors = [e.value for e in at.error]
     assert errors and all(e.split(": ", 1)[0] in damaged for e in errors), errors  # each names its clip first
@@ -362,29 +265,41 @@ def test_frames_that_fail_name_the_clip_and_file_and_the_rest_still_shows(damage
     assert len(at.image) >= 2  # the two intact clips still show
 
 
+@pytest.mark.slow
 def test_the_alignment_page_of_a_damaged_clip_says_which_frame(damaged: dict[str, str]) -> None:
     clip, name = next(iter(damaged.items()))
-    at = open_page("pages/alignment.py", {"clip": clip})
+    at = open_page("app_pages/alignment.py", {"clip": clip})
     assert_no_traceback(at)
     assert len(at.error) == 1 and at.error[0].value.startswith(f"{clip}: ") and name in at.error[0].value
 
 
+@pytest.mark.slow
 def test_an_unexpected_error_in_a_page_is_a_message_not_a_traceback(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(dataset):
         raise RuntimeError("summary exploded")
 
-    monkeypatch.setattr(ui, "summary", broken)
+    monkeypatch.setattr(tables, "summary", broken)  # the overview page calls tables.summary
     at = open_page()
     assert not at.exception
     assert len(at.error) == 1 and "Overview" in at.error[0].value and "RuntimeError: summary exploded" in at.error[0].value
     assert "server log" in at.error[0].value
 
 
-# ---------------------------------------------------------------- bounded caches, no uploads
+# ---------------------------------------------------------------- bounded caches, no uploads, one Streamlit layer
 
 
 def _streamlit_sources() -> list[Path]:
-    return [APP, REPO / "sammflow" / "ui.py", *sorted((REPO / "pages").glob("*.py"))]
+    return [APP, REPO / "sammflow" / "ui.py", *sorted((REPO / "app_pages").glob("*.py"))]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
 
 
 def test_every_streamlit_cache_has_max_entries() -> None:
@@ -398,11 +313,60 @@ def test_every_streamlit_cache_has_max_entries() -> None:
                 if isinstance(target, ast.Attribute) and target.attr in ("cache_data", "cache_resource"):
                     keywords = {k.arg for k in deco.keywords} if isinstance(deco, ast.Call) else set()
                     caches.append((f"{path.name}:{node.name}", "max_entries" in keywords))
-    assert len(caches) >= 8, caches
+    # the compute caches of the issue-9 layer (no detector cache: MTCNN is detect.load_detector's)
+    assert {"ui.py:_load", "ui.py:_crops", "ui.py:_alignment", "ui.py:_flow", "ui.py:_gif"} <= {name for name, _ in caches}, caches
+    assert len(caches) >= 7, caches
     assert [name for name, bounded in caches if not bounded] == []
 
 
 def test_the_dashboard_has_no_upload_widget() -> None:
-    for path in _streamlit_sources():
+    sources = _streamlit_sources()
+    assert len(sources) == 8  # app.py, ui.py and the six pages
+    for path in sources:
         assert "file_uploader" not in path.read_text(), path
     assert "no upload widget" in ui.__doc__
+    # the rules of what a page user can reach live with the path checks (no Streamlit there)
+    assert "what a page user can reach" in access.__doc__ and "no upload widget" in access.__doc__
+
+
+def test_only_the_streamlit_layer_imports_streamlit() -> None:
+    importers = {path.name for path in sorted((REPO / "sammflow").glob("*.py"))
+                 if any(m == "streamlit" or m.startswith("streamlit.") for m in _imported_modules(path))}
+    assert importers == {"ui.py"}
+    for path in [APP, *sorted((REPO / "app_pages").glob("*.py"))]:
+        assert "streamlit" in _imported_modules(path), path  # the pages are Streamlit scripts, of course
+
+
+@pytest.mark.slow
+def test_the_modules_the_pages_call_load_neither_streamlit_nor_torch() -> None:
+    code = ("import sys, sammflow.access, sammflow.tables, sammflow.figures, sammflow.cache, sammflow.export\n"
+            "print(sorted(m for m in ('streamlit', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+#: Streamlit's private API that st.navigation apps used to need (spelled in two parts so that
+#: this file does not contain them).
+PRIVATE = ("streamlit." + "runtime", "Pages" + "Manager", "st." + "runtime")
+
+
+def test_no_private_streamlit_api_anywhere_in_the_repository() -> None:
+    skip = {".git", ".venv", "test-artifacts", "__pycache__", "node_modules"}
+    found = []
+    checked = 0
+    for path in REPO.rglob("*"):
+        if any(part in skip for part in path.relative_to(REPO).parts) or not path.is_file():
+            continue
+        if path.suffix not in (".py", ".md", ".toml", ".txt", ".cfg", ".ini", ".yml", ".yaml"):
+            continue
+        checked += 1
+        text = path.read_text(errors="replace")
+        found += [f"{path.relative_to(REPO)}: {name}" for name in PRIVATE if name in text]
+        if path.suffix == ".py":
+            # only public submodules may be imported (streamlit.testing.v1 for AppTest)
+            found += [f"{path.relative_to(REPO)}: import {m}" for m in _imported_modules(path)
+                      if m.startswith("streamlit.") and m not in ("streamlit.testing.v1", "streamlit.components.v1")]
+    assert checked > 40 and found == []
+    # the pages live in a folder st.navigation owns, not in pages/ (Streamlit's old multipage folder)
+    assert not (REPO / "pages").exists() and len(list((REPO / "app_pages").glob("*.py"))) == 6

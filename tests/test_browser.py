@@ -36,7 +36,8 @@ PAGES = [
     ("export", "Batch export", '[data-testid="stButton"] button', 1),
 ]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install -y chromium)")
+pytestmark = [pytest.mark.slow,  # a streamlit server and a browser
+              pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install -y chromium)")]
 #: The streamlit process behind each ``server`` URL (its memory is measured under load).
 SERVER_PIDS: dict[str, int] = {}
 

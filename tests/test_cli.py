@@ -22,6 +22,7 @@ def test_every_subcommand_has_help(command, capsys):
     assert "usage: python -m sammflow " + command in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "sammflow", "--help"], capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=60)
     assert result.returncode == 0
@@ -29,6 +30,7 @@ def test_module_entry_point_runs():
         assert command in result.stdout
 
 
+@pytest.mark.slow
 def test_export_summary_and_success_exit(demo_root, tmp_path, capsys):
     assert main(["export", str(demo_root), str(tmp_path / "out"), "--quiet", "--winsize", "21", "--map-size", "32"]) == 0
     out = capsys.readouterr().out
@@ -36,6 +38,7 @@ def test_export_summary_and_success_exit(demo_root, tmp_path, capsys):
     assert '"winsize": 21' in (tmp_path / "out" / "params.json").read_text()
 
 
+@pytest.mark.slow
 def test_failed_clip_gives_exit_1_and_names_the_clip(demo_copy, tmp_path, capsys):
     rows = list(csv.reader(open(demo_copy / "samm.csv", newline=""), delimiter=";"))
     subject, clip, onset = rows[2][0], rows[2][1], rows[2][3]
@@ -46,6 +49,7 @@ def test_failed_clip_gives_exit_1_and_names_the_clip(demo_copy, tmp_path, capsys
     assert f"{clip}: onset frame {int(onset)} not on disk" in captured.err
 
 
+@pytest.mark.slow
 def test_normalize_flows_and_gif_commands(demo_root, tmp_path, capsys):
     assert main(["normalize", str(demo_root), str(tmp_path / "aligned"), "-q"]) == 0
     assert main(["flows", str(tmp_path / "aligned"), str(tmp_path / "maps"), "-q"]) == 0

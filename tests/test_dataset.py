@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sammflow.annotations import AnnotationProblem, Annotations, ClipAnnotation, RejectedRow
-from sammflow.dataset import ClipFrames, FrameError, discover, load_dataset, read_grey
+from sammflow.dataset import ClipFrames, FrameError, InputError, discover, load_dataset, read_grey, safe_path
 
 
 def write_image(path: Path, image: np.ndarray | None = None) -> Path:
@@ -364,3 +364,18 @@ def test_read_grey_missing_file(tmp_path):
 def test_read_grey_folder(tmp_path):
     with pytest.raises(FrameError, match="cannot read"):
         read_grey(tmp_path)
+
+
+# --------------------------------------------------------------------------- safe_path
+
+
+def test_safe_path_keeps_user_paths_inside_the_root(tmp_path):
+    root = tmp_path / "data"
+    (root / "006" / "006_1_2").mkdir(parents=True)
+    assert safe_path(root, "006/006_1_2") == root / "006" / "006_1_2"
+    assert safe_path(root, root / "006") == root / "006"
+    assert safe_path(root, "") == root and safe_path(root, "006/../006") == root / "006"
+    (root / "link").symlink_to(tmp_path)
+    for escape in ("..", "../data2", "006/../../etc", "/etc/passwd", str(tmp_path), "link/secret", "a\x00b"):
+        with pytest.raises(InputError):
+            safe_path(root, escape)

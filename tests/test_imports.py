@@ -1,14 +1,41 @@
-"""torch (≈ 5 s to import) is loaded only when a face is actually detected."""
+"""torch (≈ 5 s to import) is loaded only when a face is actually detected; imports run one
+way: stages ← jobs ← command line and dashboard, without cycles."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
 
-MODULES = ["annotations", "dataset", "detect", "align", "flow", "encode", "animate", "pipeline", "export", "demo", "cli", "params", "cache", "figures"]
+import pytest
+
+PACKAGE = Path(__file__).parents[1] / "sammflow"
+MODULES = ["annotations", "dataset", "detect", "align", "flow", "encode", "animate", "pipeline", "export", "demo", "cli", "params", "cache",
+           "figures", "files", "manifest", "outfolder", "workers"]
+#: The processing stages: they know nothing of files written by jobs, folders or interfaces.
+STAGES = {"params", "annotations", "dataset", "detect", "align", "flow", "encode", "animate", "demo", "pipeline"}
+#: The batch jobs and what they are built from.
+JOBS = {"files", "manifest", "outfolder", "workers", "export"}
 
 
+def _imports(path: Path) -> set[str]:
+    """The sammflow modules ``path`` imports, anywhere in it (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sammflow."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.ImportFrom) and node.module == "sammflow":
+            found.update(a.name for a in node.names if (PACKAGE / f"{a.name}.py").is_file())
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("sammflow."))
+    return found
+
+
+GRAPH = {p.stem: _imports(p) for p in sorted(PACKAGE.glob("*.py")) if p.stem not in ("__init__", "__main__")}
+
+
+@pytest.mark.slow
 def test_processing_modules_import_neither_torch_nor_streamlit():
     code = (
         "import sys\n"
@@ -18,3 +45,29 @@ def test_processing_modules_import_neither_torch_nor_streamlit():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_stages_import_only_stages():
+    assert STAGES | JOBS <= set(GRAPH)
+    for module in sorted(STAGES):
+        assert GRAPH[module] <= STAGES, (module, GRAPH[module] - STAGES)
+
+
+def test_jobs_import_no_interface():
+    for module in sorted(JOBS):
+        assert GRAPH[module] <= STAGES | JOBS, (module, GRAPH[module] - STAGES - JOBS)
+
+
+def test_no_import_cycles():
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, " → ".join([*path, module])
+        if module in done:
+            return
+        for imported in sorted(GRAPH.get(module, ())):
+            visit(imported, (*path, module))
+        done.add(module)
+
+    for module in GRAPH:
+        visit(module, ())

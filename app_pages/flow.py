@@ -4,7 +4,7 @@ import random
 
 import streamlit as st
 
-from sammflow import ui
+from sammflow import figures, tables, ui
 from sammflow.pipeline import ClipError
 
 ctx = ui.context()
@@ -12,12 +12,12 @@ st.title("Flow samples")
 st.caption("Farnebäck flow between the aligned onset and apex crops, HSV-encoded: hue = direction, brightness = magnitude. "
            "Flow and map parameters are in the sidebar; maps are recomputed from cached crops.")
 
-table = ui.annotation_table(ctx.dataset)
+table = tables.annotation_table(ctx.dataset)
 ready = table[table["status"] == "ready"]
 f1, f2, f3, f4 = st.columns([1, 1, 1, 0.6])
 subjects = f1.multiselect("Subject", sorted(ready["subject"].unique()), key="subjects", bind="query-params", placeholder="all")
 emotions = f2.multiselect("Emotion", sorted(ready["emotion"].unique()), key="emotions", bind="query-params", placeholder="all")
-all_aus = sorted({au for text in ready["AUs"] for au in ui.aus_of(text)})
+all_aus = sorted({au for text in ready["AUs"] for au in tables.aus_of(text)})
 aus = f3.multiselect("Action unit (AU)", all_aus, key="aus", bind="query-params", placeholder="any")
 if "seed" not in st.session_state:
     st.session_state["seed"] = 0
@@ -25,22 +25,22 @@ f4.number_input("Sample", min_value=0, key="seed", bind="query-params", help="Se
 f4.button("Re-sample", key="resample", icon=":material/shuffle:", width="stretch",
           on_click=lambda: st.session_state.update(seed=random.randrange(1, 10_000)))
 
-clips = ui.filter_clips(ctx, subjects, emotions, aus)
+clips = tables.filter_clips(ctx.dataset, subjects, emotions, aus)
 if not clips:
     st.warning("No clip matches the filters.")
     st.stop()
-shown = ui.sample(clips, int(st.session_state["seed"]))
+shown = tables.sample(clips, int(st.session_state["seed"]))
 st.subheader(f"{len(shown)} of {len(clips)} clips")
 tiles = []
 for start in range(0, len(shown), 3):
     for column, clip in zip(st.columns(3), shown[start:start + 3]):
         try:
-            tiles.append((ui.flow(ctx, clip).map_rgb, ui.caption(ctx, clip)))
-            column.image(ui.enlarge(tiles[-1][0], 196), caption=tiles[-1][1], width=196)
+            tiles.append((ui.flow(ctx, clip).map_rgb, tables.caption(ctx.dataset, clip)))
+            column.image(figures.enlarge(tiles[-1][0], 196), caption=tiles[-1][1], width=196)
         except ClipError as exc:
             column.error(str(exc))
 if tiles:
-    st.download_button("Download samples (PNG)", ui.png(ui.panel(tiles, columns=3, tile=168, title="Onset → apex flow maps")),
+    st.download_button("Download samples (PNG)", figures.png(figures.panel(tiles, columns=3, tile=168, title="Onset → apex flow maps")),
                        file_name=f"flow_samples_{st.session_state['seed']}.png", mime="image/png", icon=":material/download:",
                        on_click="ignore", key="samples_png")
 
@@ -58,19 +58,19 @@ except ClipError as exc:
     st.stop()
 ann = ctx.dataset.annotations.by_clip[clip]
 size = ctx.params.align.crop_size
-figure = [(result.onset, f"aligned onset (frame {ann.onset})"),
-          (ui.resize(ui.flow_arrows(result.apex, result.uv, step=step, scale=scale), size), f"aligned apex (frame {ann.apex}) + flow"),
-          (ui.enlarge(result.map_rgb, size), f"flow map ({result.flow_map.shape[1]}×{result.flow_map.shape[0]})"),
-          (ui.colour_wheel(size), "colour legend (direction)")]
+figure = [(result.onset_crop, f"aligned onset (frame {ann.onset})"),
+          (figures.resize(figures.flow_arrows(result.apex_crop, result.flow.uv, step=step, scale=scale), size), f"aligned apex (frame {ann.apex}) + flow"),
+          (figures.enlarge(result.map_rgb, size), f"flow map ({result.flow_map.shape[1]}×{result.flow_map.shape[0]})"),
+          (figures.colour_wheel(size), "colour legend (direction)")]
 for column, (image, text) in zip(st.columns(4), figure):
     column.image(image, caption=text, width=size)
-stats = ui.flow_stats(result)
+stats = figures.flow_stats(result)
 m1, m2, m3 = st.columns(3)
 m1.metric("Mean flow (crop px)", f"{stats['mean']:.3f}")
 m2.metric("99th percentile (crop px)", f"{stats['p99']:.3f}")
 m3.metric("Dominant direction", f"{stats['direction']:.0f}°", help="0° = right, 90° = down, 180° = left, 270° = up.")
 d1, d2, _ = st.columns([1, 1, 2])
-d1.download_button("Download map (PNG)", ui.png(result.map_rgb), file_name=f"sub{ann.subject}_{clip}.png", mime="image/png",
+d1.download_button("Download map (PNG)", figures.png(result.map_rgb), file_name=f"sub{ann.subject}_{clip}.png", mime="image/png",
                    icon=":material/download:", on_click="ignore")
-d2.download_button("Download figure (PNG)", ui.png(ui.panel(figure, columns=4, tile=size, title=ui.caption(ctx, clip))),
+d2.download_button("Download figure (PNG)", figures.png(figures.panel(figure, columns=4, tile=size, title=tables.caption(ctx.dataset, clip))),
                    file_name=f"flow_{clip}.png", mime="image/png", icon=":material/download:", on_click="ignore")

@@ -2,14 +2,14 @@
 
 import streamlit as st
 
-from sammflow import ui
+from sammflow import figures, tables, ui
 from sammflow.params import GifParams
 from sammflow.pipeline import ClipError
 
 ctx = ui.context()
 st.title("Onset → apex GIFs")
 st.caption("Aligned crops animated from onset to apex (or offset), encoded at display size, beside the clip's flow map.")
-clips = ctx.ready_ids()
+clips = tables.ready_ids(ctx.dataset)
 if not clips:
     st.warning("No clip has its onset and apex frames on disk.")
     st.stop()
@@ -27,7 +27,7 @@ if not chosen:
     st.info("Choose one or more clips.")
 for clip in chosen:
     ann = ctx.dataset.annotations.by_clip[clip]
-    st.subheader(ui.caption(ctx, clip))
+    st.subheader(tables.caption(ctx.dataset, clip))
     try:
         with st.spinner(f"Aligning the frames of {clip}…"):
             data, count = ui.gif(ctx, clip, params)
@@ -38,9 +38,9 @@ for clip in chosen:
     left, right, info = st.columns([1, 1, 1.2])
     end = f"offset {ann.offset}" if to_offset else f"apex {ann.apex}"
     left.image(data, caption=f"{count} frames, onset {ann.onset} → {end}", width=size)
-    right.image(ui.enlarge(result.map_rgb, size), caption="flow map (onset → apex)", width=size)
+    right.image(figures.enlarge(result.map_rgb, size), caption="flow map (onset → apex)", width=size)
     info.download_button("Download GIF", data, file_name=f"sub{ann.subject}_{clip}.gif", mime="image/gif",
                          icon=":material/download:", on_click="ignore", key=f"gif_{clip}")
-    info.download_button("Download map (PNG)", ui.png(result.map_rgb), file_name=f"sub{ann.subject}_{clip}.png", mime="image/png",
+    info.download_button("Download map (PNG)", figures.png(result.map_rgb), file_name=f"sub{ann.subject}_{clip}.png", mime="image/png",
                          icon=":material/download:", on_click="ignore", key=f"map_{clip}")
     info.caption(f"{params.fps:g} fps · every {step} frame(s) · {size} px · {len(data) / 1024:.0f} KB")

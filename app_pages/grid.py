@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from sammflow import ui
+from sammflow import figures, tables, ui
 from sammflow.pipeline import ClipError
 
 ctx = ui.context()
@@ -17,10 +17,10 @@ columns = c3.slider("Columns", 2, 8, 5, key="cols", bind="query-params")
 
 tiles, failed = [], []
 bar = st.progress(0.0, text="Aligning…")
-clips = ui.grid_clips(ctx, per)
+clips = tables.grid_clips(ctx.dataset, per)
 for i, clip in enumerate(clips):
     try:
-        number = ui.frame_number(ctx, clip, which)
+        number = tables.frame_number(ctx.dataset, clip, which)
         tiles.append((ui.crops(ctx, clip, [number]).crops[number], f"{clip} · {which} {number}"))
     except ClipError as exc:
         failed.append(str(exc))
@@ -35,5 +35,5 @@ for start in range(0, len(tiles), columns):
 for message in failed:
     st.error(message)
 if tiles:
-    st.download_button("Download grid (PNG)", ui.png(ui.panel(tiles, columns=columns, tile=160, title=f"Aligned {which} frame per {per}")),
+    st.download_button("Download grid (PNG)", figures.png(figures.panel(tiles, columns=columns, tile=160, title=f"Aligned {which} frame per {per}")),
                        file_name=f"grid_{which}_{per}.png", mime="image/png", icon=":material/download:", on_click="ignore")

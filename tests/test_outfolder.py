@@ -1,66 +1,27 @@
-"""Issue 6, nothing lost: atomic outputs, resumed re-runs, ``--force``, parameters never mixed,
-the dataset and foreign folders never touched, and a killed export (SIGKILL, SIGTERM, Ctrl-C)
-that, re-run, gives exactly the files of a clean run."""
+"""The output folder a job owns (``sammflow.outfolder``): resumed re-runs, ``--force``,
+parameters never mixed, foreign folders never touched, one writer at a time, and quality
+thresholds and devices that change no output byte (issue 6, issue 9). Killed runs:
+``test_cli_interrupt.py``; the resume plan as a pure function: ``test_manifest.py``.
+
+The tests that re-run jobs over the demo dataset are marked ``slow``."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from helpers import BOOKKEEPING, dataset, manifest, mtimes, outputs, params_json, run_cli, snapshot
 from sammflow.annotations import read_annotations
-from sammflow.cli import main
 from sammflow.dataset import InputError, load_dataset
 from sammflow.export import export_flows, export_gifs, flows_from_normalized, normalize_dataset
+from sammflow.files import read_csv
+from sammflow.outfolder import JobReport, check_output_dir, clip_files, existing_output, outputs_present
 from sammflow.params import AlignParams, GifParams, PipelineParams
-
-REPO = Path(__file__).parents[1]
-#: Written with every output but not part of it: compared separately.
-BOOKKEEPING = {"params.json", "sammflow.log"}
-
-
-def dataset(root: Path):
-    return load_dataset(root, read_annotations(root / "samm.csv"))
-
-
-def manifest(out: Path) -> list[dict[str, str]]:
-    with open(out / "manifest.csv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` (hidden ones included) by relative path, with its bytes."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def outputs(folder: Path) -> dict[str, bytes]:
-    return {k: v for k, v in snapshot(folder).items() if k not in BOOKKEEPING}
-
-
-def mtimes(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
-
-
-def params_json(out: Path) -> dict:
-    content = json.loads((out / "params.json").read_text())
-    return {k: v for k, v in content.items() if k not in ("created", "finished")}
-
-
-def run_cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +35,7 @@ def clean(demo_root, tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- resume, --force, refusals
 
 
+@pytest.mark.slow
 def test_rerun_keeps_everything_and_changes_nothing(demo_root, clean, tmp_path):
     out = Path(shutil.copytree(clean, tmp_path / "out"))
     before, times = snapshot(out), mtimes(out)
@@ -86,6 +48,7 @@ def test_rerun_keeps_everything_and_changes_nothing(demo_root, clean, tmp_path):
     assert json.loads((out / "params.json").read_text())["created"] == json.loads((clean / "params.json").read_text())["created"]
 
 
+@pytest.mark.slow
 def test_rerun_redoes_only_what_is_missing_or_re_annotated(demo_copy, clean, tmp_path):
     out = tmp_path / "out"
     export_flows(dataset(demo_copy), out)
@@ -105,6 +68,7 @@ def test_rerun_redoes_only_what_is_missing_or_re_annotated(demo_copy, clean, tmp
     assert (out / rows[0]["output"]).read_bytes() == (clean / rows[0]["output"]).read_bytes()
 
 
+@pytest.mark.slow
 def test_failed_clip_is_retried_after_the_fix(demo_copy, tmp_path):
     rows = list(csv.reader(open(demo_copy / "samm.csv", newline=""), delimiter=";"))[1:]
     subject, clip, _, onset = rows[0][:4]
@@ -116,6 +80,7 @@ def test_failed_clip_is_retried_after_the_fix(demo_copy, tmp_path):
     assert report.resumed == 3 and report.ok == 4 and [r["status"] for r in manifest(tmp_path / "out")] == ["ok"] * 4
 
 
+@pytest.mark.slow
 def test_force_recomputes_every_clip_to_the_same_bytes(demo_root, clean, tmp_path):
     out = Path(shutil.copytree(clean, tmp_path / "out"))
     times = mtimes(out)
@@ -125,6 +90,7 @@ def test_force_recomputes_every_clip_to_the_same_bytes(demo_root, clean, tmp_pat
     assert outputs(out) == outputs(clean)
 
 
+@pytest.mark.slow
 def test_other_parameters_are_refused_and_the_folder_left_alone(demo_root, clean, tmp_path):
     out = Path(shutil.copytree(clean, tmp_path / "out"))
     before, times = snapshot(out), mtimes(out)
@@ -137,6 +103,7 @@ def test_other_parameters_are_refused_and_the_folder_left_alone(demo_root, clean
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_force_with_other_parameters_replaces_every_old_output(demo_root, clean, tmp_path):
     out = Path(shutil.copytree(clean, tmp_path / "out"))
     other = PipelineParams(align=AlignParams(crop_size=160))
@@ -149,6 +116,7 @@ def test_force_with_other_parameters_replaces_every_old_output(demo_root, clean,
     assert "replacing (--force): made with other parameters (align.crop_size 224 → 160); removed 4 output file(s)" in log
 
 
+@pytest.mark.slow
 def test_normalize_resumes_and_redoes_a_clip_with_a_crop_missing(demo_root, tmp_path):
     out = tmp_path / "aligned"
     assert normalize_dataset(dataset(demo_root), out).ok == 4
@@ -159,6 +127,7 @@ def test_normalize_resumes_and_redoes_a_clip_with_a_crop_missing(demo_root, tmp_
     assert report.resumed == 3 and outputs(out) == before
 
 
+@pytest.mark.slow
 def test_a_run_that_finished_nothing_does_not_block_other_parameters(demo_root, tmp_path, monkeypatch):
     import sammflow.export
 
@@ -170,6 +139,7 @@ def test_a_run_that_finished_nothing_does_not_block_other_parameters(demo_root, 
     assert export_flows(dataset(demo_root), tmp_path / "out").ok == 4
 
 
+@pytest.mark.slow
 def test_another_input_folder_is_refused(demo_root, clean, tmp_path):
     out = Path(shutil.copytree(clean, tmp_path / "out"))
     moved = Path(shutil.copytree(demo_root, tmp_path / "elsewhere"))
@@ -177,6 +147,7 @@ def test_another_input_folder_is_refused(demo_root, clean, tmp_path):
         export_flows(dataset(moved), out)
 
 
+@pytest.mark.slow
 def test_another_kind_of_output_is_refused_even_with_force(demo_root, clean, tmp_path):
     out = Path(shutil.copytree(clean, tmp_path / "out"))
     for force in (False, True):
@@ -185,6 +156,7 @@ def test_another_kind_of_output_is_refused_even_with_force(demo_root, clean, tmp
     assert outputs(out) == outputs(clean)
 
 
+@pytest.mark.slow
 def test_folder_with_outputs_but_no_params_json_needs_force(demo_root, clean, tmp_path):
     out = Path(shutil.copytree(clean, tmp_path / "out"))
     (out / "params.json").unlink()
@@ -193,6 +165,7 @@ def test_folder_with_outputs_but_no_params_json_needs_force(demo_root, clean, tm
     assert export_flows(dataset(demo_root), out, force=True).ok == 4
 
 
+@pytest.mark.slow
 def test_hand_edited_manifest_cannot_lead_outside_the_folder(demo_root, clean, tmp_path):
     out = Path(shutil.copytree(clean, tmp_path / "out"))
     bait = tmp_path / "bait.png"
@@ -204,6 +177,7 @@ def test_hand_edited_manifest_cannot_lead_outside_the_folder(demo_root, clean, t
     assert report.ok == 4 and bait.read_bytes() == b"keep me"
 
 
+@pytest.mark.slow
 def test_one_run_at_a_time_per_folder(demo_root, tmp_path):
     import fcntl
 
@@ -218,6 +192,7 @@ def test_one_run_at_a_time_per_folder(demo_root, tmp_path):
     assert export_flows(dataset(demo_root), tmp_path / "out").ok == 4
 
 
+@pytest.mark.slow
 def test_stale_temporary_files_are_removed_and_others_kept(demo_root, clean, tmp_path):
     out = Path(shutil.copytree(clean, tmp_path / "out"))
     stale = [out / "flows" / ".sub006_006_1_1.png.k3j_x9a2.tmp", out / ".manifest.csv.abcdefgh.tmp"]
@@ -229,6 +204,7 @@ def test_stale_temporary_files_are_removed_and_others_kept(demo_root, clean, tmp
     assert not any(p.exists() for p in stale) and mine.exists()
 
 
+@pytest.mark.slow
 def test_gif_subsets_add_up_in_one_folder(demo_root, tmp_path):
     clips = [c.clip for c in dataset(demo_root).annotations.clips]
     gif = GifParams(step=3, size=64)
@@ -240,6 +216,7 @@ def test_gif_subsets_add_up_in_one_folder(demo_root, tmp_path):
         export_gifs(dataset(demo_root), tmp_path / "gifs", clips=clips[:1], gif=GifParams(step=3, size=64, fps=5))
 
 
+@pytest.mark.slow
 def test_flows_never_use_the_crops_of_an_unfinished_normalize(demo_root, tmp_path):
     aligned = tmp_path / "aligned"
     assert normalize_dataset(dataset(demo_root), aligned).ok == 4
@@ -251,70 +228,151 @@ def test_flows_never_use_the_crops_of_an_unfinished_normalize(demo_root, tmp_pat
     assert len(failed) == 1 and "not normalized in" in failed[0]["error"] and "interrupted" in failed[0]["error"]
 
 
-# ---------------------------------------------------------------- killed runs
+# ---------------------------------------------------------------- what does not change outputs (issue 9)
 
 
-@pytest.fixture(scope="module")
-def twelve(demo_root, tmp_path_factory):
-    """The demo's 4 clips three times over (hard links: never written), and its clean export."""
-    root = tmp_path_factory.mktemp("twelve") / "DATA"
-    root.mkdir()
-    lines = (demo_root / "samm.csv").read_text().splitlines()
-    out_lines = [lines[0]]
-    for suffix in ("", "x", "y"):
-        for line in lines[1:]:
-            cells = line.split(";")
-            shutil.copytree(demo_root / cells[0] / cells[1], root / cells[0] / (cells[1] + suffix), copy_function=os.link)
-            out_lines.append(";".join([cells[0], cells[1] + suffix, *cells[2:]]))
-    (root / "samm.csv").write_text("\r\n".join(out_lines) + "\r\n")
-    out = root.parent / "clean"
-    assert run_cli("export", root, out, "-q", "-j", "1")[0] == 0
-    return root, out
+def _records_by_clip(path: Path) -> dict[str, list[dict[str, str]]]:
+    by_clip: dict[str, list[dict[str, str]]] = {}
+    for record in read_csv(path):
+        by_clip.setdefault(record.pop("clip", ""), []).append(record)
+    return by_clip
 
 
-def _start_and_stop(data: Path, out: Path, sig: int, *, group: bool, workers: int) -> subprocess.CompletedProcess:
-    """``python -m sammflow export`` in a new session, sent ``sig`` once its manifest holds a finished clip."""
-    process = subprocess.Popen([sys.executable, "-m", "sammflow", "export", str(data), str(out), "-q", "-j", str(workers)],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        if (out / "manifest.csv").is_file() and ",ok," in (out / "manifest.csv").read_text():
-            break
-        time.sleep(0.005)
-    (os.killpg if group else os.kill)(process.pid, sig)
-    stdout, stderr = process.communicate(timeout=60)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+def _flagged(records, min_score, max_residual) -> str:
+    return " ".join(r["frame"] for r in records if float(r["score"]) < min_score or float(r["residual"]) > max_residual)
 
 
-def _assert_resumes_to_the_clean_run(data: Path, out: Path, clean: Path) -> None:
-    statuses = [r["status"] for r in manifest(out)]
-    assert "ok" in statuses and "pending" in statuses, statuses  # really stopped mid-run
-    assert set(statuses) <= {"ok", "pending"}
-    code, stdout, _ = run_cli("export", data, out, "-q", "-j", "1")
-    assert code == 0 and f"({statuses.count('ok')} already done by an earlier run, kept)" in stdout
-    assert outputs(out) == outputs(clean)  # the same files, byte for byte, the manifest included; no temporary file left
+@pytest.mark.slow
+def test_other_thresholds_resume_and_rejudge_the_kept_clips(demo_root, clean, tmp_path):
+    out = Path(shutil.copytree(clean, tmp_path / "out"))
+    before, times = outputs(out), mtimes(out)
+    code, stdout, err = run_cli("export", demo_root, out, "-q", "-j", "1", "--min-score", "0.9999", "--max-residual", "0.01")
+    assert (code, err) == (0, ""), err
+    assert stdout.strip() == f"4 of 4 clips ok, 0 failed → {out} (4 already done by an earlier run, kept)"
+    rows = manifest(out)
+    maps = [r["output"] for r in rows]
+    assert all(outputs(out)[m] == before[m] for m in maps) and [mtimes(out)[m] for m in maps] == [times[m] for m in maps]
+    assert outputs(out)["alignment.csv"] == before["alignment.csv"]  # the per-frame records are what they were...
+    records = _records_by_clip(out / "alignment.csv")
+    for row in rows:  # ...and the verdicts follow from them with the new thresholds
+        flagged = _flagged(records[row["clip"]], 0.9999, 0.01)
+        assert flagged and row["align_trusted"] == "no" and row["flagged_frames"] == flagged, (row["clip"], flagged)
+    old_rows = {r["clip"]: r for r in manifest(clean)}
+    assert [{k: v for k, v in r.items() if k not in ("align_trusted", "flagged_frames")} for r in rows] == [
+        {k: v for k, v in old_rows[r["clip"]].items() if k not in ("align_trusted", "flagged_frames")} for r in rows]
+    assert all(r["align_trusted"] == "yes" for r in old_rows.values())  # the defaults trusted them all
+    content, first = params_json(out), params_json(clean)
+    assert content["params"] == first["params"] and content["params_hash"] == first["params_hash"]
+    assert content["settings"] == {"detect": {"device": "cpu"}, "align": {"min_score": 0.9999, "max_residual": 0.01}}
+    assert "quality thresholds changed" in (out / "sammflow.log").read_text()
+    # back to the default thresholds: the first run's manifest again, byte for byte
+    code, stdout, _ = run_cli("export", demo_root, out, "-q", "-j", "1")
+    assert code == 0 and "(4 already done by an earlier run, kept)" in stdout
+    assert outputs(out) == outputs(clean) and params_json(out) == params_json(clean)
+
+
+@pytest.mark.slow
+def test_normalize_rejudges_kept_clips_from_their_alignment_csv(demo_root, tmp_path):
+    out = tmp_path / "aligned"
+    assert normalize_dataset(dataset(demo_root), out).ok == 4
+    before, times = outputs(out), mtimes(out)
+    strict = PipelineParams(align=AlignParams(min_score=0.9999, max_residual=0.01))
+    report = normalize_dataset(dataset(demo_root), out, params=strict)
+    assert report.resumed == 4 and report.ok == 4
+    assert {k: v for k, v in outputs(out).items() if k != "manifest.csv"} == {k: v for k, v in before.items() if k != "manifest.csv"}
+    assert {k: v for k, v in mtimes(out).items() if k.endswith(".png")} == {k: v for k, v in times.items() if k.endswith(".png")}
+    for row in manifest(out):
+        records = read_csv(out / row["output"] / "alignment.csv")
+        assert len(records) == int(row["frames"]) > 2
+        flagged = _flagged(records, 0.9999, 0.01)
+        assert flagged and row["align_trusted"] == "no" and row["flagged_frames"] == flagged
+    assert normalize_dataset(dataset(demo_root), out).resumed == 4 and outputs(out) == before
+
+
+@pytest.mark.slow
+def test_another_device_resumes(demo_root, clean, tmp_path):
+    out = Path(shutil.copytree(clean, tmp_path / "out"))
+    content = json.loads((out / "params.json").read_text())
+    content["settings"]["detect"]["device"] = "cuda:0"  # made on a GPU machine
+    (out / "params.json").write_text(json.dumps(content, indent=2) + "\n")
+    times = mtimes(out)
+    code, stdout, err = run_cli("export", demo_root, out, "-q", "-j", "1", "--device", "cpu")
+    assert (code, err) == (0, "") and "(4 already done by an earlier run, kept)" in stdout
+    assert outputs(out) == outputs(clean) and all(mtimes(out)[r["output"]] == times[r["output"]] for r in manifest(out))
     assert params_json(out) == params_json(clean)
+    # and the other way round: with every clip done, nothing is detected, so not even CUDA is needed
+    code, stdout, err = run_cli("export", demo_root, out, "-q", "-j", "1", "--device", "cuda:0")
+    assert (code, err) == (0, "") and "(4 already done by an earlier run, kept)" in stdout
+    assert outputs(out) == outputs(clean) and params_json(out)["settings"]["detect"] == {"device": "cuda:0"}
 
 
-def test_sigkill_mid_export_then_rerun_equals_a_clean_run(twelve, tmp_path):
-    data, clean = twelve
-    out = tmp_path / "out"
-    killed = _start_and_stop(data, out, signal.SIGKILL, group=True, workers=1)
-    assert killed.returncode == -signal.SIGKILL
-    (out / "flows" / ".sub006_006_1_1x.png.a1b2c3d4.tmp").write_bytes(b"\x89PNG half")  # what a kill mid-write leaves
-    assert json.loads((out / "params.json").read_text())["finished"] is None  # written at the start
-    _assert_resumes_to_the_clean_run(data, out, clean)
+@pytest.mark.slow
+def test_a_params_json_of_an_earlier_version_resumes(demo_root, clean, tmp_path):
+    out = Path(shutil.copytree(clean, tmp_path / "out"))
+    content = json.loads((out / "params.json").read_text())
+    # earlier versions hashed the device and the thresholds: listed among "params", no "settings"
+    content["params"] = PipelineParams(align=AlignParams(min_score=0.7)).to_dict()
+    content["params_hash"] = "4fca4ec27e14"
+    del content["settings"]
+    (out / "params.json").write_text(json.dumps(content, indent=2) + "\n")
+    report = export_flows(dataset(demo_root), out)
+    assert report.resumed == 4 and outputs(out) == outputs(clean)
+    assert params_json(out) == params_json(clean)  # rewritten in today's form
 
 
-@pytest.mark.parametrize("sig, group, code", [(signal.SIGTERM, False, 143), (signal.SIGINT, True, 130)], ids=["sigterm", "ctrl_c"])
-def test_stopped_export_says_so_in_one_line_then_resumes(twelve, tmp_path, sig, group, code):
-    """SIGTERM to the main process, or Ctrl-C to the whole process group (workers included)."""
-    data, clean = twelve
-    out = tmp_path / "out"
-    stopped = _start_and_stop(data, out, sig, group=group, workers=2)
-    assert stopped.returncode == code, stopped.stderr
-    assert stopped.stderr.strip() == (f"interrupted ({signal.Signals(sig).name}); finished clips are kept in {out} "
-                                      f"(the rest are 'pending' in its manifest.csv): re-run the same command to resume")
-    assert "stopped by" in (out / "sammflow.log").read_text()
-    assert not list(out.rglob("*.tmp"))  # a graceful stop leaves no temporary file at all
-    _assert_resumes_to_the_clean_run(data, out, clean)
+# ---------------------------------------------------------------- recognising a folder
+
+
+def test_existing_output_recognises_our_folders_only(demo_root, clean, tmp_path):
+    assert existing_output(tmp_path / "missing", "flows") is None
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".DS_Store").write_bytes(b"")
+    (tmp_path / "empty" / "sammflow.log").write_text("a log only")
+    assert existing_output(tmp_path / "empty", "flows") is None
+    assert existing_output(clean, "flows") == json.loads((clean / "params.json").read_text())
+    only_manifest = tmp_path / "only_manifest"
+    only_manifest.mkdir()
+    shutil.copy(clean / "manifest.csv", only_manifest)
+    assert existing_output(only_manifest, "flows") == {}
+    with pytest.raises(InputError, match="^the output: holds a 'flows' output; this job writes 'gifs'"):
+        existing_output(clean, "gifs", label="the output")
+    (tmp_path / "thesis").mkdir()
+    for name in ("a.tex", "b.tex", "c.tex", "d.tex"):
+        (tmp_path / "thesis" / name).write_text("mine")
+    with pytest.raises(InputError, match=r"thesis: folder is not empty \(a.tex, b.tex, c.tex, ...\) and was not made by sammflow"):
+        existing_output(tmp_path / "thesis", "flows")
+    with pytest.raises(InputError, match="inside the dataset"):
+        check_output_dir(demo_root / "006", demo_root)
+    with pytest.raises(InputError, match="contains the dataset"):
+        check_output_dir(demo_root.parent, demo_root)
+    check_output_dir(tmp_path / "new", demo_root)
+
+
+def test_outputs_of_a_row_must_be_inside_the_folder_and_complete(clean, tmp_path):
+    row = manifest(clean)[0]
+    assert outputs_present("flows", clean, row)
+    assert clip_files("flows", clean, row["subject"], row["clip"]) == [clean / row["output"]]
+    for output in ("", ".", "../clean/" + row["output"], "/etc/passwd", "flows/missing.png"):
+        assert not outputs_present("flows", clean, {**row, "output": output}), output
+    for subject, clip in ((".." , row["clip"]), (row["subject"], "../x"), ("", row["clip"])):
+        assert clip_files("flows", clean, subject, clip) == []
+    aligned = tmp_path / "aligned" / "006" / "006_1_1"
+    aligned.mkdir(parents=True)
+    for name in ("006_01.png", "006_02.png", "alignment.csv", "notes.txt"):
+        (aligned / name).write_bytes(b"x")
+    row = {"output": "006/006_1_1", "frames": "2"}
+    assert outputs_present("normalized", tmp_path / "aligned", row)
+    assert not outputs_present("normalized", tmp_path / "aligned", {**row, "frames": "3"})  # a crop missing
+    assert not outputs_present("normalized", tmp_path / "aligned", {**row, "frames": "two"})
+    assert [p.name for p in clip_files("normalized", tmp_path / "aligned", "006", "006_1_1")] == ["006_01.png", "006_02.png", "alignment.csv"]
+    (aligned / "alignment.csv").unlink()
+    assert not outputs_present("normalized", tmp_path / "aligned", row)
+
+
+def test_job_report_summary(tmp_path):
+    rows = [{"status": "ok"}, {"status": "ok"}, {"status": "failed"}, {"status": "invalid_annotation"}]
+    report = JobReport(tmp_path, rows, resumed=1, replaced=3)
+    assert report.ok == 2 and report.failed == rows[2:]
+    assert report.summary() == (f"2 of 4 clips ok, 2 failed → {tmp_path} (1 already done by an earlier run, kept)"
+                                " (replaced 3 files made with other parameters)")
+    assert JobReport(tmp_path, rows[:1]).summary() == f"1 of 1 clips ok, 0 failed → {tmp_path}"

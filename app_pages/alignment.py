@@ -2,14 +2,14 @@
 
 import streamlit as st
 
-from sammflow import ui
+from sammflow import figures, tables, ui
 from sammflow.pipeline import ClipError
 
 ctx = ui.context()
 st.title("Alignment diagnostics")
 st.caption("Each frame cropped by its own MTCNN box (before) versus matched to the apex face crop (after). "
            "Differences between two frames that are not facial motion are alignment error.")
-clips = ctx.ready_ids()
+clips = tables.ready_ids(ctx.dataset)
 if not clips:
     st.warning("No clip has its onset and apex frames on disk.")
     st.stop()
@@ -28,7 +28,7 @@ ui.preset("b", frames.numbers, ann.apex)
 a = c2.selectbox("Frame A", frames.numbers, key="a", bind="query-params", help=f"onset {ann.onset}, apex {ann.apex}, offset {ann.offset}")
 b = c3.selectbox("Frame B", frames.numbers, key="b", bind="query-params", help=f"onset {ann.onset}, apex {ann.apex}, offset {ann.offset}")
 threshold = c4.slider("Difference threshold (grey levels)", 1, 64, 12, key="thr", bind="query-params")
-st.caption(f"{ui.caption(ctx, clip)} · onset {ann.onset} · apex {ann.apex} · offset {ann.offset} · {len(frames.numbers)} frames on disk")
+st.caption(f"{tables.caption(ctx.dataset, clip)} · onset {ann.onset} · apex {ann.apex} · offset {ann.offset} · {len(frames.numbers)} frames on disk")
 
 try:
     bar = st.progress(0.0, text="MTCNN on every frame…")
@@ -53,15 +53,15 @@ st.download_button("Download figure (PNG)", figure.png(a, b, threshold, clip), f
                     mime="image/png", icon=":material/download:", on_click="ignore")
 
 left, right = st.columns([3, 2])
-left.plotly_chart(ui.jitter_chart(track, aligned, ann.onset, ann.apex), config=ui.plotly_config(f"jitter_{clip}"))
-flagged = ui.flagged_frames(aligned, ctx.params.align)
-right.plotly_chart(ui.score_chart(aligned, ctx.params.align, flagged), config=ui.plotly_config(f"quality_{clip}"))
+left.plotly_chart(figures.jitter_chart(track, aligned, ann.onset, ann.apex), config=figures.plotly_config(f"jitter_{clip}"))
+flagged = [int(n) for n in aligned.alignment.flagged(ctx.params.align)]
+right.plotly_chart(figures.score_chart(aligned, ctx.params.align, flagged), config=figures.plotly_config(f"quality_{clip}"))
 if flagged:
     right.warning(f"{len(flagged)} frame(s) flagged (score < {ctx.params.align.min_score:.2f} or high residual): "
                   + ", ".join(map(str, flagged)), icon=":material/flag:")
 else:
-    worst = max(m.get("residual", 0.0) for m in aligned.matches.values())
-    right.success(f"All {len(aligned.matches)} frames trusted: score ≥ {ctx.params.align.min_score:.2f} (lowest {aligned.min_score:.3f}), "
-                  f"residual ≤ {ctx.params.align.max_residual:.2f} px (highest {worst:.3f}).", icon=":material/check_circle:")
+    right.success(f"All {len(aligned.alignment.frames)} frames trusted: score ≥ {ctx.params.align.min_score:.2f} "
+                  f"(lowest {aligned.alignment.min_score:.3f}), "
+                  f"residual ≤ {ctx.params.align.max_residual:.2f} px (highest {aligned.alignment.max_residual:.3f}).", icon=":material/check_circle:")
 if aligned.warnings:
     right.info(" · ".join(aligned.warnings))

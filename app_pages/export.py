@@ -4,14 +4,14 @@ import json
 
 import streamlit as st
 
-from sammflow import ui
+from sammflow import access, export, ui
 
 ctx = ui.context()
 st.title("Batch export")
 st.caption("Writes `flows/sub{S}_{C}.png`, `manifest.csv` and `params.json`, the same files as `python -m sammflow export`, "
            "using the parameters in the sidebar. A clip that fails is listed with its cause; the others go on.")
 
-out_dir = st.text_input("Output folder", value=ui.default_out_dir(), key="out_dir",
+out_dir = st.text_input("Output folder", value=access.default_out_dir(), key="out_dir",
                         help="Inside the folders this dashboard may open, outside the dataset; new, empty, or an earlier export.")
 with st.expander(f"Parameters (hash `{ctx.params.hash}`)"):
     st.code(json.dumps(ctx.params.to_dict(), indent=2), language="json")
@@ -43,8 +43,8 @@ if run:
 
 result = st.session_state.get("export_result")
 if result is not None:
-    (st.success if result.failed == 0 else st.warning)(f"{result.ok} of {len(result.rows)} clips ok, {result.failed} failed → `{result.out_dir}`")
+    (st.warning if result.failed else st.success)(f"{result.ok} of {len(result.rows)} clips ok, {len(result.failed)} failed → `{result.out_dir}`")
     st.dataframe([{"clip": r["clip"], "status": r["status"], "cause": r.get("error", ""), "output": r.get("output", "")} for r in result.rows],
                  hide_index=True, width="stretch")
-    st.download_button("Download maps + manifest + params (zip)", result.zip_bytes(), file_name="sammflow_flows.zip",
+    st.download_button("Download maps + manifest + params (zip)", export.zip_outputs(result), file_name="sammflow_flows.zip",
                        mime="application/zip", icon=":material/folder_zip:", on_click="ignore")

@@ -1,0 +1,427 @@
+"""A batch job's output folder, as a context manager that owns it while the job runs.
+
+``OutputFolder`` checks the folder (never inside the dataset nor containing it, never a
+non-empty folder sammflow did not make, never another command's output), locks it (one
+writer at a time), plans the resume with ``sammflow.manifest.plan`` (refusing outputs of
+other parameters unless ``force``, which removes them first), writes ``params.json`` when the
+job starts and when it ends, rewrites ``manifest.csv`` after every clip, and appends what
+needs attention to ``sammflow.log``. Leaving the ``with`` block, normally or not, writes the
+final manifest, releases the lock and leaves a ``JobReport`` in ``folder.report``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sammflow
+from sammflow.annotations import ClipAnnotation, RejectedRow
+from sammflow.dataset import Dataset, InputError, safe_path
+from sammflow.files import package_versions, read_csv, read_json, remove_stale_temp_files, write_atomic, write_csv
+from sammflow.manifest import (
+    ALIGNMENT_COLUMNS, MANIFEST_COLUMNS, RECORDS, Refused, annotated_in_order, judge, one_line, plan, same_annotation,
+)
+from sammflow.params import PipelineParams
+from sammflow.pipeline import ClipError
+
+MANIFEST_FILE = "manifest.csv"
+PARAMS_FILE = "params.json"
+LOG_FILE = "sammflow.log"
+#: Per-frame alignment records: in each clip folder of a normalized output, at the top of the others.
+ALIGNMENT_FILE = "alignment.csv"
+#: Write errors after which no further clip can succeed: the job stops instead of failing every clip.
+FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
+#: ``stage.name`` of every parameter outside the output hash.
+UNHASHED = tuple(f"{stage}.{name}" for stage, values in PipelineParams().judging_dict().items() for name in values)
+
+
+@dataclass
+class JobReport:
+    """What a batch job did: one manifest row per annotated clip.
+
+    ``resumed`` counts the clips kept from an earlier run with the same parameters, ``replaced``
+    the files of an earlier run with other parameters removed (``force``), ``unexpected`` the
+    clips that failed on an unexpected error (a bug: its traceback is in ``log``, the job's
+    ``sammflow.log``, set if anything was written to it).
+    """
+
+    out_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    resumed: int = 0
+    log: Path | None = None
+    replaced: int = 0
+    unexpected: int = 0
+
+    @property
+    def ok(self) -> int:
+        return sum(r["status"] == "ok" for r in self.rows)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] != "ok"]
+
+    def summary(self) -> str:
+        text = f"{self.ok} of {len(self.rows)} clips ok, {len(self.failed)} failed → {self.out_dir}"
+        if self.resumed:
+            text += f" ({self.resumed} already done by an earlier run, kept)"
+        if self.replaced:
+            text += f" (replaced {self.replaced} files made with other parameters)"
+        return text
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_params(out_dir: Path, kind: str, params: PipelineParams | None, sources: dict[str, str], extra: dict[str, Any] | None = None,
+                 *, created: str | None = None, running: bool = False) -> None:
+    """``params.json``: every parameter, its hash, the inputs, package versions and the time.
+
+    ``params`` holds what changes the outputs (and ``params_hash`` is its hash); ``settings``
+    what does not (the device, the quality thresholds the manifest's verdicts used).
+    ``created`` is when the folder's outputs were first started (default: now); ``finished``
+    is ``null`` while a job is ``running`` (written when it starts) and the time it ended after.
+    """
+    content: dict[str, Any] = {
+        "kind": kind,
+        "params": params.output_dict() if params else None,
+        "params_hash": params.hash if params else None,
+        "settings": params.judging_dict() if params else None,
+        **sources,
+        **(extra or {}),
+        "versions": package_versions(),
+        "created": created or _now(),
+        "finished": None if running else _now(),
+    }
+    write_atomic(Path(out_dir) / PARAMS_FILE, (json.dumps(content, indent=2) + "\n").encode())
+
+
+def check_output_dir(out_dir: Path, dataset_root: Path) -> None:
+    """Refuse an output folder inside the dataset (the dataset is never written to), one that
+    contains the dataset, and a file. Raises ``InputError`` (a ``ValueError``)."""
+    out = Path(out_dir).expanduser().resolve()
+    root = Path(dataset_root).expanduser().resolve()
+    if out == root or root in out.parents:
+        raise InputError(f"{out_dir}: output folder is inside the dataset folder {dataset_root}; choose a folder outside it")
+    if out in root.parents:
+        raise InputError(f"{out_dir}: output folder contains the dataset folder {dataset_root}; choose a folder outside it")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out_dir}: is a file, expected an output folder")
+
+
+def _is_our_params(content: Any) -> bool:
+    return isinstance(content, dict) and "kind" in content and "params_hash" in content
+
+
+def _is_our_manifest(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.readline().strip() == ",".join(MANIFEST_COLUMNS)
+    except OSError:
+        return False
+
+
+def existing_output(folder: Path, kind: str, *, label: str | None = None) -> dict[str, Any] | None:
+    """What sammflow output ``folder`` already holds, checked before a ``kind`` job writes there.
+
+    Returns
+    -------
+    dict or None
+        Its ``params.json`` content; ``{}`` when only our manifest is there; ``None`` when
+        the folder holds nothing (or does not exist).
+
+    Raises
+    ------
+    InputError
+        A non-empty folder sammflow did not make, or another command's output. Messages
+        name the folder as ``label`` (default: its path).
+    """
+    label = label or str(folder)
+    if not folder.is_dir():
+        return None
+    params_path = folder / PARAMS_FILE
+    content = read_json(params_path) if params_path.exists() else None
+    if not (_is_our_params(content) or _is_our_manifest(folder / MANIFEST_FILE)):
+        others = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name != LOG_FILE)
+        if others:
+            raise InputError(f"{label}: folder is not empty ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) "
+                             f"and was not made by sammflow; choose a new or empty output folder")
+        return None
+    if not _is_our_params(content):
+        return {}
+    if content["kind"] != kind:
+        raise InputError(f"{label}: holds a '{content['kind']}' output; this job writes '{kind}': choose another output folder")
+    return content
+
+
+def _plain_name(name: str) -> bool:
+    """A manifest value usable as one path component (a hand-edited manifest must not lead out)."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\x00" not in name
+
+
+def clip_files(kind: str, out: Path, subject: str, clip: str) -> list[Path]:
+    """The files a job of ``kind`` writes for one clip that exist in ``out``."""
+    if not (_plain_name(subject) and _plain_name(clip)):
+        return []
+    if kind == "normalized":
+        folder = out / subject / clip
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix == ".png" or p.name == ALIGNMENT_FILE))
+    path = out / "flows" / f"sub{subject}_{clip}.png" if kind == "flows" else out / f"sub{subject}_{clip}.gif"
+    return [path] if path.is_file() else []
+
+
+def outputs_present(kind: str, out: Path, row: dict[str, Any]) -> bool:
+    """Whether the files a manifest row lists as its output are all in ``out``."""
+    output = str(row.get("output") or "")
+    try:
+        path = safe_path(out, output)
+    except InputError:
+        return False
+    if not output or path == out.resolve():
+        return False
+    if kind == "normalized":
+        try:
+            expected = int(row.get("frames") or -1)
+        except ValueError:
+            return False
+        return (path / ALIGNMENT_FILE).is_file() and sum(1 for _ in path.glob("*.png")) == expected
+    return path.is_file()
+
+
+class JobLog:
+    """``OUT/sammflow.log``, appended to only when something needs attention; each run's
+    first entry is preceded by a header naming the run."""
+
+    def __init__(self, path: Path, header: str) -> None:
+        self.path, self.header, self.used = path, header, False
+
+    def write(self, text: str) -> None:
+        stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                if not self.used:
+                    fh.write(f"\n=== {stamp} {self.header}\n")
+                fh.write(f"{stamp} {text.rstrip()}\n")
+            self.used = True
+        except OSError:
+            pass  # the log must never be the reason a run fails
+
+
+class OutputFolder:
+    """One batch job's output folder: checked, locked, resumed or replaced, kept consistent.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+    dataset : Dataset
+        The input (the folder must lie outside it).
+    kind : {"flows", "normalized", "gifs"}
+    params : PipelineParams
+    sources : dict
+        The inputs, as written to params.json (``dataset``, ``annotations``, ``normalized``).
+    items : sequence of ClipAnnotation or RejectedRow
+        The clips this job does, in annotation order.
+    extra : dict, optional
+        More parameters that identify the outputs (``gif``).
+    force : bool
+    keep_others : bool
+        Rows of clips not in ``items`` made earlier (a GIF subset) stay in the manifest.
+
+    Use as ``with OutputFolder(...) as folder:``; then ``folder.todo`` lists the clips to do,
+    ``folder.record(index, row)`` records each, and ``folder.report`` is set on leaving.
+    """
+
+    def __init__(self, out_dir: str | Path, dataset: Dataset, *, kind: str, params: PipelineParams, sources: dict[str, str],
+                 items: Sequence[ClipAnnotation | RejectedRow], extra: dict[str, Any] | None = None, force: bool = False,
+                 keep_others: bool = False) -> None:
+        self.out = Path(out_dir).expanduser()
+        self.dataset, self.kind, self.params, self.sources, self.extra = dataset, kind, params, sources, extra or {}
+        self.items, self.force, self.keep_others = list(items), force, keep_others
+        self.rows: list[dict[str, Any]] = []
+        self.todo: list[tuple[int, ClipAnnotation]] = []
+        self.resumed = self.replaced = self.unexpected = 0
+        self.created: str | None = None
+        self.report: JobReport | None = None
+        self._lock_fd: int | None = None
+        self.log = JobLog(self.out / LOG_FILE, f"{kind} job (sammflow {sammflow.__version__}): input "
+                                               f"{sources.get('normalized') or sources.get('dataset', '')}, params hash {params.hash}, pid {os.getpid()}")
+
+    # -- opening
+
+    def __enter__(self) -> OutputFolder:
+        check_output_dir(self.out, self.dataset.root)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{self.out}: cannot create the output folder ({exc.strerror or exc})") from exc
+        self._lock()
+        try:
+            old_params, old_rows = self._previous()
+            stale = remove_stale_temp_files(self.out)
+            if stale:
+                self.log.write(f"removed {len(stale)} temporary file(s) left by an interrupted run")
+            self._plan(old_params, old_rows)
+            try:
+                self._write_manifest()  # before params.json: a row is never attributed to parameters that did not make it
+                write_params(self.out, self.kind, self.params, self.sources, self.extra, created=self.created, running=True)
+            except PermissionError as exc:
+                raise InputError(f"{self.out}: cannot write to the output folder ({exc.strerror or exc})") from exc
+        except BaseException:
+            self._unlock()
+            raise
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        self.report = self._close(exc)
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock, one run at a time is up to the user
+            return
+        try:
+            fd = os.open(self.out, os.O_RDONLY)
+        except OSError as exc:
+            raise InputError(f"{self.out}: cannot open the output folder ({exc.strerror or exc})") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise InputError(f"{self.out}: another sammflow run is writing to this folder; "
+                             f"wait for it to finish or choose another folder") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the lock
+            self._lock_fd = None
+
+    def _previous(self) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
+        """The folder's params.json and manifest rows; refuses folders that are not ours."""
+        content = existing_output(self.out, self.kind)
+        if content is None:
+            return None, []
+        manifest_path = self.out / MANIFEST_FILE
+        return (content or None), read_csv(manifest_path) if manifest_path.exists() else []
+
+    def _plan(self, old_params: dict[str, Any] | None, old_rows: list[dict[str, str]]) -> None:
+        new = {"params": self.params.output_dict(), **self.sources, **self.extra}
+        order = annotated_in_order(self.dataset.annotations) if self.keep_others else self.items
+        try:
+            result = plan(self.items, order, old_params, old_rows, new, force=self.force, unhashed=UNHASHED,
+                          resumable=lambda clip, old: same_annotation(clip, old) and outputs_present(self.kind, self.out, old))
+        except Refused as exc:
+            raise InputError(f"{self.out}: {exc}") from None
+        if result.replace:
+            self._remove_old_outputs(old_rows, result.replace)
+        else:
+            self._attach_records([r for r in result.rows if r.get("status") == "ok"])
+        self.rows, self.todo, self.resumed, self.created = result.rows, result.todo, result.resumed, result.created
+        if self.resumed:
+            self.log.write(f"resumed: {self.resumed} clip(s) done by an earlier run with the same parameters kept, {len(self.todo)} to do")
+        old_settings = (old_params or {}).get("settings")
+        if self.resumed and old_settings is not None and old_settings.get("align") != self.params.judging_dict().get("align"):
+            self.log.write(f"quality thresholds changed ({old_settings.get('align')} → {self.params.judging_dict().get('align')}): "
+                           f"kept clips re-judged from their per-frame records")
+
+    def _attach_records(self, kept: list[dict[str, Any]]) -> None:
+        """Give kept rows their per-frame alignment records, so they are judged with today's thresholds."""
+        if self.kind == "normalized":
+            for row in kept:
+                records = read_csv(self.out / str(row["subject"]) / str(row["clip"]) / ALIGNMENT_FILE)
+                if records:
+                    row[RECORDS] = records
+            return
+        by_clip: dict[str, list[dict[str, str]]] = {}
+        for record in read_csv(self.out / ALIGNMENT_FILE):
+            by_clip.setdefault(record.get("clip", ""), []).append(record)
+        for row in kept:
+            if row["clip"] in by_clip:
+                row[RECORDS] = by_clip[row["clip"]]
+
+    def _remove_old_outputs(self, old_rows: list[dict[str, str]], why: list[str]) -> None:
+        """``force`` with other parameters: the outputs of the earlier run go before any new one is
+        written, so the folder never holds maps of two parameter sets."""
+        names = {(r.get("subject", ""), r.get("clip", "")) for r in old_rows} | {(i.subject, i.clip) for i in self.items}
+        removed = 0
+        for subject, clip in sorted(names):
+            for path in clip_files(self.kind, self.out, subject, clip):
+                path.unlink(missing_ok=True)
+                removed += 1
+            folder = self.out / subject / clip if self.kind == "normalized" and _plain_name(subject) and _plain_name(clip) else None
+            for empty in (folder, folder.parent if folder else None):
+                if empty is not None and empty.is_dir() and not any(empty.iterdir()):
+                    empty.rmdir()
+        if self.kind != "normalized":
+            (self.out / ALIGNMENT_FILE).unlink(missing_ok=True)
+        self.replaced = removed
+        how = "--force" if self.force else "nothing was finished there"
+        self.log.write(f"replacing ({how}): {'; '.join(why)}; removed {removed} output file(s) of the earlier run")
+
+    # -- during the run
+
+    def record(self, index: int, row: dict[str, Any], exc: BaseException | None = None) -> None:
+        """Set one clip's row and rewrite the manifest; log a failure (with the traceback of an
+        unexpected one)."""
+        if row["status"] == "failed":
+            clip = row["clip"]
+            left = clip_files(self.kind, self.out, str(row["subject"]), str(clip))
+            if left:
+                where = left[0].relative_to(self.out)
+                row["error"] += f" (older files of this clip, made with the same parameters, are still there: {where})"
+            detail = "".join(traceback.format_exception(exc)) if exc is not None and not isinstance(exc, ClipError) else ""
+            self.unexpected += bool(detail)
+            self.log.write(f"failed: {row['error']}" + (f"\n{detail}" if detail else ""))
+        self.rows[index] = row
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        for row in self.rows:
+            if row.get(RECORDS):
+                row.update(judge(row[RECORDS], self.params.align))
+        try:
+            records = [{"clip": r["clip"], **record} for r in self.rows if r["status"] == "ok" for record in r.get(RECORDS, ())]
+            # a normalized output keeps its records in each clip folder; flows from aligned crops have none
+            if self.kind != "normalized" and (records or (self.out / ALIGNMENT_FILE).exists()):
+                write_csv(self.out / ALIGNMENT_FILE, records, ["clip", *ALIGNMENT_COLUMNS])
+            write_csv(self.out / MANIFEST_FILE, self.rows, MANIFEST_COLUMNS)
+        except OSError as exc:
+            if exc.errno in FATAL_WRITE_ERRORS:
+                raise InputError(f"{self.out}: cannot write the manifest ({exc.strerror})") from exc
+            raise
+
+    # -- closing
+
+    def _close(self, interrupted: BaseException | None = None) -> JobReport:
+        try:
+            if interrupted is None:
+                self._write_manifest()
+                write_params(self.out, self.kind, self.params, self.sources, self.extra, created=self.created)
+                failed = sum(r["status"] != "ok" for r in self.rows)
+                if failed and self.log.used:
+                    self.log.write(f"finished: {len(self.rows) - failed} of {len(self.rows)} clips ok, {failed} failed")
+            else:
+                pending = sum(r["status"] == "pending" for r in self.rows)
+                if isinstance(interrupted, KeyboardInterrupt):
+                    what = f"by {interrupted}" if str(interrupted) else "by SIGINT (Ctrl-C)"
+                else:
+                    what = f"by {type(interrupted).__name__}: {one_line(str(interrupted))}"
+                expected = isinstance(interrupted, (KeyboardInterrupt, InputError))
+                detail = "" if expected else "\n" + "".join(traceback.format_exception(interrupted))
+                self.log.write(f"stopped {what}: {pending} clip(s) left pending; re-run to resume{detail}")
+                try:
+                    self._write_manifest()
+                except Exception:  # noqa: BLE001 - the manifest on disk is from the last finished clip: still consistent
+                    pass
+        finally:
+            self._unlock()
+        return JobReport(self.out, self.rows, self.resumed, self.log.path if self.log.used else None, self.replaced, self.unexpected)

@@ -1,0 +1,234 @@
+"""``sammflow.access``: what a dashboard user may reach (no Streamlit involved).
+
+The rules are in the module's docstring: every path from a widget or a link is resolved and
+must lie inside an allowed root before anything is read, listed or tested for existence
+there; the export folder must further lie outside every dataset. An audit hook
+(``app_helpers.watching``) records what the process opens or lists, so "read nothing" is
+asserted, not assumed. The same rules seen through the pages are in tests/test_app_safety.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sammflow import access
+from sammflow.dataset import Dataset, InputError
+from sammflow.demo import DemoConfig
+
+from app_helpers import OUTSIDE, refused_export_folders, watching
+
+pytest_plugins = ("app_fixtures",)  # the dashboard's fixtures, kept out of conftest.py
+
+
+# ---------------------------------------------------------------- allowed roots and paths
+
+
+def test_allowed_roots_are_the_listed_folders_plus_what_the_server_was_started_with(app_env: dict[str, str], tmp_path: Path,
+                                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAMMFLOW_ROOTS", raising=False)
+    data = Path(app_env["SAMMFLOW_DATA"]).resolve()
+    roots = access.allowed_roots()
+    assert roots[0] == Path.cwd().resolve()  # unset: the working folder
+    assert data in roots and data / "samm.csv" in roots and Path(access.default_out_dir()).resolve() in roots
+    assert access.demo_root(access.demo_config()).resolve() in roots
+    assert Path.home().resolve() not in roots or Path.home().resolve() == Path.cwd().resolve()
+    a, b = tmp_path / "a", tmp_path / "b"
+    monkeypatch.setenv("SAMMFLOW_ROOTS", f"{a}{os.pathsep}{b}{os.pathsep}")
+    roots = access.allowed_roots()
+    assert roots[:2] == [a.resolve(), b.resolve()] and Path.cwd().resolve() not in roots and data in roots
+    assert len(roots) == len(set(roots))  # no duplicates
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink", "tilde", "missing"])
+def test_allowed_path_resolves_before_it_checks(allowed: Path, secret: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(secret.parent))
+    typed = {"absolute": str(secret), "dotdot": f"{allowed}/../SECRET/006", "symlink": f"{allowed}/link/006",
+             "tilde": "~/SECRET", "missing": f"{allowed}/../SECRET/no/such/folder"}[how]
+    with watching(secret, allowed / "link") as hits:
+        with pytest.raises(InputError) as caught:
+            access.allowed_path(typed, "Dataset folder")
+    message = str(caught.value)
+    assert message.startswith(f"Dataset folder `{typed}` {OUTSIDE}") and str(allowed) in message and "SAMMFLOW_ROOTS" in message
+    assert hits == []
+    # inside the root, through a link that stays inside: allowed, and resolved
+    (allowed / "inside").mkdir()
+    (allowed / "alias").symlink_to(allowed / "inside")
+    assert access.allowed_path(f"{allowed}/alias/../inside", "x") == (allowed / "inside").resolve()
+    assert access.allowed_path(f"{allowed}/alias", "x") == (allowed / "inside").resolve()
+
+
+def test_a_relative_path_is_taken_from_the_working_folder(allowed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (allowed / "sub").mkdir()
+    monkeypatch.chdir(allowed)
+    assert access.allowed_path("sub", "x") == (allowed / "sub").resolve()
+    with pytest.raises(InputError, match=f"^x `../SECRET` {OUTSIDE}"):
+        access.allowed_path("../SECRET", "x")
+
+
+def test_a_nul_character_is_not_a_path(allowed: Path) -> None:
+    with pytest.raises(InputError, match="is not a usable path.*NUL"):
+        access.allowed_path(f"{allowed}/a\x00b", "Dataset folder")
+
+
+def test_checked_ref_resolves_both_paths_and_refuses_an_empty_folder(allowed: Path, secret: Path) -> None:
+    (allowed / "data").mkdir()
+    (allowed / "alias").symlink_to(allowed / "data")
+    ref = access.checked_ref(access.DatasetRef(f"{allowed}/alias", f"{allowed}/alias/../data/samm.csv", demo=True))
+    assert ref == access.DatasetRef(str((allowed / "data").resolve()), str((allowed / "data" / "samm.csv").resolve()), demo=True)
+    with pytest.raises(InputError, match="^No dataset folder given"):
+        access.checked_ref(access.DatasetRef("  ", "x.csv"))
+    with pytest.raises(InputError, match=f"^Annotation file `{secret}/samm.csv` {OUTSIDE}"):
+        access.checked_ref(access.DatasetRef(str(allowed / "data"), str(secret / "samm.csv")))
+
+
+# ---------------------------------------------------------------- opening a dataset
+
+
+def test_open_dataset_reads_through_the_given_loader(app_env: dict[str, str]) -> None:
+    root, ann = app_env["SAMMFLOW_DATA"], app_env["SAMMFLOW_ANNOTATIONS"]
+    calls = []
+
+    def loader(r: str, a: str, signature: tuple) -> Dataset:
+        calls.append((r, a, signature))
+        return access.load(r, a, signature)
+
+    dataset = access.open_dataset(access.DatasetRef(root, ann), loader)
+    assert [c.clip for c in dataset.annotations.clips] == ["006_1_1", "006_2_1", "011_1_2", "011_2_2"]
+    assert calls == [(str(Path(root).resolve()), str(Path(ann).resolve()), access.signature(str(Path(root).resolve()), str(Path(ann).resolve())))]
+
+
+def test_the_signature_changes_with_the_annotation_file(app_data: Path, tmp_path: Path) -> None:
+    ann = tmp_path / "samm.csv"
+    ann.write_text((app_data / "samm.csv").read_text())
+    before = access.signature(str(app_data), str(ann))
+    assert access.signature(str(app_data), str(ann)) == before
+    ann.write_text(ann.read_text() + "\n")
+    assert access.signature(str(app_data), str(ann)) != before
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "no_annotations", "annotations_folder", "huge", "garbage", "wrong_folder"])
+def test_open_dataset_names_the_path_and_the_problem(allowed: Path, app_data: Path, case: str) -> None:
+    folder = allowed / "data"
+    folder.mkdir()
+    ann = allowed / "samm.csv"
+    ann.write_text((app_data / "samm.csv").read_text())
+    if case == "missing":
+        folder = allowed / "nothing"
+    elif case == "file":
+        folder = allowed / "a_file"
+        folder.write_text("x")
+    elif case == "no_annotations":
+        ann = allowed / "none.csv"
+    elif case == "annotations_folder":
+        ann = allowed / "ann_dir"
+        ann.mkdir()
+    elif case == "huge":
+        with open(ann, "wb") as fh:  # sparse: costs no disk
+            fh.truncate(access.MAX_ANNOTATION_BYTES + 1)
+    elif case == "garbage":
+        ann.write_bytes(bytes(range(256)) * 64)
+    elif case == "wrong_folder":
+        (folder / "999" / "999_1_1").mkdir(parents=True)
+        (folder / "999" / "999_1_1" / "999_0001.jpg").write_bytes(b"")
+    loaded = []
+
+    def loader(r: str, a: str, signature: tuple) -> Dataset:
+        loaded.append(r)
+        return access.load(r, a, signature)
+
+    with pytest.raises(ValueError) as caught:
+        access.open_dataset(access.DatasetRef(str(folder), str(ann)), loader)
+    message = str(caught.value)
+    expected = {
+        "missing": f"Dataset folder not found: {folder}", "file": f"Not a folder: {folder}",
+        "no_annotations": f"Annotation file not found: {ann}", "annotations_folder": f"Not a file: {ann} is a folder",
+        "huge": f"Annotation file {ann} is 20 MB", "garbage": "Cannot use the annotation file:",
+        "wrong_folder": "None of the 4 annotated clips has a folder in",
+    }[case]
+    assert message.startswith(expected), message
+    if case == "huge":
+        assert "wrong file?" in message and loaded == []  # refused on its size, never parsed
+    if case == "garbage":
+        assert str(ann) in message and "binary file" in message
+    if case == "wrong_folder":
+        assert str(folder) in message and "006/006_1_1/" in message and "found 1 other clip folders" in message
+    if case in ("missing", "file", "no_annotations", "annotations_folder"):
+        assert loaded == []  # checked before reading
+
+
+# ---------------------------------------------------------------- the demo dataset
+
+
+def test_demo_config_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SAMMFLOW_DEMO_CONFIG", raising=False)
+    assert access.demo_config() == DemoConfig()
+    monkeypatch.setenv("SAMMFLOW_DEMO_CONFIG", json.dumps({"subjects": 1, "frames": 8}))
+    config = access.demo_config()
+    assert (config.subjects, config.frames) == (1, 8) and config.clips_per_subject == DemoConfig().clips_per_subject
+    for bad in ("[1, 2]", "{not json", '{"no_such_field": 1}'):
+        monkeypatch.setenv("SAMMFLOW_DEMO_CONFIG", bad)
+        with pytest.raises(ValueError, match="SAMMFLOW_DEMO_CONFIG=.*is not a JSON object of DemoConfig fields"):
+            access.demo_config()
+    monkeypatch.setenv("SAMMFLOW_CACHE", str(tmp_path))
+    assert access.demo_root(config) == tmp_path / f"demo-{config.hash}"
+
+
+def test_demo_ready_only_for_a_complete_demo_of_that_config(app_data: Path, tmp_path: Path) -> None:
+    from sammflow.demo import read_ground_truth
+
+    config = DemoConfig(**read_ground_truth(app_data)["config"])
+    assert access.demo_ready(app_data, config)
+    assert not access.demo_ready(app_data, DemoConfig(**{**read_ground_truth(app_data)["config"], "seed": 1}))
+    assert not access.demo_ready(tmp_path, config)  # half-generated: no ground truth yet
+
+
+# ---------------------------------------------------------------- the export folder
+
+
+def test_export_folder_rules(app_env: dict[str, str], allowed: Path, secret: Path) -> None:
+    data = Path(app_env["SAMMFLOW_DATA"])
+    refused = refused_export_folders(data, allowed, secret)
+    assert len(refused) == 9
+    with watching(secret, allowed / "link") as hits:
+        for typed, cause in refused.items():
+            with pytest.raises(InputError) as caught:
+                access.export_folder(data, typed)
+            assert cause in str(caught.value) and typed in str(caught.value), (typed, str(caught.value))
+    assert hits == [] and not (secret / "out").exists() and not (data / "maps").exists()
+    # a new folder, an empty one, and an earlier flow export are fine (nothing is created here)
+    assert access.export_folder(data, str(allowed / "new" / "flows")) == (allowed / "new" / "flows").resolve()
+    assert not (allowed / "new").exists()
+    (allowed / "empty").mkdir()
+    assert access.export_folder(data, str(allowed / "empty")) == (allowed / "empty").resolve()
+    earlier = allowed / "earlier"
+    earlier.mkdir()
+    (earlier / "params.json").write_text(json.dumps({"kind": "flows", "params_hash": "x"}))
+    (earlier / "flows").mkdir()
+    assert access.export_folder(data, str(earlier)) == earlier.resolve()
+
+
+def test_the_export_folder_is_outside_the_open_dataset_too(allowed: Path, app_data: Path) -> None:
+    """Not only $SAMMFLOW_DATA: the dataset opened in the sidebar is protected as well."""
+    other = allowed / "OTHER"
+    other.mkdir()
+    with pytest.raises(InputError, match="inside the dataset folder"):
+        access.export_folder(other, str(other / "maps"))
+    assert access.export_folder(app_data, str(other / "maps")) == (other / "maps").resolve()
+
+
+def test_the_default_output_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SAMMFLOW_OUT", raising=False)
+    assert access.default_out_dir() == str(Path.cwd() / "out" / "flows")
+    monkeypatch.setenv("SAMMFLOW_OUT", str(tmp_path / "maps"))
+    assert access.default_out_dir() == str(tmp_path / "maps")
+
+
+def test_the_rules_are_written_down() -> None:
+    doc = access.__doc__
+    assert "what a page user can reach" in doc and "no upload widget" in doc
+    for name in (access.ENV_ROOTS, access.ENV_DATA, access.ENV_ANNOTATIONS, access.ENV_OUT):
+        assert f"${name}" in doc, name

@@ -1,0 +1,320 @@
+"""``sammflow.figures``: the dashboard's images and charts, on constructed inputs whose answer is known.
+
+Directions follow the flow maps' convention (``sammflow.encode``): 0° = right (+x),
+90° = down (+y), hue = angle / 2 in OpenCV's HSV.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from sammflow import figures
+from sammflow.align import Alignment, FrameMatch
+from sammflow.annotations import ClipAnnotation
+from sammflow.detect import FaceBox
+from sammflow.encode import encode_flow, encode_hsv
+from sammflow.flow import FlowField
+from sammflow.params import AlignParams, EncodeParams
+from sammflow.pipeline import ClipFlow, NormalizedClip
+
+AXES = {0: (1.0, 0.0), 90: (0.0, 1.0), 180: (-1.0, 0.0), 270: (0.0, -1.0)}
+
+
+def hue_degrees(rgb: np.ndarray) -> np.ndarray:
+    """The direction (degrees) an RGB colour of the maps' convention stands for."""
+    pixels = np.asarray(rgb, np.uint8).reshape(-1, 1, 3)
+    return cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV)[:, 0, 0].astype(float) * 2.0
+
+
+def angle_error(a: float | np.ndarray, b: float) -> np.ndarray:
+    return np.abs((np.asarray(a) - b + 180.0) % 360.0 - 180.0)
+
+
+def ramp_flow(degrees: float, size: int = 64, peak: float = 2.0) -> FlowField:
+    """Flow in one direction whose magnitude grows from 0 (top left) to ``peak`` (bottom right):
+    one direction, and (unlike a uniform field) a map with brightness to read it from."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    r = (xs + ys) / (2 * (size - 1)) * peak
+    t = np.radians(degrees)
+    return FlowField(np.dstack([r * np.cos(t), r * np.sin(t)]).astype(np.float32))
+
+
+def clip_annotation(onset: int = 10, apex: int = 12, offset: int = 14) -> ClipAnnotation:
+    return ClipAnnotation("006", "006_1_1", onset, apex, offset)
+
+
+# ---------------------------------------------------------------- png, enlarge, resize, panel
+
+
+@pytest.mark.parametrize("shape", [(20, 30, 3), (20, 30)], ids=["rgb", "grey"])
+def test_png_round_trips_in_rgb_order(shape: tuple[int, ...]) -> None:
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    data = figures.png(image)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.mode == ("RGB" if len(shape) == 3 else "L")
+        assert np.array_equal(np.asarray(decoded), image)  # PNG is lossless and the channels are not swapped
+
+
+def test_enlarge_repeats_pixels_and_resize_makes_a_square() -> None:
+    image = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    big = figures.enlarge(image, 28)
+    assert big.shape == (21, 28) and np.array_equal(big[::7, ::7], image)  # 7×7 blocks of the original pixels
+    assert all(len(np.unique(big[r:r + 7, c:c + 7])) == 1 for r in range(0, 21, 7) for c in range(0, 28, 7))
+    assert figures.resize(np.zeros((40, 60, 3), np.uint8), 32).shape == (32, 32, 3)
+    assert figures.resize(np.full((40, 60), 77, np.uint8), 16).tolist() == np.full((16, 16), 77).tolist()
+
+
+def test_panel_size_and_tile_positions() -> None:
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (200, 200, 0), (0, 200, 200)]
+    tiles = [(np.full((50, 50, 3), c, np.uint8), f"tile {i}") for i, c in enumerate(colours)]
+    titled = figures.panel(tiles, columns=3, tile=50, title="five")
+    # width: 3 tiles + 4 gaps of 10; height: title 30 + 2 rows × (tile + 22 caption + 10 gap) + 10
+    assert titled.shape == (30 + 2 * (50 + 22 + 10) + 10, 3 * 50 + 4 * 10, 3) == (204, 190, 3) and titled.dtype == np.uint8
+    for i, colour in enumerate(colours):
+        r, c = divmod(i, 3)
+        x, y = 10 + c * 60, 30 + 10 + r * 82
+        assert (titled[y:y + 50, x:x + 50] == colour).all(), i  # each tile exactly where the arithmetic puts it
+    assert (titled[30 + 10 + 82:, 10 + 2 * 60:] == 255).all()  # no sixth tile: white
+    plain = figures.panel(tiles[:2], columns=2, tile=50)
+    assert plain.shape == (0 + 1 * (50 + 22 + 10) + 10, 2 * 50 + 3 * 10, 3)
+    assert (plain[10:60, 10:60] == colours[0]).all()
+
+
+def test_panel_fits_any_tile_into_its_square() -> None:
+    wide = np.full((20, 80), 0, np.uint8)  # grey, 4:1
+    small = np.full((5, 5, 3), (0, 0, 255), np.uint8)  # enlarged with visible pixels
+    out = figures.panel([(wide, "wide"), (small, "small")], columns=2, tile=40)
+    # 40×10, its caption 4 px below it (not below the square), white between
+    assert (out[10:20, 10:50] == 0).all() and (out[20:24, 10:50] == 255).all() and (out[24:36, 10:50] < 255).any()
+    assert (out[10:50, 60:100] == (0, 0, 255)).all()
+
+
+# ---------------------------------------------------------------- colour wheel and arrows
+
+
+def test_colour_wheel_encodes_each_direction_where_the_legend_says() -> None:
+    size = 200
+    wheel = figures.colour_wheel(size)
+    assert wheel.shape == (size, size, 3) and wheel.dtype == np.uint8
+    pad = max(30, int(size * 0.17))
+    inner = size - 2 * pad
+    centre = pad + (inner - 1) / 2
+    radius = (inner - 1) / 2
+    for degrees, (ux, uy) in AXES.items():
+        # 80 % of the way out from the centre along the direction: right = 0°, below = 90° ...
+        x, y = round(centre + 0.8 * radius * ux), round(centre + 0.8 * radius * uy)
+        expected = np.degrees(np.arctan2((y - pad) - (inner - 1) / 2, (x - pad) - (inner - 1) / 2)) % 360  # exact, ≈ degrees
+        assert angle_error(expected, degrees) < 1.0
+        assert angle_error(hue_degrees(wheel[y, x])[0], expected) <= 2.0, (degrees, wheel[y, x])
+        # and it is the colour a flow map gives to flow in that direction (its brightest pixel)
+        flow_map = encode_hsv(ramp_flow(degrees))[..., ::-1]
+        assert angle_error(hue_degrees(wheel[y, x])[0], hue_degrees(flow_map[-1, -1])[0]) <= 2.0
+    # right of centre: pure red (0°), as bright as the distance from the centre (magnitude, min-max scaled)
+    for fraction in (0.2, 0.5, 0.8, 0.95):
+        x, y = round(centre + fraction * radius), round(centre)
+        distance = np.hypot(x - centre, y - centre) / radius
+        r, g, b = (int(v) for v in wheel[y, x])
+        assert b == 0 and g <= 2 and abs(r - 255 * distance) <= 3, (fraction, wheel[y, x], distance)  # centre is between pixels: ≤ 2°
+    # outside the disc is white; the centre (no motion) black
+    assert wheel[pad + 1, pad + 1].tolist() == [255, 255, 255] and wheel[round(centre), round(centre)].max() < 10
+
+
+def test_flow_arrows_draw_nothing_for_zero_flow() -> None:
+    image = np.random.default_rng(1).integers(0, 256, (56, 48), dtype=np.uint8)
+    out = figures.flow_arrows(image, np.zeros((56, 48, 2), np.float32))
+    base = cv2.resize(image, (96, 112), interpolation=cv2.INTER_CUBIC)
+    assert out.shape == (112, 96, 3)
+    assert np.array_equal(out, np.dstack([(base * 0.8).astype(np.uint8)] * 3))  # the darkened crop, grey, nothing else
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+def test_flow_arrows_follow_a_uniform_flow_in_its_hue(degrees: int) -> None:
+    size, step, scale, upscale = 56, 14, 3.0, 2  # arrows of 6 crop px from 7, 21, 35, 49: all inside
+    ux, uy = AXES[degrees]
+    uv = np.zeros((size, size, 2), np.float32)
+    uv[..., 0], uv[..., 1] = 2.0 * ux, 2.0 * uy
+    out = figures.flow_arrows(np.full((size, size), 100, np.uint8), uv, step=step, scale=scale, upscale=upscale)
+    coloured = (out.max(axis=2) - out.min(axis=2)) > 30  # background is grey 80
+    starts = [(x * upscale, y * upscale) for y in range(step // 2, size, step) for x in range(step // 2, size, step)]
+    length = 2.0 * scale * upscale  # 12 px at drawing resolution
+    for sx, sy in starts:
+        # the middle of each shaft is exactly the arrow colour: hue of the direction, full saturation and value
+        mx, my = round(sx + ux * length / 2), round(sy + uy * length / 2)
+        assert angle_error(hue_degrees(out[my, mx])[0], degrees) <= 2.0 and out[my, mx].max() == 255 and out[my, mx].min() == 0
+        assert coloured[round(sy + uy * (length - 1)), round(sx + ux * (length - 1))]  # reaches its end
+    # every coloured pixel belongs to an arrow: within the shaft's span (+ tip and line width) along the
+    # flow, and within the tip's half-width (≈ 0.35 × 12 / √2 + line width) across it
+    ys, xs = np.mgrid[0:out.shape[0], 0:out.shape[1]]
+    near = np.zeros(coloured.shape, bool)
+    for sx, sy in starts:
+        along = (xs - sx) * ux + (ys - sy) * uy
+        across = np.abs((xs - sx) * uy - (ys - sy) * ux)
+        near |= (along >= -3) & (along <= length + 3) & (across <= 6)
+    assert not (coloured & ~near).any()
+    assert (out[~near] == 80).all()  # elsewhere: the darkened crop (100 × 0.8), untouched
+    assert coloured.sum() > 2 * length * len(starts)  # each arrow is a line of some width, not a dot
+    assert angle_error(np.median(hue_degrees(out[coloured & (out.max(axis=2) == 255)])), degrees) <= 2.0
+
+
+def test_flow_arrows_leave_out_flow_below_the_fraction_of_the_peak() -> None:
+    uv = np.zeros((56, 56, 2), np.float32)
+    uv[:28, :, 0] = 2.0  # top half: 2 px right
+    uv[28:, :, 0] = 0.2  # bottom half: 10 % of the peak, below min_fraction = 0.15
+    out = figures.flow_arrows(np.full((56, 56), 100, np.uint8), uv)
+    coloured = (out.max(axis=2) - out.min(axis=2)) > 30
+    assert coloured[:60].any() and not coloured[62:].any()  # arrows start at rows 7, 21 (×2) only
+
+
+# ---------------------------------------------------------------- difference and the pair figure
+
+
+def test_difference_fraction_is_exact_and_below_threshold_is_black() -> None:
+    a = np.full((10, 10), 100, np.uint8)
+    b = a.copy()
+    b[:3] = 120  # 30 pixels differ by 20
+    b[3, :5] = 90  # 5 pixels by 10: exactly the threshold, counted
+    b[4, :5] = 95  # 5 pixels by 5: hidden
+    image, fraction = figures.difference(a, b, 10)
+    assert fraction == 35 / 100
+    assert figures.difference(b, a, 10)[1] == fraction  # |a - b|
+    assert image.shape == (10, 10, 3) and image.dtype == np.uint8
+    shown = image.any(axis=2)
+    assert shown[:3].all() and shown[3, :5].all() and not shown[3, 5:].any() and not shown[4:].any()
+    expected = cv2.applyColorMap(np.uint8([[60]]), cv2.COLORMAP_INFERNO)[0, 0, ::-1]  # 20 × 3, inferno, RGB
+    assert (image[0, 0] == expected).all()
+    assert figures.difference(a, a, 1)[1] == 0.0 and not figures.difference(a, a, 1)[0].any()
+
+
+def test_pair_figure_with_mtcnn_boxes() -> None:
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (120, 160), dtype=np.uint8) for _ in range(2)]
+    boxes = [FaceBox(20, 10, 100, 90), FaceBox(24, 12, 104, 92)]
+    crops = [rng.integers(0, 256, (64, 64), dtype=np.uint8) for _ in range(2)]
+    figure = figures.pair_figure(frames, boxes, crops, 12)
+    before = [figures.resize(f[b.y1:b.y2, b.x1:b.x2], 64) for f, b in zip(frames, boxes)]
+    assert np.array_equal(figure.before[0], before[0]) and np.array_equal(figure.before[1], before[1])
+    diff, fraction = figures.difference(before[0], before[1], 12)
+    assert np.array_equal(figure.before[2], diff) and figure.before_fraction == fraction
+    assert figure.after[0] is crops[0] and figure.after[1] is crops[1]
+    diff, fraction = figures.difference(crops[0], crops[1], 12)
+    assert np.array_equal(figure.after[2], diff) and figure.after_fraction == fraction
+    with Image.open(io.BytesIO(figure.png(3, 7, 12, "006_1_1"))) as image:
+        assert image.size == (3 * 64 + 4 * 10, 30 + 2 * (64 + 22 + 10) + 10)
+        assert np.array_equal(np.asarray(image.convert("L"))[30 + 10:30 + 10 + 64, 10:74], before[0])  # first tile: MTCNN crop a
+
+
+def test_pair_figure_without_boxes() -> None:
+    crops = [np.zeros((32, 32), np.uint8), np.full((32, 32), 50, np.uint8)]
+    frame = np.full((80, 80), 9, np.uint8)
+    none = figures.pair_figure([None, None], [None, None], crops, 10)
+    assert none.before == (None, None, None) and np.isnan(none.before_fraction) and none.after_fraction == 1.0
+    one = figures.pair_figure([frame, None], [FaceBox(0, 0, 40, 40), None], crops, 10)
+    assert one.before[0] is not None and one.before[1] is None and one.before[2] is None and np.isnan(one.before_fraction)
+    with Image.open(io.BytesIO(none.png(1, 2, 10, "c"))) as image:
+        pixels = np.asarray(image.convert("L"))
+        assert image.size == (3 * 32 + 40, 30 + 2 * (32 + 22 + 10) + 10)
+        assert (pixels[40:72, 10:42] == 255).all()  # a blank tile where MTCNN found no face
+        assert (pixels[40 + 64:72 + 64, 10:42] == 0).all()  # the aligned crop a below it
+
+
+# ---------------------------------------------------------------- flow statistics
+
+
+@pytest.mark.parametrize("degrees", [0.0, 30.0, 90.0, 137.0, 180.0, 251.0, 300.0])
+def test_flow_stats_of_a_known_flow(degrees: float) -> None:
+    field = ramp_flow(degrees, size=64, peak=2.0)
+    crops = {10: np.zeros((64, 64), np.uint8), 12: np.zeros((64, 64), np.uint8)}
+    alignment = Alignment.from_matches(FaceBox(0, 0, 64, 64), {10: FrameMatch(0, 0, 1.0), 12: FrameMatch(0, 0, 1.0)})
+    result = ClipFlow(NormalizedClip(clip_annotation(), crops, alignment), field, encode_flow(field, params=EncodeParams()))
+    stats = figures.flow_stats(result)
+    ys, xs = np.mgrid[0:64, 0:64]
+    magnitude = (xs + ys) / 126 * 2.0
+    assert stats["mean"] == pytest.approx(1.0, abs=1e-6) and stats["mean"] == pytest.approx(magnitude.mean(), abs=1e-6)
+    assert stats["p99"] == pytest.approx(np.percentile(magnitude, 99), abs=1e-5)
+    assert angle_error(stats["direction"], degrees) <= 1.0 + 1e-9  # the map's hue is quantised to 2°
+
+
+def test_flow_stats_without_motion() -> None:
+    field = FlowField(np.zeros((32, 32, 2), np.float32))
+    crops = {10: np.zeros((32, 32), np.uint8), 12: np.zeros((32, 32), np.uint8)}
+    alignment = Alignment.from_matches(FaceBox(0, 0, 32, 32), {10: FrameMatch(0, 0, 1.0), 12: FrameMatch(0, 0, 1.0)})
+    stats = figures.flow_stats(ClipFlow(NormalizedClip(clip_annotation(), crops, alignment), field, encode_flow(field)))
+    assert stats["mean"] == 0.0 and stats["p99"] == 0.0 and np.isnan(stats["direction"])
+
+
+# ---------------------------------------------------------------- charts
+
+
+@pytest.fixture()
+def aligned() -> NormalizedClip:
+    box = FaceBox(100, 50, 200, 170)  # 100 × 120, centre (150, 110)
+    matches = {
+        10: FrameMatch(dx=1.5, dy=-0.5, score=0.95, residual=0.05, scale=1.0),
+        11: FrameMatch(dx=0.25, dy=2.0, score=0.70, residual=0.10, scale=1.02),
+        12: FrameMatch(dx=0.0, dy=0.0, score=1.00, residual=0.00, scale=1.0),
+        13: FrameMatch(dx=-1.0, dy=0.5, score=0.90, residual=0.35, scale=0.99),
+    }
+    return NormalizedClip(clip_annotation(10, 12, 13), {}, Alignment.from_matches(box, matches), ())
+
+
+def test_jitter_chart_plots_mtcnn_boxes_against_the_alignment(aligned: NormalizedClip) -> None:
+    track = {10: FaceBox(103, 48, 203, 168), 11: None, 12: FaceBox(100, 50, 200, 170), 13: FaceBox(96, 55, 206, 175)}
+    fig = figures.jitter_chart(track, aligned, onset=10, apex=12)
+    assert len(fig.data) == 6
+    before, after = fig.data[:3], fig.data[3:]
+    assert [t.name for t in fig.data] == ["MTCNN box per frame (before)"] * 3 + ["template-aligned crop (after)"] * 3
+    assert [t.showlegend for t in fig.data] == [True, False, False, True, False, False]
+    assert all(list(t.x) == [10, 12, 13] for t in before)  # no face on frame 11: no point
+    assert list(before[0].y) == [3.0, 0.0, 1.0] and list(before[1].y) == [-2.0, 0.0, 5.0] and list(before[2].y) == [100, 100, 110]
+    assert all(list(t.x) == [10, 11, 12, 13] for t in after)
+    assert list(after[0].y) == [1.5, 0.25, 0.0, -1.0] and list(after[1].y) == [-0.5, 2.0, 0.0, 0.5]
+    assert list(after[2].y) == pytest.approx([100.0, 102.0, 100.0, 99.0])  # box width × scale
+    assert [t.yaxis for t in fig.data] == ["y", "y2", "y3"] * 2
+    lines = [(s.x0, s.xref) for s in fig.layout.shapes]
+    assert sorted(x for x, _ in lines) == [10, 10, 10, 12, 12, 12]  # onset and apex on each of the 3 rows
+    assert sorted(a.text for a in fig.layout.annotations) == ["apex", "onset"]  # labelled on the top row only
+
+
+def test_score_chart_shows_scores_residuals_thresholds_and_flags(aligned: NormalizedClip) -> None:
+    params = AlignParams(min_score=0.8, max_residual=0.2)
+    flagged = [int(n) for n in aligned.alignment.flagged(params)]
+    assert flagged == [11, 13]  # score 0.70 < 0.8; residual 0.35 > 0.2
+    fig = figures.score_chart(aligned, params, flagged)
+    scores, residuals = fig.data
+    assert list(scores.x) == [10, 11, 12, 13] and list(scores.y) == [0.95, 0.70, 1.00, 0.90]
+    assert list(residuals.x) == [10, 11, 12, 13] and list(residuals.y) == [0.05, 0.10, 0.00, 0.35]
+    for trace in (scores, residuals):
+        assert list(trace.marker.color) == [figures.ACCENT, figures.FLAG, figures.ACCENT, figures.FLAG]
+        assert list(trace.marker.size) == [5, 9, 5, 9]
+    assert sorted(s.y0 for s in fig.layout.shapes) == [0.2, 0.8]
+    assert sorted(a.text for a in fig.layout.annotations) == ["flag above 0.20 px", "flag below 0.80"]
+    assert fig.layout.yaxis.range[0] == pytest.approx(0.70 - 0.02)  # the lowest score stays in view
+    assert fig.layout.yaxis2.range[1] == pytest.approx(0.35 * 1.2)
+    # another threshold only moves the line and the flags
+    strict = AlignParams(min_score=0.99, max_residual=0.2)
+    strict_fig = figures.score_chart(aligned, strict, aligned.alignment.flagged(strict))
+    assert list(strict_fig.data[0].marker.color) == [figures.FLAG, figures.FLAG, figures.ACCENT, figures.FLAG]
+    assert list(strict_fig.data[0].y) == list(scores.y)
+
+
+def test_count_chart_and_histogram() -> None:
+    import pandas as pd
+
+    table = pd.DataFrame({"emotion": ["Anger", "Anger", "Other", None], "duration": [10, 12, 12, None]})
+    bars = figures.count_chart(table, "emotion", "Emotion")
+    assert list(bars.data[0].x) == ["Anger", "Other", "—"] and list(bars.data[0].y) == [2, 1, 1]
+    hist = figures.histogram(table, "duration", "Duration", label="duration")
+    assert sorted(hist.data[0].x) == [10, 12, 12] and hist.data[0].xbins.size == 1 and hist.data[0].xbins.start == 9.5
+    assert hist.layout.yaxis.dtick == 1  # whole clips
+
+
+def test_plotly_config_names_the_download_without_changing_the_default() -> None:
+    config = figures.plotly_config("jitter_006_1_1")
+    assert config["toImageButtonOptions"] == {"format": "png", "scale": 2, "filename": "jitter_006_1_1"}
+    assert "filename" not in figures.PLOTLY_CONFIG["toImageButtonOptions"] and config["displaylogo"] is False

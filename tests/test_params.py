@@ -1,0 +1,263 @@
+"""Parameter declarations: one ``param(...)`` per parameter generates the validation, the
+docstrings, the command-line flags, and decides what the output hash covers."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from sammflow.cli import _build, _pipeline_params, build_parser
+from sammflow.params import (
+    STAGES, AlignParams, DetectParams, EncodeParams, FlowParams, GifParams, Param, PipelineParams, declared, stable_hash,
+)
+
+CLASSES = [DetectParams, AlignParams, FlowParams, EncodeParams, GifParams]
+STAGE_CLASSES = {"detect": DetectParams, "align": AlignParams, "flow": FlowParams, "encode": EncodeParams}
+#: The parameters that only judge an alignment or pick the hardware: outside the output hash.
+NOT_HASHED = {("DetectParams", "device"), ("AlignParams", "min_score"), ("AlignParams", "max_residual")}
+#: Every flag of each command, spelled as the README and earlier versions documented them.
+FLAGS = {
+    "detect": ["--device", "--detect-max-side", "--min-prob", "--neighbours", "--min-face"],
+    "align": ["--margin", "--crop-size", "--crop-interpolation", "--method", "--motion", "--robust", "--no-robust",
+              "--min-score", "--max-residual"],
+    "flow": ["--pyr-scale", "--levels", "--winsize", "--iterations", "--poly-n", "--poly-sigma", "--flow-flags",
+             "--head-motion", "--no-head-motion"],
+    "encode": ["--map-size", "--map-interpolation"],
+    "gif": ["--fps", "--step", "--to-offset", "--no-to-offset", "--gif-size"],
+}
+COMMON = ["-h", "--help", "--annotations", "-a", "--quiet", "-q", "--workers", "-j", "--force"]
+COMMAND_STAGES = {
+    "normalize": ["detect", "align"],
+    "flows": ["flow", "encode"],
+    "gif": ["gif", "detect", "align"],
+    "export": ["detect", "align", "flow", "encode"],
+}
+
+
+def _all_fields():
+    return [(cls, f, p) for cls in CLASSES for f, p in declared(cls)]
+
+
+def _ids(items):
+    return [f"{cls.__name__}.{f.name}" for cls, f, _ in items]
+
+
+def _other_value(f: dataclasses.Field, p: Param):
+    """A valid value other than the default."""
+    default = f.default
+    if isinstance(default, bool):
+        return not default
+    candidates = [*p.choices, *p.options]
+    if p.slider:
+        candidates += [p.slider[1], p.slider[0]]
+    if isinstance(default, int):
+        candidates += [default + 1, default * 2]
+    elif isinstance(default, float):
+        candidates += [round(default * 0.75, 6), round(default * 1.25, 6)]
+    for value in candidates:
+        if value == default or type(value) is not type(default):
+            continue
+        if p.minimum is not None and value < p.minimum or p.maximum is not None and value > p.maximum:
+            continue
+        return value
+    raise AssertionError(f"no other value found for {f.name}")
+
+
+# ---------------------------------------------------------------- declarations
+
+
+def test_every_parameter_is_declared_with_help():
+    for cls in CLASSES:
+        names = [f.name for f in dataclasses.fields(cls)]
+        assert [f.name for f, _ in declared(cls)] == names, cls  # nothing undeclared
+        for f, p in declared(cls):
+            assert isinstance(p, Param)
+            assert p.help.strip() and "\n" not in p.help, f"{cls.__name__}.{f.name} has no one-line help"
+
+
+def test_docstrings_list_every_parameter_in_a_generated_attributes_section():
+    for cls in CLASSES:
+        doc = cls.__doc__
+        assert "\n    Attributes\n    ----------\n" in doc, cls
+        lines = doc.split("    Attributes\n    ----------\n", 1)[1].splitlines()
+        entries = {lines[i].split(" : ")[0].strip(): (lines[i], lines[i + 1]) for i in range(0, len(lines) - 1, 2)}
+        assert list(entries) == [f.name for f, _ in declared(cls)], cls
+        for f, p in declared(cls):
+            header, text = entries[f.name]
+            assert header == f"    {f.name} : {type(f.default).__name__}, default {f.default!r}"
+            assert text.startswith("        ") and text.strip().lower().startswith(p.help.lower()), (cls.__name__, f.name, text)
+            assert text.endswith(" Not part of the output hash.") == (not p.output), (cls.__name__, f.name)
+
+
+def test_only_device_and_the_quality_thresholds_are_outside_the_hash():
+    outside = {(cls.__name__, f.name) for cls, f, p in _all_fields() if not p.output}
+    assert outside == NOT_HASHED
+
+
+def test_defaults_are_the_original_scripts():
+    assert PipelineParams().output_dict() == {
+        "detect": {"max_side": 640, "min_prob": 0.9, "neighbours": 3, "min_face": 40},
+        "align": {"margin": 40, "crop_size": 224, "interpolation": "area", "method": "subpixel", "motion": "translation", "robust": True},
+        "flow": {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2, "flags": 0,
+                 "head_motion": False},
+        "encode": {"size": 28, "interpolation": "area"},
+    }
+    assert PipelineParams().judging_dict() == {"detect": {"device": "cpu"}, "align": {"min_score": 0.8, "max_residual": 0.2}}
+
+
+# ---------------------------------------------------------------- validation generated from the declarations
+
+
+def _bad_values(f: dataclasses.Field, p: Param):
+    """Values the declaration rules out, with the start of the message expected."""
+    bad = []
+    if p.choices:
+        wrong = "bogus" if isinstance(f.default, str) else 12345
+        bad.append((wrong, f"{f.name} must be one of {list(p.choices)}, got {wrong!r}"))
+    if p.minimum is not None and p.maximum is not None:
+        bad.append((type(f.default)(p.minimum - 1), f"{f.name} must be in [{p.minimum:g}, {p.maximum:g}], got"))
+        bad.append((type(f.default)(p.maximum + 1), f"{f.name} must be in [{p.minimum:g}, {p.maximum:g}], got"))
+    elif p.minimum is not None:
+        bad.append((type(f.default)(p.minimum - 1), f"{f.name} must be >= {p.minimum:g}, got"))
+    elif p.maximum is not None:
+        bad.append((type(f.default)(p.maximum + 1), f"{f.name} must be <= {p.maximum:g}, got"))
+    return bad
+
+
+CHECKED = [(cls, f, p) for cls, f, p in _all_fields() if p.choices or p.minimum is not None or p.maximum is not None]
+
+
+@pytest.mark.parametrize("cls, f, p", CHECKED, ids=_ids(CHECKED))
+def test_declared_ranges_and_choices_are_enforced_naming_the_field(cls, f, p):
+    bad = _bad_values(f, p)
+    assert bad
+    for value, message in bad:
+        with pytest.raises(ValueError) as raised:
+            cls(**{f.name: value})
+        assert str(raised.value).startswith(message), (value, str(raised.value))
+    for bound in (p.minimum, p.maximum):  # the bounds themselves are valid (inclusive)
+        if bound is not None:
+            assert getattr(cls(**{f.name: type(f.default)(bound)}), f.name) == bound
+
+
+def test_the_checks_declarations_cannot_express():
+    cases = [
+        (DetectParams, {"max_side": 32}, "max_side must be 0 or >= 64, got 32"),
+        (AlignParams, {"max_residual": 0.0}, "max_residual must be > 0, got 0.0"),
+        (FlowParams, {"pyr_scale": 1.0}, "pyr_scale must be in (0, 1), got 1.0"),
+        (FlowParams, {"poly_sigma": 0.0}, "poly_sigma must be > 0, got 0.0"),
+        (FlowParams, {"flags": 1}, "flags must be one of [0, 256], got 1"),
+    ]
+    for cls, kwargs, message in cases:
+        with pytest.raises(ValueError) as raised:
+            cls(**kwargs)
+        assert str(raised.value) == message
+    DetectParams(max_side=0), DetectParams(max_side=64), FlowParams(flags=256)  # valid
+
+
+# ---------------------------------------------------------------- the hash
+
+
+def test_hash_is_stable():
+    # pinned: every output folder's params.json and every cache entry is keyed by these
+    assert PipelineParams().hash == stable_hash({"PipelineParams": PipelineParams().output_dict()})
+    assert len(PipelineParams().hash) == 12 and int(PipelineParams().hash, 16) >= 0
+    assert PipelineParams().hash == PipelineParams().hash == PipelineParams.from_dict(PipelineParams().to_dict()).hash
+    assert stable_hash({"b": 1, "a": [1, 2]}) == stable_hash({"a": [1, 2], "b": 1})  # key order does not matter
+    assert PipelineParams().hash == "e5800279cb99"
+    assert [cls().hash for cls in CLASSES] == ["9047a46927a3", "81b65edbdce8", "eddd67cc7903", "2c049ae557eb", "abd8b128dc38"]
+
+
+HASHED = [(cls, f, p) for cls, f, p in _all_fields() if p.output]
+UNHASHED = [(cls, f, p) for cls, f, p in _all_fields() if not p.output]
+
+
+@pytest.mark.parametrize("cls, f, p", HASHED, ids=_ids(HASHED))
+def test_changing_an_output_parameter_changes_the_hash(cls, f, p):
+    changed = cls(**{f.name: _other_value(f, p)})
+    assert changed.hash != cls().hash
+    stage = next((s for s, c in STAGE_CLASSES.items() if c is cls), None)
+    if stage is not None:
+        assert PipelineParams(**{stage: changed}).hash != PipelineParams().hash
+        assert PipelineParams(**{stage: changed}).output_dict() != PipelineParams().output_dict()
+
+
+@pytest.mark.parametrize("cls, f, p", UNHASHED, ids=_ids(UNHASHED))
+def test_device_and_thresholds_leave_the_hash_alone(cls, f, p):
+    value = "cuda:0" if f.name == "device" else _other_value(f, p)
+    changed = cls(**{f.name: value})
+    assert changed != cls() and changed.hash == cls().hash
+    stage = next(s for s, c in STAGE_CLASSES.items() if c is cls)
+    pipeline = PipelineParams(**{stage: changed})
+    assert pipeline.hash == PipelineParams().hash and pipeline.output_dict() == PipelineParams().output_dict()
+    assert pipeline.judging_dict()[stage][f.name] == value
+
+
+def test_every_stage_contributes_to_the_pipeline_hash():
+    assert set(PipelineParams().to_dict()) == set(STAGES) == set(STAGE_CLASSES)
+    stage_hashes = {stage: getattr(PipelineParams(), stage).hash for stage in STAGES}
+    assert len(set(stage_hashes.values())) == len(STAGES)  # the class name is part of each stage's hash
+
+
+def test_dicts_round_trip():
+    params = PipelineParams(detect=DetectParams(device="cuda:1", min_face=60), align=AlignParams(min_score=0.5, margin=20),
+                            flow=FlowParams(head_motion=True), encode=EncodeParams(size=32))
+    assert PipelineParams.from_dict(params.to_dict()) == params
+    merged = {stage: {**params.output_dict()[stage], **params.judging_dict().get(stage, {})} for stage in STAGES}
+    assert PipelineParams.from_dict(merged) == params
+    # an output-only dict (params.json's "params") gets the default device and thresholds back
+    assert PipelineParams.from_dict(params.output_dict()).hash == params.hash
+    for stage in STAGES:
+        assert set(params.output_dict()[stage]) | set(params.judging_dict().get(stage, {})) == set(params.to_dict()[stage])
+        assert not set(params.output_dict()[stage]) & set(params.judging_dict().get(stage, {}))
+
+
+# ---------------------------------------------------------------- command-line flags generated from the declarations
+
+
+def _subcommands():
+    parser = build_parser()
+    actions = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return actions.choices
+
+
+@pytest.mark.parametrize("command", COMMAND_STAGES)
+def test_cli_flags_are_the_documented_spellings(command):
+    parser = _subcommands()[command]
+    flags = {option for action in parser._actions for option in action.option_strings}
+    expected = set(COMMON) | {flag for stage in COMMAND_STAGES[command] for flag in FLAGS[stage]} | ({"--clip", "-c"} if command == "gif" else set())
+    assert flags == expected
+
+
+def test_cli_flags_carry_the_declared_help_and_defaults():
+    parser = _subcommands()["export"]
+    by_dest = {a.dest: a for a in parser._actions}
+    for cls in (DetectParams, AlignParams, FlowParams, EncodeParams):
+        for f, p in declared(cls):
+            action = by_dest[f"{cls.__name__}.{f.name}"]
+            assert action.default == f.default and p.help in action.help and f"(default: {f.default})" in action.help
+            if p.flag:
+                assert action.option_strings[0] == f"--{p.flag}"
+
+
+def test_cli_flags_set_their_parameter():
+    args = build_parser().parse_args([
+        "export", "DATA", "OUT", "--detect-max-side", "320", "--crop-interpolation", "cubic", "--flow-flags", "256", "--map-size", "32",
+        "--map-interpolation", "linear", "--device", "cuda:0", "--min-score", "0.5", "--max-residual", "0.3", "--margin", "20",
+        "--crop-size", "160", "--method", "whole_pixel", "--motion", "similarity", "--no-robust", "--winsize", "21", "--head-motion",
+    ])
+    assert _pipeline_params(args) == PipelineParams(
+        detect=DetectParams(max_side=320, device="cuda:0"),
+        align=AlignParams(interpolation="cubic", min_score=0.5, max_residual=0.3, margin=20, crop_size=160, method="whole_pixel",
+                          motion="similarity", robust=False),
+        flow=FlowParams(flags=256, winsize=21, head_motion=True),
+        encode=EncodeParams(size=32, interpolation="linear"),
+    )
+    assert _pipeline_params(build_parser().parse_args(["export", "DATA", "OUT"])) == PipelineParams()
+    gif = build_parser().parse_args(["gif", "DATA", "OUT", "--gif-size", "96", "--fps", "5", "--step", "2", "--to-offset"])
+    assert _build(GifParams, gif) == GifParams(size=96, fps=5.0, step=2, to_offset=True)
+    # a command without flow flags still builds a complete parameter set, with the defaults
+    assert _pipeline_params(build_parser().parse_args(["normalize", "DATA", "OUT", "--margin", "10"])) == PipelineParams(
+        align=AlignParams(margin=10))

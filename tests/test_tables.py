@@ -1,0 +1,159 @@
+"""``sammflow.tables``: the dashboard's tables and clip lists, as plain functions over a Dataset.
+
+The dataset here is built from empty frame files (tables never decode a frame), so every
+status the overview knows occurs once and every value is known:
+
+=========  ==========  =====================================  =========  ============
+clip       subject     on disk                                emotion    AUs
+=========  ==========  =====================================  =========  ============
+006_1_1    006         frames 9–21 (ready)                    Anger      R14+4(+7)
+006_2_1    006         frames 30–40 (ready)                   Surprise   1+2
+007_1_1    007         apex frame 54 missing                  Happiness  12
+007_2_1    007         no folder                              (none)     (none)
+011_1_1    011         frames 100–110 (ready)                 Happiness  L12
+011_9_9    011         apex after offset: invalid annotation  Anger      4
+011_3_3    011         a folder without an annotation row
+=========  ==========  =====================================  =========  ============
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sammflow import tables
+from sammflow.annotations import read_annotations
+from sammflow.dataset import Dataset, load_dataset
+from sammflow.pipeline import ClipError
+
+HEADER = "Subject;Filename;Inducement Code;Onset Frame;Apex Frame;Offset Frame;Duration;Micro;Action Units;Estimated Emotion;Objective Classes;Notes"
+ROWS = [
+    "006;006_1_1;1;10;14;20;11;Micro - 1/2;R14+4(+7);Anger;3;",
+    "006;006_2_1;1;31;33;39;9;Micro - 1/2;1+2;Surprise;7;",
+    "007;007_1_1;1;50;54;58;9;Micro - 1/2;12;Happiness;1;",
+    "007;007_2_1;1;60;61;62;3;Micro - 1/2;;;;",
+    "011;011_1_1;1;101;105;109;9;Micro - 1/2;L12;Happiness;1;",
+    "011;011_9_9;1;100;300;200;101;Micro - 1/2;4;Anger;3;bad row",
+]
+FRAMES = {"006/006_1_1": range(9, 22), "006/006_2_1": range(30, 41), "007/007_1_1": [*range(50, 54), *range(55, 59)],
+          "011/011_1_1": range(100, 111), "011/011_3_3": range(1, 4)}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    root = tmp_path_factory.mktemp("tables") / "DATA"
+    for folder, numbers in FRAMES.items():
+        (root / folder).mkdir(parents=True)
+        for n in numbers:
+            (root / folder / f"{folder.split('/')[0]}_{n:05d}.jpg").write_bytes(b"")
+    (root / "samm.csv").write_text("\r\n".join([HEADER, *ROWS]) + "\r\n")
+    return load_dataset(root, read_annotations(root / "samm.csv"))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("R14+4(+7)", [4, 7, 14]), ("4+12", [4, 12]), ("L12", [12]), ("12+12", [12]), ("", []), (None, []), ("A1+25+26", [1, 25, 26]),
+])
+def test_aus_of(text: str | None, expected: list[int]) -> None:
+    assert tables.aus_of(text) == expected
+
+
+def test_annotation_table_has_one_row_per_annotation_row_with_its_status(dataset: Dataset) -> None:
+    table = tables.annotation_table(dataset)
+    assert list(table.columns) == ["subject", "clip", "onset", "apex", "offset", "duration", "latency", "AUs", "emotion",
+                                   "objective class", "frames on disk", "status", "note"]
+    assert list(table["clip"]) == ["006_1_1", "006_2_1", "007_1_1", "007_2_1", "011_1_1", "011_9_9"]  # valid rows, then rejected
+    rows = table.set_index("clip")
+    assert dict(rows["status"]) == {"006_1_1": "ready", "006_2_1": "ready", "007_1_1": "missing frames", "007_2_1": "no folder",
+                                    "011_1_1": "ready", "011_9_9": "invalid annotation"}
+    assert dict(rows["frames on disk"]) == {"006_1_1": 13, "006_2_1": 11, "007_1_1": 8, "007_2_1": 0, "011_1_1": 11, "011_9_9": 0}
+    first = rows.loc["006_1_1"]
+    assert (first["onset"], first["apex"], first["offset"], first["duration"], first["latency"]) == (10, 14, 20, 11, 4)
+    assert (first["AUs"], first["emotion"], first["objective class"], first["note"]) == ("R14+4(+7)", "Anger", "3", "")
+    assert (rows.loc["007_2_1", "emotion"], rows.loc["007_2_1", "objective class"]) == ("—", "—")
+    assert rows.loc["007_1_1", "note"] == "apex frame 54 not on disk"
+    assert "no folder 007/007_2_1" in rows.loc["007_2_1", "note"]
+    rejected = rows.loc["011_9_9"]
+    assert rejected["status"] == "invalid annotation" and "after offset" in rejected["note"] and rejected["AUs"] == "4"
+    assert rejected[["onset", "apex", "offset", "duration", "latency"]].isna().all()
+
+
+def test_filter_table_ands_columns_and_ors_values(dataset: Dataset) -> None:
+    table = tables.annotation_table(dataset)
+    assert tables.filter_table(table, {}).equals(table)
+    assert tables.filter_table(table, {"emotion": [], "status": ()}).equals(table)  # an empty choice keeps every row
+    assert list(tables.filter_table(table, {"emotion": ["Anger", "Surprise"]})["clip"]) == ["006_1_1", "006_2_1", "011_9_9"]
+    assert list(tables.filter_table(table, {"emotion": ["Anger", "Surprise"], "status": ["ready"]})["clip"]) == ["006_1_1", "006_2_1"]
+    assert list(tables.filter_table(table, {"subject": ["011"], "emotion": ["Surprise"]})["clip"]) == []
+
+
+def test_problem_table_names_each_clip_and_cause(dataset: Dataset) -> None:
+    problems = tables.problem_table(dataset)
+    assert list(problems.columns) == ["clip", "where", "severity", "problem"]
+    by_clip = {clip: group for clip, group in problems.groupby("clip")}
+    assert set(by_clip) == {"007_1_1", "007_2_1", "011_9_9", "011_3_3"}
+    assert list(by_clip["007_1_1"]["where"]) == ["missing frame"] and list(by_clip["007_1_1"]["severity"]) == ["error"]
+    assert list(by_clip["007_2_1"]["where"]) == ["no folder"]
+    assert list(by_clip["011_3_3"]["severity"]) == ["warning"]  # a folder without a row is only a warning
+    bad = by_clip["011_9_9"].iloc[0]
+    assert bad["where"] == "annotation row 7" and bad["severity"] == "error" and "after offset" in bad["problem"]
+
+
+def test_problem_table_of_a_clean_dataset_is_empty_with_its_columns(tmp_path: Path) -> None:
+    (tmp_path / "006" / "006_1_1").mkdir(parents=True)
+    for n in range(10, 21):
+        (tmp_path / "006" / "006_1_1" / f"006_{n:05d}.jpg").write_bytes(b"")
+    (tmp_path / "samm.csv").write_text(f"{HEADER}\r\n{ROWS[0]}\r\n")
+    clean = load_dataset(tmp_path, read_annotations(tmp_path / "samm.csv"))
+    assert tables.summary(clean)["problems"] == 0
+    problems = tables.problem_table(clean)
+    assert len(problems) == 0 and list(problems.columns) == ["clip", "where", "severity", "problem"]
+
+
+def test_summary_counts(dataset: Dataset) -> None:
+    assert tables.summary(dataset) == {"subjects": 3, "clips": 5, "ready": 3, "folders": 5, "frames": 13 + 11 + 8 + 11 + 3,
+                                       "missing_frames": 1, "problems": 4, "rejected": 1}
+
+
+def test_filter_clips_keeps_ready_clips_in_annotation_order(dataset: Dataset) -> None:
+    assert tables.filter_clips(dataset) == ["006_1_1", "006_2_1", "011_1_1"]  # 007_1_1 misses its apex, 007_2_1 its folder
+    assert tables.filter_clips(dataset, subjects=["006"]) == ["006_1_1", "006_2_1"]
+    assert tables.filter_clips(dataset, emotions=["Happiness"]) == ["011_1_1"]
+    assert tables.filter_clips(dataset, aus=[12]) == ["011_1_1"]  # "L12" is AU 12
+    assert tables.filter_clips(dataset, aus=[7, 2]) == ["006_1_1", "006_2_1"]  # any of the AUs
+    assert tables.filter_clips(dataset, subjects=["006"], emotions=["Anger"], aus=[14]) == ["006_1_1"]
+    assert tables.filter_clips(dataset, subjects=["006"], aus=[12]) == []
+
+
+def test_sample_is_reproducible_and_bounded() -> None:
+    clips = [f"c{i}" for i in range(20)]
+    first = tables.sample(clips, 3)
+    assert len(first) == 9 and len(set(first)) == 9 and set(first) <= set(clips)
+    assert tables.sample(clips, 3) == first
+    assert tables.sample(clips, 4) != first
+    assert len(tables.sample(clips, 3, n=25)) == 20
+    few = ["a", "b", "c"]
+    assert sorted(tables.sample(few, 0)) == few  # all of them when there are fewer
+    assert tables.sample([], 5) == []
+
+
+def test_caption(dataset: Dataset) -> None:
+    assert tables.caption(dataset, "006_1_1") == "006_1_1 · Anger · AU R14+4(+7)"
+    assert tables.caption(dataset, "007_2_1") == "007_2_1"  # no emotion, no AUs
+    assert tables.caption(dataset, "../../etc") == "../../etc"  # not a clip: just the id
+    assert tables.caption(dataset, "011_9_9") == "011_9_9"  # a rejected row is not a clip
+
+
+def test_ready_ids_and_grid_clips(dataset: Dataset) -> None:
+    assert tables.ready_ids(dataset) == ["006_1_1", "006_2_1", "011_1_1"]
+    assert tables.grid_clips(dataset, "clip") == ["006_1_1", "006_2_1", "011_1_1"]
+    assert tables.grid_clips(dataset, "subject") == ["006_1_1", "011_1_1"]  # 007 has no ready clip
+
+
+def test_frame_number(dataset: Dataset) -> None:
+    assert [tables.frame_number(dataset, "006_1_1", which) for which in ("first", "onset", "apex")] == [9, 10, 14]
+    assert tables.frame_number(dataset, "006_2_1", "first") == 30
+    with pytest.raises(ClipError, match="^007_2_1: no folder under"):
+        tables.frame_number(dataset, "007_2_1", "onset")
+    with pytest.raises(ClipError, match="^011_9_9: not a valid annotated clip"):
+        tables.frame_number(dataset, "011_9_9", "onset")
