@@ -6,11 +6,16 @@ dataset (created on first run in the cache folder); ``SAMMFLOW_DATA`` and
 a page user may open or export to (see ``sammflow.access``: what a page user can reach).
 """
 
+from pathlib import Path
+
 import streamlit as st
 
 from sammflow import ui
 
-st.set_page_config(page_title="sammflow", page_icon=":material/blur_on:", layout="wide")
+# a local image (static/make_favicon.py draws it): an emoji or :material/…: icon is fetched by
+# the browser from a CDN, which fails offline
+FAVICON = Path(__file__).resolve().parent / "static" / "favicon.png"
+st.set_page_config(page_title="sammflow", page_icon=str(FAVICON), layout="wide")
 
 page = st.navigation([
     st.Page("app_pages/overview.py", title="Overview", icon=":material/table_chart:", default=True),

@@ -57,8 +57,10 @@ left.plotly_chart(figures.jitter_chart(track, aligned, ann.onset, ann.apex), con
 flagged = [int(n) for n in aligned.alignment.flagged(ctx.params.align)]
 right.plotly_chart(figures.score_chart(aligned, ctx.params.align, flagged), config=figures.plotly_config(f"quality_{clip}"))
 if flagged:
-    right.warning(f"{len(flagged)} frame(s) flagged (score < {ctx.params.align.min_score:.2f} or high residual): "
-                  + ", ".join(map(str, flagged)), icon=":material/flag:")
+    reasons = tables.flag_reasons(aligned.alignment, ctx.params.align)
+    right.warning(f"{len(flagged)} frame(s) flagged (limits: score ≥ {ctx.params.align.min_score:g}, residual ≤ "
+                  f"{ctx.params.align.max_residual:g} px):\n\n" + "\n".join(f"- frame {n}: {why}" for n, why in reasons[:12])
+                  + (f"\n- … and {len(reasons) - 12} more (in the chart)" if len(reasons) > 12 else ""), icon=":material/flag:")
 else:
     right.success(f"All {len(aligned.alignment.frames)} frames trusted: score ≥ {ctx.params.align.min_score:.2f} "
                   f"(lowest {aligned.alignment.min_score:.3f}), "

@@ -8,15 +8,49 @@ from sammflow import access, export, ui
 
 ctx = ui.context()
 st.title("Batch export")
-st.caption("Writes `flows/sub{S}_{C}.png`, `manifest.csv` and `params.json`, the same files as `python -m sammflow export`, "
+st.caption("Writes `flows/sub{S}_{C}.png`, `manifest.csv` and `params.json`, the same files as `sammflow export`, "
            "using the parameters in the sidebar. A clip that fails is listed with its cause; the others go on.")
 
-out_dir = st.text_input("Output folder", value=access.default_out_dir(), key="out_dir",
-                        help="Inside the folders this dashboard may open, outside the dataset; new, empty, or an earlier export.")
+# one default folder per dataset and parameter set; it follows the sidebar until the user types another
+default = str(access.default_out_dir(ctx.ref, ctx.params.hash))
+chosen = st.session_state.pop("_out_chosen", None)  # the new folder an export just went to
+if chosen is not None:
+    st.session_state["out_dir"] = chosen
+elif st.session_state.get("out_dir") in (None, st.session_state.get("_out_default")):
+    st.session_state["out_dir"] = default
+st.session_state["_out_default"] = default
+out_dir = st.text_input("Output folder", key="out_dir",
+                        help=f"Default: one folder per dataset and parameter hash under {access.out_base()}. Inside the folders "
+                             "this dashboard may open, outside the dataset; new, empty, or an earlier export.")
 with st.expander(f"Parameters (hash `{ctx.params.hash}`)"):
     st.code(json.dumps(ctx.params.to_dict(), indent=2), language="json")
-run = st.button(f"Export {len(ctx.dataset.annotations.clips) + len(ctx.dataset.annotations.rejected)} clips",
-                key="run_export", type="primary", icon=":material/play_arrow:")
+
+try:
+    plan = access.export_plan(ctx.dataset, out_dir, ctx.params)
+except ValueError as exc:  # the folder breaks a rule: the message names it and the rule
+    st.error(access.page_message(str(exc)), icon=":material/error:")
+    st.stop()
+
+run, force, target = None, False, plan.out
+if plan.state == "new":
+    (st.warning if plan.delete else st.caption)(plan.message())
+    run = st.button(f"Export {plan.clips} clips", key="run_export", type="primary", icon=":material/play_arrow:")
+elif plan.state == "resume":
+    st.info(plan.message(), icon=":material/history:")
+    b1, b2, _ = st.columns([1, 1, 2])
+    resume = b1.button(f"Resume: compute {plan.todo}, keep {plan.kept}", key="run_export", type="primary", icon=":material/play_arrow:")
+    restart = b2.button(f"Start over: recompute all {plan.clips}", key="export_restart", icon=":material/restart_alt:")
+    run, force = resume or restart, restart
+else:
+    st.warning(plan.message(), icon=":material/warning:")
+    fresh = access.new_folder(plan.out)
+    b1, b2, _ = st.columns([1, 1, 2])
+    if fresh is not None and b1.button(f"Export to a new folder: {fresh.name}", key="export_new_folder", type="primary",
+                                       icon=":material/create_new_folder:"):
+        run, target = True, fresh
+    maps = sum(name.endswith(".png") for name in plan.delete)
+    if b2.button(f"Replace: delete {maps} maps, export", key="export_replace", icon=":material/delete_sweep:"):
+        run = force = True
 
 if run:
     bar = st.progress(0.0, text="Starting…")
@@ -29,21 +63,25 @@ if run:
         table.dataframe(rows, hide_index=True, width="stretch")
 
     try:
-        st.session_state["export_result"] = ui.export_flows(ctx, out_dir, on_row=on_row)
-    except ValueError as exc:  # the folder breaks a rule: the message names it and the rule
+        st.session_state["export_result"] = ui.export_flows(ctx, target, on_row=on_row, force=force)
+    except ValueError as exc:  # the folder changed meanwhile (another export), or another run holds it
         bar.empty()
-        st.error(str(exc), icon=":material/error:")
+        st.error(access.page_message(str(exc)), icon=":material/error:")
         st.stop()
     except OSError as exc:
         bar.empty()
-        st.error(f"Cannot export to {out_dir}: {exc.strerror or exc}", icon=":material/error:")
+        st.error(f"Cannot export to {target}: {exc.strerror or exc}", icon=":material/error:")
         st.stop()
-    bar.empty()
-    table.empty()
+    if target != plan.out:
+        st.session_state["_out_chosen"] = str(target)
+    st.rerun()  # the folder's new state above, the result below
 
 result = st.session_state.get("export_result")
 if result is not None:
-    (st.warning if result.failed else st.success)(f"{result.ok} of {len(result.rows)} clips ok, {len(result.failed)} failed → `{result.out_dir}`")
+    done = f" ({result.resumed} kept from the earlier export)" if result.resumed else ""
+    replaced = f"; {result.replaced} maps of other parameters deleted first" if result.replaced else ""
+    (st.warning if result.failed else st.success)(f"{result.ok} of {len(result.rows)} clips ok{done}, {len(result.failed)} failed "
+                                                  f"→ `{result.out_dir}`{replaced}")
     st.dataframe([{"clip": r["clip"], "status": r["status"], "cause": r.get("error", ""), "output": r.get("output", "")} for r in result.rows],
                  hide_index=True, width="stretch")
     st.download_button("Download maps + manifest + params (zip)", export.zip_outputs(result), file_name="sammflow_flows.zip",

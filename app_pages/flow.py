@@ -30,6 +30,21 @@ if not clips:
     st.warning("No clip matches the filters.")
     st.stop()
 shown = tables.sample(clips, int(st.session_state["seed"]))
+# the clip shown large is the sample's first unless the user picked one (its box, a tile's
+# "Open large", or a link naming another clip): it follows a re-sample or a filter change
+linked = ui.link_choice("clip", clips, "a ready clip of this dataset matching the filters")
+if linked:
+    st.session_state.update(clip=linked[0], _clip_picked=linked[0] != shown[0])
+elif not st.session_state.get("_clip_picked") or st.session_state.get("clip") not in clips:
+    st.session_state["_clip_picked"] = False
+    if st.session_state.get("clip") != shown[0]:
+        st.session_state["clip"] = shown[0]
+
+
+def open_large(clip: str) -> None:
+    st.session_state.update(clip=clip, _clip_picked=True)
+
+
 st.subheader(f"{len(shown)} of {len(clips)} clips")
 tiles = []
 for start in range(0, len(shown), 3):
@@ -39,15 +54,16 @@ for start in range(0, len(shown), 3):
             column.image(figures.enlarge(tiles[-1][0], 196), caption=tiles[-1][1], width=196)
         except ClipError as exc:
             column.error(str(exc))
+        column.button("Open large", key=f"large_{clip}", icon=":material/open_in_full:", on_click=open_large, args=(clip,),
+                      type="tertiary", disabled=clip == st.session_state["clip"], help=f"Show {clip} large below, with arrows.")
 if tiles:
     st.download_button("Download samples (PNG)", figures.png(figures.panel(tiles, columns=3, tile=168, title="Onset → apex flow maps")),
                        file_name=f"flow_samples_{st.session_state['seed']}.png", mime="image/png", icon=":material/download:",
                        on_click="ignore", key="samples_png")
 
 st.divider()
-ui.link_choice("clip", clips, "a ready clip of this dataset matching the filters")
-ui.preset("clip", clips, shown[0])
-clip = st.selectbox("Clip shown large", clips, key="clip", bind="query-params")
+clip = st.selectbox("Clip shown large", clips, key="clip", bind="query-params", on_change=lambda: st.session_state.update(_clip_picked=True),
+                    help="The first clip of the sample unless you pick one here or with a tile's *Open large*.")
 a1, a2 = st.columns(2)
 step = a1.slider("Arrow spacing (crop px)", 6, 32, 14, key="arrow_step", bind="query-params")
 scale = a2.slider("Arrow length per px of flow", 1.0, 20.0, 4.0, step=0.5, key="arrow_scale", bind="query-params")

@@ -28,12 +28,13 @@ else:
 
 st.subheader("Annotations")
 table = tables.annotation_table(ctx.dataset)
-f1, f2, f3, f4 = st.columns(4)
-subjects = f1.multiselect("Subject", sorted(table["subject"].unique()), key="ov_subject", placeholder="all")
-emotions = f2.multiselect("Emotion", sorted(table["emotion"].unique()), key="ov_emotion", placeholder="all")
-classes = f3.multiselect("Objective class", sorted(table["objective class"].unique()), key="ov_class", placeholder="all")
-statuses = f4.multiselect("Status", sorted(table["status"].unique()), key="ov_status", placeholder="all")
-shown = tables.filter_table(table, {"subject": subjects, "emotion": emotions, "objective class": classes, "status": statuses})
+chosen = {}
+for column, (key, label, field) in zip(st.columns(4), [("ov_subject", "Subject", "subject"), ("ov_emotion", "Emotion", "emotion"),
+                                                       ("ov_class", "Objective class", "objective class"), ("ov_status", "Status", "status")]):
+    options = sorted(table[field].unique())
+    ui.link_choice(key, options, f"a {label.lower()} of this dataset's annotations")
+    chosen[field] = column.multiselect(label, options, key=key, bind="query-params", placeholder="all")
+shown = tables.filter_table(table, chosen)
 st.caption(f"{len(shown)} of {len(table)} rows")
 st.dataframe(shown, hide_index=True, width="stretch", height=min(420, 38 + 35 * max(len(shown), 1)))
 

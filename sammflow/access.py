@@ -20,7 +20,7 @@ and the allowed roots, and reads nothing. The allowed roots are:
   the sammflow checkout, whose ``out/`` holds the default exports);
 * always, the locations the server was started with, which the person starting it chose:
   ``$SAMMFLOW_DATA`` (that folder), ``$SAMMFLOW_ANNOTATIONS`` (that file only, not its
-  folder), ``$SAMMFLOW_OUT`` (else ``./out/flows``, the default export folder), and the
+  folder), the export base folder (``$SAMMFLOW_OUT``, else ``./out``: see below), and the
   generated demo dataset's folder in the cache.
 
 Not the home folder by default: on a lab server it holds the server account's credentials
@@ -30,6 +30,16 @@ confined: symbolic links *inside* a dataset folder were put there by the dataset
 are followed. The export folder must further resolve outside every dataset folder (the open
 one, ``$SAMMFLOW_DATA``, the demo), and be new, empty, or an earlier sammflow output; one
 export at a time writes to a folder (the same ``flock`` as the command line's jobs).
+
+The export's default folder is one per dataset and parameter set,
+``<base>/<dataset name>-<parameter hash>`` (``default_out_dir``; the demo's name is ``demo``),
+so a second dataset or another parameter set never lands in the folder of the first. The
+base is ``$SAMMFLOW_OUT`` when it is set, else ``./out`` (gitignored in the checkout): the
+variable names the base, not the folder itself, and the base is an allowed root, so every
+default folder is inside one. Before an export, ``export_plan`` says what the chosen folder
+holds (nothing, an earlier export of the same parameters to resume, or one of other
+parameters that the export would replace, with the files that replacing deletes), so the
+page can offer those choices instead of the command line's ``--force``.
 
 Other values from a link (clip ids, frame numbers, parameter values, choices) only select
 among the options a widget offers: Streamlit drops a URL value that is not one of them, and
@@ -52,22 +62,28 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sammflow.annotations import AnnotationError, read_annotations
+from sammflow.annotations import AnnotationError, ClipAnnotation, read_annotations
 from sammflow.cache import cache_dir, file_signature
 from sammflow.dataset import Dataset, InputError, load_dataset, safe_path
-from sammflow.demo import DemoConfig, read_ground_truth
-from sammflow.outfolder import check_output_dir, existing_output
+from sammflow.demo import DemoConfig, generate_demo, read_ground_truth
+from sammflow.export import sources_of
+from sammflow.manifest import annotated_in_order
+from sammflow.outfolder import OutputFolder, check_output_dir, existing_output
+from sammflow.params import PipelineParams
 
 #: Environment variables read by the dashboard.
 ENV_DATA = "SAMMFLOW_DATA"  # dataset folder (default: the generated demo)
 ENV_ANNOTATIONS = "SAMMFLOW_ANNOTATIONS"  # annotation file (default: DATA/samm.csv)
 ENV_DEMO_CONFIG = "SAMMFLOW_DEMO_CONFIG"  # JSON of DemoConfig fields, e.g. a small demo for tests
-ENV_OUT = "SAMMFLOW_OUT"  # default output folder of the batch export
+ENV_OUT = "SAMMFLOW_OUT"  # base folder of the batch export's default folders (one per dataset and parameter hash)
 ENV_DEVICE = "SAMMFLOW_DEVICE"  # torch device of MTCNN (default cpu)
 ENV_ROOTS = "SAMMFLOW_ROOTS"  # folders a page user may open or export to (see the module docstring)
 
@@ -98,13 +114,13 @@ def allowed_roots() -> list[Path]:
     list of Path
         Resolved, without duplicates: the ``$SAMMFLOW_ROOTS`` folders (``:``-separated; the
         working folder if unset or empty), then ``$SAMMFLOW_DATA``, ``$SAMMFLOW_ANNOTATIONS``
-        (the file itself), the default export folder (``$SAMMFLOW_OUT``, else ``./out/flows``)
-        and the demo dataset's folder. See the module docstring for why.
+        (the file itself), the export base folder (``out_base``: ``$SAMMFLOW_OUT``, else
+        ``./out``) and the demo dataset's folder. See the module docstring for why.
     """
     listed = [e.strip() for e in os.environ.get(ENV_ROOTS, "").split(os.pathsep) if e.strip()]
     entries = listed or [str(Path.cwd())]
     entries += [os.environ.get(name, "").strip() for name in (ENV_DATA, ENV_ANNOTATIONS)]
-    entries.append(default_out_dir())
+    entries.append(str(out_base()))
     try:
         entries.append(str(demo_root(demo_config())))
     except ValueError:  # a bad $SAMMFLOW_DEMO_CONFIG: the sidebar reports it when the demo is chosen
@@ -318,12 +334,256 @@ def export_folder(dataset_root: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
-def default_out_dir() -> str:
-    """The batch export's default output folder.
+def out_base() -> Path:
+    """The folder under which the batch export's default folders go (an allowed root).
+
+    Returns
+    -------
+    Path
+        ``$SAMMFLOW_OUT`` (``~`` expanded), else ``./out`` in the working folder.
+    """
+    return Path(os.environ.get(ENV_OUT, "").strip() or Path.cwd() / "out").expanduser()
+
+
+def dataset_name(ref: DatasetRef) -> str:
+    """The dataset's part of its default export folder name: ``demo``, or the dataset folder's
+    name reduced to one safe path component (letters, digits, ``.``, ``_``, ``-``)."""
+    if ref.demo:
+        return "demo"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(ref.root).name).strip("._-")[:60]
+    return name or "dataset"
+
+
+def default_out_dir(ref: DatasetRef, params_hash: str) -> Path:
+    """The batch export's default folder: one per dataset and parameter set.
+
+    Parameters
+    ----------
+    ref : DatasetRef
+        The open dataset.
+    params_hash : str
+        ``PipelineParams.hash`` (the parameters that change output bytes).
+
+    Returns
+    -------
+    Path
+        ``out_base() / "<dataset name>-<params hash>"``, e.g. ``out/SAMM-3f2a9c1b7d4e``.
+    """
+    return out_base() / f"{dataset_name(ref)}-{params_hash}"
+
+
+# ---------------------------------------------------------------- what an export would do in a folder
+
+#: The command line's advice in a refusal (``sammflow.manifest.plan``), and the page's wording of it.
+_CLI_ADVICE = "; use a new output folder, or --force to replace its outputs"
+_PAGE_ADVICE = ". Choose *Replace* to delete its outputs and export, or another output folder."
+
+
+def page_message(text: str) -> str:
+    """A job's refusal, worded for the dashboard: no command-line flag the page does not have.
+
+    Parameters
+    ----------
+    text : str
+        An ``InputError``'s message (``"OUT: made with other parameters (...); use a new output
+        folder, or --force to replace its outputs"``).
 
     Returns
     -------
     str
-        ``$SAMMFLOW_OUT``, else ``./out/flows``.
+        The same message, pointing at the page's *Replace* choice instead of ``--force``.
     """
-    return os.environ.get(ENV_OUT) or str(Path.cwd() / "out" / "flows")
+    text = text.replace(_CLI_ADVICE, _PAGE_ADVICE)
+    return text.replace("--force", "the *Replace* choice")
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What a flow-map export would do in a folder, before it runs (``export_plan``).
+
+    Attributes
+    ----------
+    out : Path
+        The folder, resolved (it may not exist yet).
+    state : {"new", "resume", "replace"}
+        ``new``: nothing of sammflow's there (or an export of other parameters in which no clip
+        finished, which the export replaces by itself); ``resume``: an export of the same
+        parameters and input, whose finished clips are kept; ``replace``: finished outputs of
+        other parameters or another input folder, which the export refuses unless told to
+        replace them (``force``).
+    clips : int
+        Annotated clips the export computes or keeps (rejected annotation rows excluded).
+    kept : int
+        ``resume``: finished clips that stay (same annotation, outputs there).
+    why : tuple of str
+        ``replace``: what differs (``"made with other parameters (flow.winsize 15 → 21)"``).
+    delete : tuple of str
+        ``replace``: the files replacing deletes, relative to ``out``.
+    """
+
+    out: Path
+    state: str
+    clips: int
+    kept: int = 0
+    why: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+
+    @property
+    def todo(self) -> int:
+        return self.clips - self.kept
+
+    def message(self) -> str:
+        """What the folder holds and what each choice does, in a sentence or two (Markdown)."""
+        if self.state == "new":
+            if self.delete:
+                return (f"`{self.out}` holds an unfinished export of other parameters (no clip finished); exporting "
+                        f"replaces it and deletes its {_files(self.delete)}.")
+            return f"`{self.out}` is {'empty' if self.out.is_dir() else 'new'}: the export writes {self.clips} flow maps there."
+        if self.state == "resume":
+            return (f"`{self.out}` holds an earlier export of these parameters: {self.kept} of {self.clips} clips are done. "
+                    f"*Resume* keeps them and computes the other {self.todo}; *Start over* recomputes all {self.clips}.")
+        return (f"`{self.out}` holds an export {'; '.join(self.why)}. *Replace* deletes its {_files(self.delete)}, "
+                f"rewrites manifest.csv and params.json, keeps any other file (sammflow.log), and exports with the "
+                f"current parameters. Or export to a new folder and keep it.")
+
+
+def _files(paths: Sequence[str]) -> str:
+    maps = [p for p in paths if p.endswith(".png")]
+    other = [p for p in paths if not p.endswith(".png")]
+    parts = []
+    if maps:
+        shown = ", ".join(f"`{p}`" for p in maps[:3]) + (f" and {len(maps) - 3} more" if len(maps) > 3 else "")
+        parts.append(f"{len(maps)} flow map{'s' if len(maps) != 1 else ''} ({shown})")
+    parts += [f"`{p}`" for p in other]
+    return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts) or "outputs (none found)"
+
+
+def export_plan(dataset: Dataset, out_dir: str | Path, params: PipelineParams) -> ExportPlan:
+    """What ``sammflow.export.export_flows`` would do with ``out_dir``: the page's choices.
+
+    Reads only the folder's ``params.json`` and ``manifest.csv`` and tests which output files
+    exist; the folder is checked first (``export_folder``: allowed roots, outside the datasets,
+    sammflow's own), so nothing outside the rules is read.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The open dataset.
+    out_dir : str or Path
+        As typed.
+    params : PipelineParams
+
+    Returns
+    -------
+    ExportPlan
+
+    Raises
+    ------
+    InputError
+        As ``export_folder``.
+    """
+    out = export_folder(dataset.root, out_dir)
+    items = annotated_in_order(dataset.annotations)
+    clips = sum(isinstance(item, ClipAnnotation) for item in items)
+    # the job's own planning (sammflow.outfolder), run dry: the page says what the export will do
+    preview = OutputFolder(out, dataset, kind="flows", params=params, sources=sources_of(dataset), items=items).preview()
+    if not preview.holds:
+        return ExportPlan(out, "new", clips)
+    if preview.why:
+        delete = tuple(str(path.relative_to(out)) for path in preview.delete)
+        return ExportPlan(out, "replace" if preview.refused else "new", clips, why=preview.why, delete=delete)
+    return ExportPlan(out, "resume", clips, kept=preview.kept)
+
+
+def new_folder(out: Path) -> Path | None:
+    """A folder beside ``out`` for an export that keeps ``out`` as it is: ``out-2``, ``out-3`` …,
+    the first that does not exist and lies in an allowed root (``None`` if none of 99 does)."""
+    for n in range(2, 101):
+        candidate = out.with_name(f"{out.name}-{n}")
+        try:
+            allowed_path(candidate, "Output folder")
+        except InputError:
+            return None
+        if not candidate.exists():
+            return candidate
+    return None
+
+
+# ---------------------------------------------------------------- the demo, built in the background
+
+
+class DemoBuild:
+    """One generation of the demo dataset, in a thread of its own.
+
+    The dashboard's sessions only watch it (``fraction``, ``text``, ``wait``): closing the tab
+    that started it, or every tab, does not stop it, and a tab opened meanwhile shows its
+    progress instead of starting over. ``sammflow.demo.generate_demo`` builds the dataset aside
+    and renames it into place, so the folder is the complete demo or absent.
+    """
+
+    def __init__(self, root: Path, config: DemoConfig) -> None:
+        self.root, self.config = root, config
+        self.done, self.total, self.clip = 0, config.subjects * config.clips_per_subject * config.frames, ""
+        self.error: BaseException | None = None
+        self.started = time.monotonic()
+        self.seconds: float | None = None
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sammflow-demo-{config.hash}", daemon=True)
+
+    def _progress(self, done: int, total: int, clip: str) -> None:
+        self.done, self.total, self.clip = done, total, clip
+
+    def _run(self) -> None:
+        try:
+            generate_demo(self.root, self.config, progress=self._progress)
+        except BaseException as exc:  # noqa: BLE001 - reported to whoever watches (ensure_demo): OSError, ValueError ...
+            self.error = exc
+        finally:
+            self.seconds = time.monotonic() - self.started
+            with _BUILDS_LOCK:
+                if _BUILDS.get(self.root) is self:
+                    del _BUILDS[self.root]  # a finished build is not reused: the folder is ready, or a retry starts anew
+            self._finished.set()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s; whether the build has finished (successfully or not)."""
+        return self._finished.wait(timeout)
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+    def text(self) -> str:
+        """Progress in words: ``"Creating the demo dataset: clip 011_2_2, frame 100 of 216 (12 s)"``."""
+        elapsed = time.monotonic() - self.started
+        if not self.done:
+            return f"Creating the demo dataset… ({elapsed:.0f} s)"
+        return f"Creating the demo dataset: clip {self.clip}, frame {self.done} of {self.total} ({elapsed:.0f} s)"
+
+
+_BUILDS: dict[Path, DemoBuild] = {}
+_BUILDS_LOCK = threading.Lock()
+
+
+def demo_build(config: DemoConfig) -> DemoBuild | None:
+    """The process's generation of the demo of ``config``: the one running, or a new one started.
+
+    Returns
+    -------
+    DemoBuild or None
+        ``None`` when the demo is ready (nothing to build).
+    """
+    root = demo_root(config)
+    with _BUILDS_LOCK:
+        build = _BUILDS.get(root)
+        if build is not None:
+            return build
+        if demo_ready(root, config):
+            return None
+        build = _BUILDS[root] = DemoBuild(root, config)
+        build._thread.start()
+    return build

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sammflow.text import show_path
+
 #: Canonical column names, and what the SAMM files call them.
 COLUMNS = {
     "subject": "Subject",
@@ -140,12 +142,12 @@ def read_annotations(path: str | Path) -> Annotations:
     """
     path = Path(path)
     if not path.exists():
-        raise AnnotationError(f"{path}: annotation file not found")
+        raise AnnotationError(f"{show_path(path)}: annotation file not found")
     if path.is_dir():
-        raise AnnotationError(f"{path}: is a folder, expected an annotation file (.csv or .xlsx)")
+        raise AnnotationError(f"{show_path(path)}: is a folder, expected an annotation file (.csv or .xlsx)")
     suffix = path.suffix.lower()
     if suffix == ".xls":
-        raise AnnotationError(f"{path}: legacy .xls spreadsheets are not supported; save it as .xlsx or CSV")
+        raise AnnotationError(f"{show_path(path)}: legacy .xls spreadsheets are not supported; save it as .xlsx or CSV")
     if suffix in (".xlsx", ".xlsm"):
         table = _read_xlsx_rows(path)
     else:
@@ -162,7 +164,7 @@ def parse_table(table: list[tuple[int, list[str]]], *, source: str) -> Annotatio
     if header_at is None:
         first = table[0][1] if table else []
         raise AnnotationError(
-            f"{source}: no header row with the required columns "
+            f"{show_path(source)}: no header row with the required columns "
             f"{', '.join(COLUMNS[k] for k in REQUIRED)} in the first {HEADER_SEARCH_ROWS} rows "
             f"(first row read as {len(first)} column(s): {_preview(first)})"
         )
@@ -170,7 +172,7 @@ def parse_table(table: list[tuple[int, list[str]]], *, source: str) -> Annotatio
     columns = _map_columns(header)
     missing = [COLUMNS[k] for k in REQUIRED if k not in columns]
     if missing:
-        raise AnnotationError(f"{source}: missing required column(s) {', '.join(missing)} in header row {header_row}")
+        raise AnnotationError(f"{show_path(source)}: missing required column(s) {', '.join(missing)} in header row {header_row}")
 
     clips: list[ClipAnnotation] = []
     rejected: list[RejectedRow] = []
@@ -189,7 +191,7 @@ def parse_table(table: list[tuple[int, list[str]]], *, source: str) -> Annotatio
         seen[clip_id] = row_number
         clips.append(_to_clip(values, row_number))
     if not clips and not rejected:
-        raise AnnotationError(f"{source}: header found but no data rows")
+        raise AnnotationError(f"{show_path(source)}: header found but no data rows")
     return Annotations(source=source, clips=tuple(clips), rejected=tuple(rejected), problems=tuple(problems))
 
 
@@ -315,24 +317,60 @@ def _to_clip(values: dict[str, str], row: int) -> ClipAnnotation:
     )
 
 
+#: Byte-order marks, longest first (a UTF-32 LE mark starts like a UTF-16 LE one).
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xef\xbb\xbf", "utf-8"),
+         (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def _unicode_encoding(data: bytes) -> tuple[str, int] | None:
+    """(encoding, BOM length) of UTF-16/32 or BOM-marked UTF-8 text: Excel's "Unicode text"
+    export is UTF-16 LE with a BOM; some tools write UTF-16 without one, recognisable by a
+    zero byte in every other place (the high byte of ASCII characters)."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return encoding, len(bom)
+    head = data[:4096]
+    if len(head) >= 8 and len(head) % 2 == 0:
+        even, odd = head[0::2], head[1::2]
+        if odd.count(0) >= 0.9 * len(odd) and even.count(0) == 0:
+            return "utf-16-le", 0
+        if even.count(0) >= 0.9 * len(even) and odd.count(0) == 0:
+            return "utf-16-be", 0
+    return None
+
+
 def _decode_text(data: bytes, path: Path) -> str:
-    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+    unicode = _unicode_encoding(data)
+    if unicode is not None:
+        encoding, skip = unicode
+        try:
+            return data[skip:].decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise AnnotationError(f"{show_path(path)}: starts as {encoding.upper()} text but is not ({exc.reason} at byte {exc.start + skip})") from None
+    if b"\x00" in data[:4096]:
+        raise AnnotationError(f"{show_path(path)}: binary file, expected a CSV annotation table")
+    for encoding in ("utf-8", "cp1252", "latin-1"):
         try:
             return data.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise AnnotationError(f"{path}: cannot decode as text")  # pragma: no cover - latin-1 decodes anything
+    raise AnnotationError(f"{show_path(path)}: cannot decode as text")  # pragma: no cover - latin-1 decodes anything
 
 
 def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AnnotationError(f"{show_path(path)}: cannot read the annotation file ({exc.strerror or exc})") from exc
     if not data.strip():
-        raise AnnotationError(f"{path}: file is empty")
+        raise AnnotationError(f"{show_path(path)}: file is empty")
     if data[:4] == b"PK\x03\x04":
-        raise AnnotationError(f"{path}: looks like an .xlsx spreadsheet; give it the .xlsx extension")
-    if b"\x00" in data[:4096]:
-        raise AnnotationError(f"{path}: binary file, expected a CSV annotation table")
+        raise AnnotationError(f"{show_path(path)}: looks like an .xlsx spreadsheet; give it the .xlsx extension")
     text = _decode_text(data, path)
+    if not text.strip():
+        raise AnnotationError(f"{show_path(path)}: file is empty")
+    if "\x00" in text[:4096]:
+        raise AnnotationError(f"{show_path(path)}: binary file, expected a CSV annotation table")
     sample = "\n".join(text.splitlines()[:HEADER_SEARCH_ROWS])
     try:
         delimiter = csv.Sniffer().sniff(sample, delimiters=";,\t").delimiter
@@ -355,7 +393,7 @@ def _read_xlsx_rows(path: Path) -> list[tuple[int, list[str]]]:
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # zipfile.BadZipFile, KeyError, InvalidFileException ...
-        raise AnnotationError(f"{path}: not a readable .xlsx spreadsheet ({type(exc).__name__}: {exc})") from exc
+        raise AnnotationError(f"{show_path(path)}: not a readable .xlsx spreadsheet ({type(exc).__name__}: {exc})") from exc
     try:
         for sheet in book.worksheets:
             rows = [
@@ -366,7 +404,7 @@ def _read_xlsx_rows(path: Path) -> list[tuple[int, list[str]]]:
                 return rows
         first = book.worksheets[0] if book.worksheets else None
         if first is None:
-            raise AnnotationError(f"{path}: spreadsheet has no sheets")
+            raise AnnotationError(f"{show_path(path)}: spreadsheet has no sheets")
         return [(i, ["" if v is None else _cell_text(v) for v in row]) for i, row in enumerate(first.iter_rows(values_only=True), start=1)]
     finally:
         book.close()

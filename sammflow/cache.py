@@ -38,6 +38,7 @@ from sammflow.annotations import ClipAnnotation
 from sammflow.dataset import ClipFrames, Dataset, FrameError, read_grey
 from sammflow.detect import FaceBox, NoFaceError, detect_face
 from sammflow.files import read_json, write_atomic
+from sammflow.text import show_path
 from sammflow.params import DetectParams, PipelineParams, stable_hash
 from sammflow.pipeline import ClipError, NormalizedClip, find_apex_face, normalize_clip
 
@@ -374,7 +375,7 @@ def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, number
     missing = []
     for number in sorted({int(n) for n in numbers}):
         if number not in frames.frames:
-            raise ClipError(f"{clip.clip}: frame {number} not on disk in {frames.folder}")
+            raise ClipError(f"{clip.clip}: frame {number} not on disk in {show_path(frames.folder)}")
         hit = store.get_crop(clip.clip, dh, ah, number, frames.frames[number], box)
         if hit is None:
             missing.append(number)

@@ -6,58 +6,170 @@ exits 1 when any clip failed, 2 when the input as a whole is unusable (bad datas
 annotation file or output folder; one line saying why), 130 / 143 when interrupted by
 Ctrl-C / SIGTERM (finished clips are kept; re-run the same command to resume), 0 otherwise.
 No traceback is ever printed: unexpected errors are one line pointing to a log file that
-holds the details.
+holds the details (``OUT/sammflow.log``, or a ``sammflow-error-*.log`` in the temporary
+folder, ``$TMPDIR``, when there is no output folder to log into).
+
+Every option is checked once, before any work, and a bad value is one line naming its flag
+(``--winsize must be odd ...``). Every message survives any path: a folder name that is not
+valid UTF-8 is printed with its odd bytes as ``\\xNN`` (``sammflow.text.printable``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
+import re
 import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sammflow import __version__
 from sammflow.annotations import AnnotationError, read_annotations
 from sammflow.dataset import Dataset, InputError, load_dataset
+from sammflow.files import append_text
+from sammflow.text import printable
 from sammflow.params import STAGES, AlignParams, DetectParams, EncodeParams, FlowParams, GifParams, PipelineParams, declared
+
+#: ``--workers`` above this many times the cores is refused as a mistake (a typo, a value for another machine).
+MAX_WORKERS_PER_CORE = 4
+
+
+def _say(text: str, *, err: bool = True) -> None:
+    """Print one message (any path in it made printable: a print never fails)."""
+    print(printable(text), file=sys.stderr if err else sys.stdout)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (not the whole usage) and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, printable(f"error: {' '.join(message.split())} (see {self.prog} --help)") + "\n")
+
+
+def _number(text: str) -> float:
+    """A finite number (argparse ``type``): ``nan`` and ``inf`` are refused where parsed."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def flag_of(cls: type, name: str) -> str:
+    """The command-line flag of a declared parameter, ``--`` included."""
+    for f, p in declared(cls):
+        if f.name == name:
+            return "--" + (p.flag or f.name.replace("_", "-"))
+    raise KeyError(name)
+
 
 def _add_params(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
     """One flag per declared parameter of ``cls`` (``sammflow.params.param``): its flag name, help and default."""
     group = parser.add_argument_group(title)
     for f, p in declared(cls):
-        flag = "--" + (p.flag or f.name.replace("_", "-"))
+        flag = flag_of(cls, f.name)
         choices = f"; one of {', '.join(map(str, p.choices))}" if p.choices and not isinstance(f.default, str) else ""
         help_text = f"{p.help}{choices} (default: {f.default})"
         dest = f"{cls.__name__}.{f.name}"
         if isinstance(f.default, bool):
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
         else:
-            group.add_argument(flag, dest=dest, type=type(f.default), default=f.default, metavar=f.name.upper(), help=help_text)
+            kind = _number if isinstance(f.default, float) else type(f.default)
+            group.add_argument(flag, dest=dest, type=kind, default=f.default, metavar=f.name.upper(), help=help_text)
 
 
 _STAGE_CLASSES = {"detect": DetectParams, "align": AlignParams, "flow": FlowParams, "encode": EncodeParams}
 
 
+def _flagged(cls: type, message: str, name: str | None = None) -> str:
+    """A parameter class's message told with flags: the field it is about (``name``, leading the
+    message: ``winsize must be odd`` → ``--winsize must be odd``), and any other field it names
+    (a rule between two values: ``min_face must be <= max_side`` → ``... <= --detect-max-side``)."""
+    message = " ".join(message.split())
+    if name is not None:
+        flag = flag_of(cls, name)
+        message = flag + message[len(name):] if message.startswith(f"{name} ") else f"{flag}: {message}"
+    for f, _ in declared(cls):
+        if f.name != name:
+            message = re.sub(rf"(?<![\w'-]){f.name}(?![\w'-])", flag_of(cls, f.name), message)  # not a quoted value
+    return message
+
+
 def _build(cls: type, args: argparse.Namespace) -> Any:
-    """A parameter set from the flags of the command (defaults for a stage the command has no flags of)."""
-    return cls(**{f.name: getattr(args, f"{cls.__name__}.{f.name}") for f, _ in declared(cls) if hasattr(args, f"{cls.__name__}.{f.name}")})
+    """A parameter set from the flags of the command (defaults for a stage the command has no flags of).
+
+    Each value is checked on its own first, so that a bad one is named by its flag
+    (``--winsize must be odd``, not the field name); raises ``InputError``.
+    """
+    values = {f.name: getattr(args, f"{cls.__name__}.{f.name}") for f, _ in declared(cls) if hasattr(args, f"{cls.__name__}.{f.name}")}
+    for name, value in values.items():
+        try:
+            cls(**{name: value})
+        except ValueError as exc:
+            raise InputError(_flagged(cls, str(exc), name)) from None
+    try:
+        return cls(**values)
+    except ValueError as exc:  # a rule between two values
+        raise InputError(_flagged(cls, str(exc))) from None
 
 
 def _pipeline_params(args: argparse.Namespace) -> PipelineParams:
     return PipelineParams(**{stage: _build(cls, args) for stage, cls in _STAGE_CLASSES.items()})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m sammflow",
+def _workers(requested: int | None) -> int:
+    """``--workers``: one per core if not given; fewer than one, or more than
+    ``MAX_WORKERS_PER_CORE`` × the cores, is refused. ``sammflow.workers.run_clips`` then
+    never starts more than the cores or the clips to do."""
+    from sammflow.workers import available_cores
+
+    cores = available_cores()
+    if requested is None:
+        return cores
+    if requested < 1:
+        raise InputError(f"--workers must be >= 1, got {requested}")
+    if requested > MAX_WORKERS_PER_CORE * cores:
+        raise InputError(f"--workers {requested}: more than {MAX_WORKERS_PER_CORE} × the {cores} core(s) of this machine; "
+                         f"use at most {MAX_WORKERS_PER_CORE * cores}, or leave it out for one per core")
+    return requested
+
+
+#: Demo options: flag → (DemoConfig field, lowest, highest).
+_DEMO_OPTIONS = {"--subjects": ("subjects", 1, 99), "--clips": ("clips_per_subject", 1, 20), "--frames": ("frames", 5, 10_000),
+                 "--amplitude": ("amplitude", 0.0, 100.0), "--jitter": ("jitter", 0.0, 100.0), "--seed": ("seed", 0, None)}
+
+
+def _demo_config(args: argparse.Namespace) -> Any:
+    """The demo's ``DemoConfig`` from its flags, each checked and named by its flag."""
+    from sammflow.demo import DemoConfig
+
+    values = {"--subjects": args.subjects, "--clips": args.clips, "--frames": args.frames, "--amplitude": args.amplitude,
+              "--jitter": args.jitter, "--seed": args.seed}
+    for flag, value in values.items():
+        _, low, high = _DEMO_OPTIONS[flag]
+        if high is None and value < low:
+            raise InputError(f"{flag} must be >= {low:g}, got {value:g}")
+        if high is not None and not low <= value <= high:
+            raise InputError(f"{flag} must be in [{low:g}, {high:g}], got {value:g}")
+    try:
+        return DemoConfig(**{_DEMO_OPTIONS[flag][0]: value for flag, value in values.items()})
+    except ValueError as exc:
+        message = " ".join(str(exc).split())
+        for flag, (name, _, _) in _DEMO_OPTIONS.items():
+            if message.startswith(f"{name} "):
+                message = flag + message[len(name):]
+        raise InputError(message) from None
+
+
+def build_parser(prog: str = "python -m sammflow") -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
         description="SAMM-style micro-expression clips → aligned face crops → onset→apex optical flow → 28×28 flow maps.",
     )
     parser.add_argument("--version", action="version", version=f"sammflow {__version__}")
@@ -69,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("out", type=Path, help="output folder (created; must be outside the dataset folder)")
         p.add_argument("--annotations", "-a", type=Path, help="samm.csv or SAMM_Micro_FACS_Codes_v2.xlsx (default: DATA/samm.csv, or the one a normalize run recorded)")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-        p.add_argument("--workers", "-j", type=int, default=None, help="worker processes (default: one per core)")
+        p.add_argument("--workers", "-j", type=int, default=None,
+                       help="worker processes (default: one per core); never more are started than cores or clips to do, "
+                            f"and more than {MAX_WORKERS_PER_CORE} × the cores is refused")
         p.add_argument("--force", action="store_true",
                        help="recompute every clip, even those OUT already holds; if OUT was made with other parameters "
                             "(or from another input folder), remove its outputs first instead of refusing")
@@ -79,12 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Write a demo dataset in SAMM layout, generated from scikit-image's astronaut photograph: "
                                       "grey 2040×1088 frames with head jitter and a known local motion, samm.csv and ground_truth.json.")
     demo.add_argument("out", type=Path, help="new or empty folder")
-    demo.add_argument("--subjects", type=int, default=3, help="number of subjects (default: 3)")
-    demo.add_argument("--clips", type=int, default=2, help="clips per subject (default: 2)")
-    demo.add_argument("--frames", type=int, default=36, help="frames per clip (default: 36)")
-    demo.add_argument("--amplitude", type=float, default=4.0, help="peak local motion at apex, frame px (default: 4)")
-    demo.add_argument("--jitter", type=float, default=1.5, help="per-frame head jitter std, frame px (default: 1.5)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--subjects", type=int, default=3, help="number of subjects, 1-99 (default: 3)")
+    demo.add_argument("--clips", type=int, default=2, help="clips per subject, 1-20 (default: 2)")
+    demo.add_argument("--frames", type=int, default=36, help="frames per clip, 5-10000 (default: 36)")
+    demo.add_argument("--amplitude", type=_number, default=4.0, help="peak local motion at apex, frame px, 0-100 (default: 4)")
+    demo.add_argument("--jitter", type=_number, default=1.5, help="per-frame head jitter std, frame px, 0-100 (default: 1.5)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default: 0)")
     demo.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     p = dataset_command("normalize", "align every frame of every annotated clip to its apex face crop",
@@ -123,7 +237,7 @@ class _Bar:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
-        self.bar.set_postfix_str(label, refresh=False)
+        self.bar.set_postfix_str(printable(label), refresh=False)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -147,7 +261,7 @@ def _load(data: Path, annotations: Path | None) -> Dataset:
     rejected = {r.row for r in parsed.rejected}  # reported with the failed clips at the end, once
     for problem in parsed.problems:
         if problem.row not in rejected:
-            print(f"annotation {problem.severity}: {problem}", file=sys.stderr)
+            _say(f"annotation {problem.severity}: {problem}")
     dataset = load_dataset(data, parsed)
     dataset.check_usable()
     return dataset
@@ -164,16 +278,16 @@ def _print_issues(dataset: Dataset) -> None:
             continue
         if issue.kind == "unreadable" and issue.clip in annotated:
             continue
-        print(f"dataset warning: {issue}", file=sys.stderr)
+        _say(f"dataset warning: {issue}")
 
 
 def _report(report: Any) -> int:
     for row in report.failed:
-        print(f"{row['status']}: {row['error']}", file=sys.stderr)
+        _say(f"{row['status']}: {row['error']}")
     summary = report.summary()
     if getattr(report, "unexpected", 0) and report.log is not None:
         summary += f"; details in {report.log}"
-    print(summary)
+    _say(summary, err=False)
     return 1 if report.failed else 0
 
 
@@ -212,85 +326,118 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _crash_log(exc: BaseException, args: argparse.Namespace) -> Path | None:
-    """Write ``exc``'s traceback to ``OUT/sammflow.log`` when OUT is a sammflow output folder,
-    else to a file in the temporary folder (never into a folder sammflow did not make)."""
-    from sammflow.outfolder import LOG_FILE, MANIFEST_FILE, PARAMS_FILE
+def _clear_message(exc: BaseException) -> str | None:
+    """The one-line message of an error the user can act on, or ``None`` for a bug."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:  # the system refused a path: name it and why
+        from sammflow.outfolder import os_error_text
 
-    out = getattr(args, "out", None)
-    candidates = []
-    if out is not None and out.is_dir() and ((out / PARAMS_FILE).is_file() or (out / MANIFEST_FILE).is_file()):
-        candidates.append(out / LOG_FILE)
-    candidates.append(Path(tempfile.gettempdir()) / f"sammflow-error-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log")
-    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-    text = f"\n=== {stamp} sammflow {__version__}: python -m sammflow {' '.join(sys.argv[1:])}\n"
-    text += "".join(traceback.format_exception(exc))
-    for path in candidates:
-        try:
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write(text)
-            return path
-        except OSError:
-            continue
+        return f"{exc.filename}: {os_error_text(exc)}"
+    if isinstance(exc, _CLEAR_ERRORS):
+        return _one_line(exc)
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _crash_log(exc: BaseException, args: argparse.Namespace) -> tuple[Path | None, bool]:
+    """Write ``exc``'s traceback to ``OUT/sammflow.log`` when OUT is a sammflow output folder,
+    else to a new ``sammflow-error-*.log`` in the temporary folder (never into a folder sammflow
+    did not make). Returns the file (``None`` if none could be written) and whether it is in OUT."""
+    from sammflow.outfolder import LOG_FILE, MANIFEST_FILE, PARAMS_FILE
+
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    text = f"\n=== {stamp} sammflow {__version__}: python -m sammflow {' '.join(sys.argv[1:])}\n"
+    text += "".join(traceback.format_exception(exc))
+    out = getattr(args, "out", None)
+    try:  # the error may be about OUT itself (a name too long): asking about it may fail again
+        ours = out is not None and out.is_dir() and ((out / PARAMS_FILE).is_file() or (out / MANIFEST_FILE).is_file())
+    except (OSError, ValueError):
+        ours = False
+    if ours and append_text(out / LOG_FILE, text):
+        return out / LOG_FILE, True
+    try:  # a new file of its own (O_EXCL, unpredictable name): never appended to someone else's file or link
+        fd, name = tempfile.mkstemp(prefix=f"sammflow-error-{datetime.now():%Y%m%d-%H%M%S}-", suffix=".log")
+        os.close(fd)
+    except OSError:
+        return None, False
+    if append_text(Path(name), text):
+        return Path(name), False
+    return None, False
+
+
+def _holds_manifest(out: Path) -> bool:
+    """Whether OUT has a manifest (so an interrupted job left finished clips and 'pending' rows there)."""
+    from sammflow.outfolder import MANIFEST_FILE
+
+    try:
+        return (out / MANIFEST_FILE).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sammflow") -> int:
+    """Run one command; returns its exit code (``sys.exit`` it, as ``python -m sammflow`` and the
+    ``sammflow`` script do). A bad command line exits 2 from argparse, in one line."""
+    args = build_parser(prog).parse_args(argv)
     with _signals():
         try:
             return _run(args)
         except KeyboardInterrupt as exc:
             signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
-            if args.command == "demo":
-                kept = f"; nothing was written to {args.out}"  # built aside and renamed into place
+            if args.command == "demo" or not _holds_manifest(args.out):  # a demo is built aside and renamed into place
+                kept = f"; nothing was written to {args.out}"
             else:
                 kept = (f"; finished clips are kept in {args.out} (the rest are 'pending' in its manifest.csv): "
                         "re-run the same command to resume")
-            print(f"interrupted ({signal.Signals(signum).name}){kept}", file=sys.stderr)
+            _say(f"interrupted ({signal.Signals(signum).name}){kept}")
             return 128 + int(signum)
-        except _CLEAR_ERRORS as exc:
-            print(f"error: {_one_line(exc)}", file=sys.stderr)
-            return 2
         except Exception as exc:  # noqa: BLE001 - a bug must still be one line, with the details in a file
-            log = _crash_log(exc, args)
-            details = f" (details in {log})" if log else ""
-            print(f"error: unexpected {type(exc).__name__}: {_one_line(exc)}{details}", file=sys.stderr)
+            message = _clear_message(exc)
+            if message is not None:
+                _say(f"error: {message}")
+                return 2
+            log, in_out = _crash_log(exc, args)
+            if log is None:
+                try:
+                    temporary = tempfile.gettempdir()
+                except OSError:  # no usable one at all
+                    temporary = "($TMPDIR)"
+                where = f" (its traceback could not be written, neither to the output folder nor to the temporary folder {temporary})"
+            elif in_out:
+                where = f" (details in {log})"
+            else:
+                where = f" (details in the temporary folder, as there is no output folder to log into: {log})"
+            _say(f"error: unexpected {type(exc).__name__}: {_one_line(exc)}{where}")
             return 2
-
-
-def _options(build: Any, *what: Any) -> Any:
-    """Build parameters from the command line; their validation errors are input errors."""
-    try:
-        return build(*what)
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
 
 
 def _run(args: argparse.Namespace) -> int:
     from sammflow import export
 
     if args.command == "demo":
-        from sammflow.demo import DemoConfig, generate_demo
+        from sammflow.demo import generate_demo
 
-        config = _options(lambda: DemoConfig(subjects=args.subjects, clips_per_subject=args.clips, frames=args.frames,
-                                             amplitude=args.amplitude, jitter=args.jitter, seed=args.seed))
+        config = _demo_config(args)
         bar = _Bar("frame", args.quiet)
         try:
             generate_demo(args.out, config, progress=bar)
         finally:
             bar.close()
-        print(f"demo dataset: {config.subjects * config.clips_per_subject} clips × {config.frames} frames → {args.out} "
-              f"(annotations {args.out / 'samm.csv'}, ground truth {args.out / 'ground_truth.json'})")
+        _say(f"demo dataset: {config.subjects * config.clips_per_subject} clips × {config.frames} frames → {args.out} "
+             f"(annotations {args.out / 'samm.csv'}, ground truth {args.out / 'ground_truth.json'})", err=False)
         return 0
 
-    params = _options(_pipeline_params, args)
-    gif = _options(_build, GifParams, args) if args.command == "gif" else None
+    # every option first, before anything is read or written
+    params = _pipeline_params(args)
+    gif = _build(GifParams, args) if args.command == "gif" else None
+    workers = _workers(args.workers)
     if args.command == "flows" and not export.is_normalized(args.data):
         raise InputError(f"{args.data}: not a 'normalize' output (no params.json of kind 'normalized'); use 'export' for raw frames")
     dataset = _load(args.data, args.annotations)
+    if args.command == "gif" and args.clips:
+        known = set(dataset.annotations.by_clip) | {r.clip for r in dataset.annotations.rejected}
+        unknown = sorted(set(args.clips) - known)
+        if unknown:
+            raise InputError(f"--clip {', '.join(unknown)}: not annotated in {dataset.annotations.source}")
     _print_issues(dataset)
-    workers = export.default_workers() if args.workers is None else max(1, args.workers)
     common = {"params": params, "workers": workers, "force": args.force}
     bar = _Bar("clip", args.quiet)
     try:

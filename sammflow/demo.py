@@ -25,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sammflow.text import show_path
 from sammflow.params import stable_hash
 
 FRAME_WIDTH, FRAME_HEIGHT = 2040, 1088  # SAMM frame size
@@ -264,7 +265,7 @@ def generate_demo(
         return out_dir
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         what = "a demo dataset made with other settings" if existing else "not a sammflow demo dataset"
-        raise FileExistsError(f"{out_dir}: already exists and is {what}; choose an empty or new folder")
+        raise FileExistsError(f"{show_path(out_dir)}: already exists and is {what}; choose an empty or new folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -317,7 +318,12 @@ def _write_demo(root: Path, config: DemoConfig, progress: Callable[[int, int, st
                 jx, jy = jitter[i]
                 image = _render(background, subject, field * amount, (jx, jy), config.noise, rng)
                 name = f"{subject.id}_{number:0{subject.padding}d}.jpg"
-                cv2.imwrite(str(clip_dir / name), image, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
+                # encoded here and written by Python: OpenCV's path-taking imwrite mishandles (and
+                # has crashed on) folder names that are not UTF-8
+                ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
+                if not ok:  # pragma: no cover - a uint8 grey image always encodes
+                    raise RuntimeError(f"cannot encode frame {number} of {clip_id} as JPEG")
+                (clip_dir / name).write_bytes(encoded.tobytes())
                 frames_truth.append({"frame": number, "jitter": [round(float(jx), 4), round(float(jy), 4)], "motion": round(amount, 5)})
                 done += 1
                 if progress:

@@ -1,12 +1,37 @@
 """HSV encoding of a flow field into the colour flow map models train on.
 
 Convention of the original scripts (OpenCV HSV, hue 0–180):
-hue = angle° / 2 (0° = +x right, 90° = +y down), saturation = 255,
-value = magnitude min-max normalised to 0–255; HSV → BGR; resized with INTER_AREA.
-``decode_map`` inverts the direction and the relative magnitude.
+hue = angle° / 2 (0° = +x right, 90° = +y down), saturation = 255, value = brightness from
+the magnitude (below); HSV → BGR; resized with INTER_AREA. ``decode_map`` inverts the
+direction and the relative magnitude.
+
+Brightness scale (``EncodeParams.scale``), per map as in the original scripts and in the
+STSTNet / HTNet preprocessing (each map is normalised on its own: what a model sees is the
+*pattern* of motion, not its absolute size):
+
+``robust`` (default)
+    ``value = min(255, round(255 · |uv| / s))`` with ``s`` = the 99th percentile of ``|uv|``
+    over the *interior* of the field: the field without a border of ``min(H, W) // 16`` px on
+    each side (14 px of a 224 crop). Zero motion is black, ``s`` px and more is full
+    brightness (the strongest 1 % of the interior saturates). Farnebäck's estimates are
+    unreliable within about a window of the crop's edge: at small ``winsize`` (3–7) single
+    edge pixels reach 10–50 px against ≈ 2–4 px of real motion, and with min-max one such
+    pixel sets the scale and the whole map goes nearly black. Those artefacts lie within
+    ≈ 10 px of the edge of a 224 crop and cover far less than 1 % of it, so neither the
+    percentile nor the interior lets them decide the scale. If ``s`` is 0 (at least 99 % of
+    the interior does not move), the interior's largest magnitude is used, then the whole
+    field's; a field without motion is black.
+``minmax`` (the original scripts)
+    ``value = round(255 · (|uv| − min) / (max − min))`` over the whole field; a uniform
+    magnitude (including no motion) is black.
+
+``map_scale`` says which magnitudes (crop px) black and full brightness stand for, for the
+legend ("full brightness = 2.41 px").
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -14,23 +39,116 @@ import numpy as np
 from sammflow.flow import FlowField
 from sammflow.params import INTERPOLATIONS, EncodeParams
 
+#: The brightness scales of ``EncodeParams.scale``.
+SCALES = ("robust", "minmax")
+#: Percentile of the interior magnitude shown at full brightness (``robust``).
+PERCENTILE = 99.0
+#: The border left out of the robust scale, as a fraction of the field's shorter side (floored).
+BORDER_FRACTION = 1 / 16
 
-def encode_hsv(flow: FlowField) -> np.ndarray:
+
+@dataclass(frozen=True)
+class MapScale:
+    """The magnitudes (crop px) that a map's black and full brightness stand for.
+
+    Attributes
+    ----------
+    method : str
+        ``"robust"`` or ``"minmax"`` (``EncodeParams.scale``).
+    zero : float
+        Magnitude shown black: 0 for ``robust``, the field's smallest magnitude for ``minmax``.
+    full : float
+        Magnitude shown at full brightness (``robust``: larger magnitudes are clipped to it).
+        ``full <= zero`` means no brightness at all: the whole map is black.
+    """
+
+    method: str
+    zero: float
+    full: float
+
+    def value(self, magnitude: np.ndarray) -> np.ndarray:
+        """HSV value (brightness) of each magnitude (float32 crop px): uint8, same shape."""
+        # float32 arithmetic as in the original scripts: minmax maps are byte-identical to theirs
+        span = float(np.float32(self.full) - np.float32(self.zero))
+        if not span > 0:
+            return np.zeros(magnitude.shape, np.uint8)
+        scaled = (magnitude - np.float32(self.zero)) * (255.0 / span)
+        return np.round(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
+
+    def label(self) -> str:
+        """One line for a legend, e.g. ``"full brightness = 2.41 px"`` (crop px)."""
+        if not self.full - self.zero > 0:
+            return "no motion: all black" if self.method == "robust" else "uniform magnitude: all black"
+        if self.method == "robust":
+            return f"full brightness = {_px(self.full)} px"
+        return f"black = {_px(self.zero)} px, full = {_px(self.full)} px"
+
+
+def _px(value: float) -> str:
+    """A magnitude with three significant digits (0.0123, 0.123, 1.23, 12.3)."""
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
+def interior(field: np.ndarray) -> np.ndarray:
+    """``field`` without a border of ``min(H, W) // 16`` px on each side (all of it when that is 0)."""
+    border = int(min(field.shape[:2]) * BORDER_FRACTION)
+    return field[border:field.shape[0] - border, border:field.shape[1] - border] if border else field
+
+
+def map_scale(flow: FlowField, *, params: EncodeParams = EncodeParams()) -> MapScale:
+    """The brightness scale ``encode_flow`` uses for this flow (see the module docstring).
+
+    Parameters
+    ----------
+    flow : FlowField
+    params : EncodeParams
+        Only ``scale`` is used.
+
+    Returns
+    -------
+    MapScale
+        ``full`` is the magnitude (crop px) shown at full brightness: what a legend shows.
+    """
+    return _scale(_polar(flow)[0], params.scale)
+
+
+def _polar(flow: FlowField) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude (crop px) and angle (degrees) of a flow, float32, as the encoding reads them."""
+    return cv2.cartToPolar(flow.uv[..., 0], flow.uv[..., 1], angleInDegrees=True)
+
+
+def _scale(magnitude: np.ndarray, method: str) -> MapScale:
+    if method == "minmax":
+        return MapScale("minmax", float(magnitude.min()), float(magnitude.max()))
+    inner = interior(magnitude)
+    full = float(np.percentile(inner, PERCENTILE))
+    if not full > 0:
+        full = float(inner.max())
+    if not full > 0:
+        full = float(magnitude.max())
+    return MapScale("robust", 0.0, full)
+
+
+def encode_hsv(flow: FlowField, *, params: EncodeParams = EncodeParams(), scale: MapScale | None = None) -> np.ndarray:
     """Full-resolution HSV encoding.
+
+    Parameters
+    ----------
+    flow : FlowField
+    params : EncodeParams
+        ``scale`` picks the brightness scale (``map_scale``).
+    scale : MapScale, optional
+        A given scale instead (the colour legend draws a synthetic field with a fixed one).
 
     Returns
     -------
     ndarray, uint8, shape (H, W, 3), BGR
     """
-    magnitude, angle = cv2.cartToPolar(flow.uv[..., 0], flow.uv[..., 1], angleInDegrees=True)
+    magnitude, angle = _polar(flow)
     hsv = np.empty(flow.uv.shape[:2] + (3,), dtype=np.uint8)
     hsv[..., 0] = np.round(angle / 2.0).astype(np.int32) % 180
     hsv[..., 1] = 255
-    span = float(magnitude.max() - magnitude.min())
-    if span > 0:
-        hsv[..., 2] = np.round((magnitude - magnitude.min()) * (255.0 / span)).astype(np.uint8)
-    else:  # no motion at all (or uniform motion): nothing stands out
-        hsv[..., 2] = 0
+    hsv[..., 2] = (scale or _scale(magnitude, params.scale)).value(magnitude)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
 
 
@@ -41,7 +159,7 @@ def encode_flow(flow: FlowField, *, params: EncodeParams = EncodeParams()) -> np
     -------
     ndarray, uint8, shape (size, size, 3), BGR (write with ``cv2.imwrite``)
     """
-    bgr = encode_hsv(flow)
+    bgr = encode_hsv(flow, params=params)
     return cv2.resize(bgr, (params.size, params.size), interpolation=INTERPOLATIONS[params.interpolation])
 
 
@@ -57,7 +175,8 @@ def decode_map(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     angle : ndarray, float64, shape (H, W)
         Direction in degrees [0, 360), 0° = +x, 90° = +y (down); quantised to 2°.
     value : ndarray, float64, shape (H, W)
-        Relative magnitude in [0, 1] (min-max normalised per map).
+        Relative magnitude in [0, 1]: magnitude / ``MapScale.full`` of the map (``robust``,
+        clipped at 1), or min-max normalised (``minmax``).
     """
     if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) BGR map, got {bgr.dtype} {bgr.shape}")

@@ -108,7 +108,7 @@ def _gif_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox | None, war
         extra = alignment_fields(normalized, warnings)
     name = gif_name(clip)
     try:
-        write_atomic(out_dir / name, encode_gif(crops, params=gif))
+        write_atomic(out_dir / name, encode_gif(crops, params=gif, numbers=numbers, clip=clip))
     except ValueError as exc:
         raise ClipError(f"{clip.clip}: {exc}") from exc
     return {**extra, "frames": len(crops), "output": name}
@@ -129,7 +129,8 @@ def _face_step(folder: OutputFolder, params: PipelineParams, detector: Any, boxe
     return lambda clip, frames: find_apex_face(clip, frames, params=params.detect, detector=detector, boxes=boxes)
 
 
-def _sources(dataset: Dataset) -> dict[str, str]:
+def sources_of(dataset: Dataset) -> dict[str, str]:
+    """The inputs a job records in params.json (and compares on a re-run): dataset folder and annotation file."""
     return {"dataset": str(dataset.root), "annotations": dataset.annotations.source}
 
 
@@ -166,7 +167,7 @@ def export_flows(
         Unusable output folder (inside the dataset, not writable, not a sammflow folder, in use
         by another run, holding outputs of other parameters without ``force``), a full disk.
     """
-    with OutputFolder(out_dir, dataset, kind="flows", params=params, force=force, sources=_sources(dataset),
+    with OutputFolder(out_dir, dataset, kind="flows", params=params, force=force, sources=sources_of(dataset),
                       items=annotated_in_order(dataset.annotations)) as folder:
         run_clips(folder, _flow_work, (params, folder.out), prepare=_face_step(folder, params, detector, boxes), workers=workers,
                   progress=progress, on_row=on_row)
@@ -190,7 +191,7 @@ def normalize_dataset(
     (frame, dx, dy, score, residual, angle, scale), ``OUT/manifest.csv`` and ``OUT/params.json``.
     Resumes and ``force`` as ``export_flows``.
     """
-    with OutputFolder(out_dir, dataset, kind="normalized", params=params, force=force, sources=_sources(dataset),
+    with OutputFolder(out_dir, dataset, kind="normalized", params=params, force=force, sources=sources_of(dataset),
                       items=annotated_in_order(dataset.annotations)) as folder:
         run_clips(folder, _normalize_work, (params, folder.out), prepare=_face_step(folder, params, detector, None), workers=workers,
                   progress=progress)
@@ -274,7 +275,7 @@ def export_gifs(
             raise InputError(f"unknown clip(s): {', '.join(sorted(unknown))}")
     aligned = is_normalized(dataset.root)
     items = [c for c in annotated_in_order(dataset.annotations) if wanted is None or c.clip in wanted]
-    with OutputFolder(out_dir, dataset, kind="gifs", params=params, force=force, sources=_sources(dataset), items=items,
+    with OutputFolder(out_dir, dataset, kind="gifs", params=params, force=force, sources=sources_of(dataset), items=items,
                       extra={"gif": gif.to_dict()}, keep_others=True) as folder:
         run_clips(folder, _gif_work, (params, folder.out, gif), prepare=None if aligned else _face_step(folder, params, detector, None),
                   workers=workers, blocked=_not_normalized(dataset.root) if aligned else None, progress=progress)

@@ -1,6 +1,11 @@
 """Figures of the dashboard, as plain functions: numpy images (PNG bytes, enlarged maps, colour
-wheel, flow arrows, difference images, captioned panels, the alignment before/after figure),
-flow statistics and plotly charts. No Streamlit: the pages call these, and a notebook can too.
+wheel with the brightness scale, flow arrows, difference images, captioned panels, the alignment
+before/after figure, the slide figure of a clip), flow statistics and plotly charts. No
+Streamlit: the pages call these, and a notebook can too.
+
+All text drawn into an image goes through ``sammflow.animate.drawable`` (Pillow's built-in
+font has no →, ×, ≥: they become "->", "x", ">="), so a downloaded figure never shows an
+empty box, offline.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sammflow.animate import drawable, label_frame, text_font
 from sammflow.detect import FaceBox
-from sammflow.encode import dominant_direction, encode_hsv
+from sammflow.encode import MapScale, dominant_direction, encode_hsv, map_scale
 from sammflow.files import encode_image
 from sammflow.flow import FlowField
-from sammflow.params import AlignParams
+from sammflow.params import AlignParams, EncodeParams
 from sammflow.pipeline import ClipFlow, NormalizedClip
 
 #: SAMM's frame rate: converts frame counts to milliseconds.
@@ -77,12 +83,21 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def colour_wheel(size: int = 200) -> np.ndarray:
+def colour_wheel(size: int = 200, *, scale: MapScale | None = None) -> np.ndarray:
     """The legend of the HSV encoding: direction → hue, magnitude → brightness.
 
-    Made by encoding a synthetic flow field ``uv = (x, y)`` with ``sammflow.encode.encode_hsv``
-    itself, so the legend cannot drift from the maps. Labelled in image directions
-    (0° = right, 90° = down).
+    Made by encoding a synthetic flow field ``uv = (x, y)`` (magnitude 0 at the centre, 1 at
+    the rim, brightness proportional to it) with ``sammflow.encode.encode_hsv`` itself, so the
+    legend cannot drift from the maps. Labelled in image directions (0° = right, 90° = down).
+
+    Parameters
+    ----------
+    size : int
+        Side of the square legend, px.
+    scale : MapScale, optional
+        The brightness scale of the map it explains (``sammflow.encode.map_scale``): written
+        under the disc, e.g. "full brightness = 2.41 px" (the rim's brightness), which makes
+        the disc a little smaller. Without it, no scale line.
 
     Returns
     -------
@@ -91,24 +106,30 @@ def colour_wheel(size: int = 200) -> np.ndarray:
     from PIL import Image, ImageDraw
 
     pad = max(30, int(size * 0.17))
-    inner = size - 2 * pad
+    font = text_font(max(10, size // 19))
+    line = drawable(scale.label()) if scale is not None else ""
+    extra = font.size + 6 if line else 0  # a text line under the "90° down" label
+    inner = size - 2 * pad - extra
+    left = pad + extra // 2
     ys, xs = np.mgrid[0:inner, 0:inner].astype(np.float32)
     u = (xs - (inner - 1) / 2) / ((inner - 1) / 2)
     v = (ys - (inner - 1) / 2) / ((inner - 1) / 2)
     radius = np.hypot(u, v)
-    rgb = encode_hsv(FlowField(np.dstack([u, v]).astype(np.float32) * (radius <= 1.0)[..., None]))[..., ::-1].copy()
+    field = FlowField(np.dstack([u, v]).astype(np.float32) * (radius <= 1.0)[..., None])
+    rgb = encode_hsv(field, scale=MapScale("robust", 0.0, 1.0))[..., ::-1].copy()
     rgb[radius > 1.0] = 255
     canvas = np.full((size, size, 3), 255, np.uint8)
-    canvas[pad:pad + inner, pad:pad + inner] = rgb
+    canvas[pad:pad + inner, left:left + inner] = rgb
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
-    font = _font(max(10, size // 19))
-    c = size / 2
-    side = pad / 2
-    # words, not arrow glyphs (PIL's built-in font has none); two lines keep the sides narrow
-    for text, (x, y), anchor in (("0°\nright", (size - side, c), "mm"), ("90° down", (c, size - 3), "md"),
-                                 ("180°\nleft", (side, c), "mm"), ("270° up", (c, 3), "ma")):
-        draw.multiline_text((x, y), text, fill=(40, 40, 40), font=font, anchor=anchor, align="center")
+    cx, cy = left + inner / 2, pad + inner / 2
+    # words, not arrow glyphs (the built-in font has none); two lines keep the sides narrow
+    for text, (x, y), anchor in (("0°\nright", ((left + inner + size) / 2, cy), "mm"), ("90° down", (cx, pad + inner + 3), "ma"),
+                                 ("180°\nleft", (left / 2, cy), "mm"), ("270° up", (cx, 3), "ma")):
+        draw.multiline_text((x, y), drawable(text), fill=(40, 40, 40), font=font, anchor=anchor, align="center")
+    if line:
+        fitted = _fit(draw, line, size - 4, font.size)
+        draw.text((size / 2, size - 3), fitted[0], fill=(20, 20, 20), font=fitted[1], anchor="md")
     return np.asarray(image)
 
 
@@ -129,7 +150,13 @@ def flow_arrows(image: np.ndarray, uv: np.ndarray, *, step: int = 14, scale: flo
     upscale : int
         Drawing resolution factor (thin, antialiased arrows).
     min_fraction : float
-        Arrows shorter than this fraction of the largest flow are left out (noise).
+        Arrows shorter than this fraction of the flow's scale are left out (noise).
+
+    The flow's scale is the robust one of the maps (``sammflow.encode.map_scale``: the 99th
+    percentile of the magnitude away from the border), not its largest value: a border
+    artefact of Farnebäck (tens of px at a small ``winsize``) neither hides every real arrow
+    nor crosses the crop. Flow beyond the scale is drawn at the scale's length (as the map
+    clips its brightness).
 
     Returns
     -------
@@ -139,15 +166,17 @@ def flow_arrows(image: np.ndarray, uv: np.ndarray, *, step: int = 14, scale: flo
     base = cv2.resize(image, (w * upscale, h * upscale), interpolation=cv2.INTER_CUBIC)
     canvas = cv2.cvtColor(base, cv2.COLOR_GRAY2RGB) if base.ndim == 2 else base.copy()
     canvas = (canvas * 0.8).astype(np.uint8)  # darken a little so coloured arrows stand out
-    magnitude = np.hypot(uv[..., 0], uv[..., 1])
-    peak = float(magnitude.max()) if magnitude.size else 0.0
+    peak = map_scale(FlowField(np.asarray(uv, np.float32))).full if uv.size else 0.0
     if peak <= 0:
         return canvas
     for y in range(step // 2, h, step):
         for x in range(step // 2, w, step):
             dx, dy = float(uv[y, x, 0]), float(uv[y, x, 1])
-            if np.hypot(dx, dy) < min_fraction * peak:
+            length = float(np.hypot(dx, dy))
+            if length < min_fraction * peak:
                 continue
+            if length > peak:
+                dx, dy = dx * peak / length, dy * peak / length
             hue = round(float(np.degrees(np.arctan2(dy, dx))) % 360 / 2) % 180
             colour = cv2.cvtColor(np.uint8([[[hue, 255, 255]]]), cv2.COLOR_HSV2RGB)[0, 0].tolist()
             start = (int(x * upscale), int(y * upscale))
@@ -193,6 +222,12 @@ def mtcnn_crop(frame: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
 def panel(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int, tile: int = 224, title: str = "") -> np.ndarray:
     """Captioned tiles in a grid on white: the downloadable version of a page's figure.
 
+    The grid is ``min(columns, len(tiles))`` tiles wide, and a short last row is centred, so
+    no blank band is left on either side. Canvas size, with ``n`` tiles, ``c = min(columns, n)``
+    columns and ``r = ceil(n / columns)`` rows: width ``c·tile + (c + 1)·10``, height
+    ``(30 if title else 0) + r·(tile + 22 + 10) + 10``. A caption or title wider than its
+    space is drawn smaller (down to 10 px), then shortened with "…".
+
     Parameters
     ----------
     tiles : sequence of (image, caption)
@@ -207,60 +242,114 @@ def panel(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int, tile: int = 
     """
     from PIL import Image, ImageDraw
 
-    font = _font(13)
     head = 30 if title else 0
     label = 22
     gap = 10
-    rows = max(1, -(-len(tiles) // columns))
+    count = len(tiles)
+    columns = max(1, min(columns, count))
+    rows = max(1, -(-count // columns))
     width = columns * tile + (columns + 1) * gap
     height = head + rows * (tile + label + gap) + gap
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((gap, 8), title, fill=(20, 20, 20), font=_font(16))
-    for i, (image, text) in enumerate(tiles):
+        text, font = _fit(draw, title, width - 2 * gap, 16)
+        draw.text((gap, 8), text, fill=(20, 20, 20), font=font)
+    last = count - (rows - 1) * columns  # tiles in the last row
+    for i, (image, caption) in enumerate(tiles):
         r, c = divmod(i, columns)
-        x = gap + c * (tile + gap)
+        shift = (columns - last) * (tile + gap) // 2 if r == rows - 1 else 0
+        x = gap + c * (tile + gap) + shift
         y = head + gap + r * (tile + label + gap)
         rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
         scale = tile / max(rgb.shape[:2])
         interpolation = cv2.INTER_NEAREST if scale > 2 else cv2.INTER_AREA
         fitted = cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))), interpolation=interpolation)
         canvas.paste(Image.fromarray(fitted), (x, y))
+        text, font = _fit(draw, caption, tile, 13)
         draw.text((x, y + fitted.shape[0] + 4), text, fill=(60, 60, 60), font=font)
     return np.asarray(canvas)
 
 
-def _font(size: int) -> Any:
-    from PIL import ImageFont
+def _fit(draw: Any, text: str, width: int, size: int, smallest: int = 10) -> tuple[str, Any]:
+    """``drawable(text)`` and the largest font from ``size`` down to ``smallest`` px that draws it
+    within ``width`` px; still too wide at ``smallest``: shortened with "…". One line: newlines become spaces."""
+    text = drawable(" ".join(text.splitlines()))
+    for points in range(size, smallest - 1, -1):
+        font = text_font(points)
+        if draw.textlength(text, font=font) <= width:
+            return text, font
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text.rstrip() + "…", font
 
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: only the small bitmap font
-        return ImageFont.load_default()
+
+def text_fits(text: str, width: int, size: int = 13) -> bool:
+    """Whether ``panel`` draws ``text`` in ``width`` px without shortening it (at ``size`` px or smaller, down to 10)."""
+    from PIL import Image, ImageDraw
+
+    return _fit(ImageDraw.Draw(Image.new("L", (1, 1))), text, width, size)[0] == drawable(text)
 
 
+def clip_figure(result: ClipFlow, *, params: EncodeParams = EncodeParams(), tile: int = 224, title: str = "", arrow_step: int = 14,
+                arrow_scale: float = 4.0) -> np.ndarray:
+    """One clip on one slide-ready row: the aligned onset and apex as GIF stills (frame number and
+    onset / apex marker, ``sammflow.animate.label_frame``), the apex with flow arrows, the flow
+    map (its real pixels, enlarged) and the colour legend with the map's brightness scale.
+
+    Parameters
+    ----------
+    result : ClipFlow
+        From ``sammflow.pipeline`` (the dashboard's ``ui.flow``).
+    params : EncodeParams
+        The encoding the map was made with (its brightness scale is recomputed from the flow
+        for the legend: ``sammflow.encode.map_scale``).
+    tile : int
+        Side of each of the five tiles, px.
+    title : str
+        Above the row; default ``"<clip>: onset <n> -> apex <n>"``.
+    arrow_step, arrow_scale
+        ``flow_arrows``'s spacing (crop px) and length per px of flow.
+
+    Returns
+    -------
+    ndarray, uint8, RGB, shape (30 + tile + 42, 5·tile + 60, 3) (``panel`` of five tiles)
+    """
+    clip = result.normalized.clip
+    scale = map_scale(result.flow, params=params)
+    onset, apex = (label_frame(resize(crop, tile), number, marker) for crop, number, marker in
+                   ((result.onset_crop, clip.onset, "onset"), (result.apex_crop, clip.apex, "apex")))
+    arrows = resize(flow_arrows(result.apex_crop, result.flow.uv, step=arrow_step, scale=arrow_scale), tile)
+    size = result.flow_map.shape
+    tiles = [(onset, f"aligned onset (frame {clip.onset})"), (apex, f"aligned apex (frame {clip.apex})"),
+             (arrows, "apex + flow arrows"), (enlarge(result.map_rgb, tile), f"flow map ({size[1]}×{size[0]})"),
+             (colour_wheel(tile, scale=scale), "direction = hue, motion = brightness")]
+    return panel(tiles, columns=len(tiles), tile=tile, title=title or f"{clip.clip}: onset {clip.onset} → apex {clip.apex}")
 
 
-def flow_stats(result: ClipFlow) -> dict[str, float]:
+def flow_stats(result: ClipFlow, params: EncodeParams = EncodeParams()) -> dict[str, float]:
     """Summary numbers of a flow, shown beside the large map.
 
     Parameters
     ----------
     result : ClipFlow
+    params : EncodeParams
+        The encoding of ``result.flow_map`` (for ``full``).
 
     Returns
     -------
     dict of str → float
         ``mean`` and ``p99`` magnitude (crop px), ``direction`` (degrees, 0° = right,
-        90° = down; nan without motion).
+        90° = down; nan without motion, and with the ``minmax`` scale for a uniform motion),
+        ``full``: the magnitude shown at full brightness (crop px, ``sammflow.encode.map_scale``).
     """
     magnitude = result.flow.magnitude
     try:
         direction = dominant_direction(result.flow_map)
     except ValueError:
         direction = float("nan")
-    return {"mean": float(magnitude.mean()), "p99": float(np.percentile(magnitude, 99)), "direction": direction}
+    return {"mean": float(magnitude.mean()), "p99": float(np.percentile(magnitude, 99)), "direction": direction,
+            "full": map_scale(result.flow, params=params).full}
 
 
 @dataclass(frozen=True)
@@ -335,7 +424,14 @@ def plotly_config(filename: str) -> dict[str, Any]:
     return {**PLOTLY_CONFIG, "toImageButtonOptions": {**PLOTLY_CONFIG["toImageButtonOptions"], "filename": filename}}
 
 
-def style(fig: Any, *, height: int = 320, title: str = "") -> Any:
+#: Height (px) of the bottom margin that holds the x tick labels, the x axis title and, below
+#: them, a one-row legend (pinned to the bottom of the figure, so it never reaches the title).
+LEGEND_MARGIN = 84
+#: Width (px) of the right margin that holds the threshold labels (outside the data).
+LABEL_MARGIN = 74
+
+
+def style(fig: Any, *, height: int = 320, title: str = "", legend: bool = False, right: int = 10) -> Any:
     """The dashboard's common look for a plotly figure.
 
     Parameters
@@ -343,15 +439,21 @@ def style(fig: Any, *, height: int = 320, title: str = "") -> Any:
     fig : plotly.graph_objects.Figure
     height : int
     title : str
+    legend : bool
+        Show the legend: one horizontal row at the bottom of the figure (``yref="container"``,
+        ``y=0``), under the x axis title, in a bottom margin of ``LEGEND_MARGIN`` px.
+    right : int
+        Right margin, px (``LABEL_MARGIN`` for labels outside the plot).
 
     Returns
     -------
     plotly.graph_objects.Figure
         ``fig``, restyled.
     """
-    fig.update_layout(template="plotly_white", height=height, margin={"l": 10, "r": 10, "t": 44 if title else 10, "b": 10},
-                      title={"text": title, "font": {"size": 15}} if title else None,
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+    fig.update_layout(template="plotly_white", height=height,
+                      margin={"l": 10, "r": right, "t": 44 if title else 10, "b": LEGEND_MARGIN if legend else 10},
+                      title={"text": title, "font": {"size": 15}} if title else None, showlegend=legend,
+                      legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0, "xanchor": "left", "x": 0},
                       font={"family": "Inter, Source Sans Pro, sans-serif", "size": 12})
     return fig
 
@@ -458,14 +560,15 @@ def jitter_chart(track: dict[int, FaceBox | None], aligned: NormalizedClip, onse
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, showlegend=row == 1,
                                      line={"color": colour, "width": 2}, marker={"size": 5}), row=row, col=1)
     for row in (1, 2, 3):
-        for number, label in ((onset, "onset"), (apex, "apex")):
-            # label the top row only (plotly writes "new text" for an empty label)
-            note = {"annotation_text": label, "annotation_position": "top"} if row == 1 else {}
+        for number, label, side in ((onset, "onset", "top left"), (apex, "apex", "top right")):
+            # label the top row only (plotly writes "new text" for an empty label), above the plot,
+            # onset to the left of its line and apex to the right: close lines keep apart labels
+            note = {"annotation_text": label, "annotation_position": side} if row == 1 else {}
             fig.add_vline(x=number, line={"color": "#999", "dash": "dot", "width": 1}, row=row, col=1, **note)
     for row, title in enumerate(("x offset (px)", "y offset (px)", "box width (px)"), start=1):
         fig.update_yaxes(title=title, row=row, col=1)
     fig.update_xaxes(title="frame", row=3, col=1)
-    return style(fig, height=540, title="Face position per frame, relative to the apex box")
+    return style(fig, height=560, title="Face position per frame, relative to the apex box", legend=True)
 
 
 def score_chart(aligned: NormalizedClip, params: AlignParams, flagged: Iterable[int]) -> Any:
@@ -498,12 +601,13 @@ def score_chart(aligned: NormalizedClip, params: AlignParams, flagged: Iterable[
                              marker=marker), row=1, col=1)
     fig.add_trace(go.Scatter(x=frames, y=residuals, mode="lines+markers", name="residual shift (crop px)",
                              line={"color": BEFORE, "width": 2}, marker=marker), row=2, col=1)
-    fig.add_hline(y=params.min_score, line={"color": FLAG, "dash": "dash", "width": 1}, annotation_text=f"flag below {params.min_score:.2f}",
-                  row=1, col=1)
-    fig.add_hline(y=params.max_residual, line={"color": FLAG, "dash": "dash", "width": 1},
-                  annotation_text=f"flag above {params.max_residual:.2f} px", row=2, col=1)
+    # threshold labels in the right margin, beside their line: never over the data
+    for value, text, row in ((params.min_score, f"flag below<br>{params.min_score:.2f}", 1),
+                             (params.max_residual, f"flag above<br>{params.max_residual:.2f} px", 2)):
+        fig.add_hline(y=value, line={"color": FLAG, "dash": "dash", "width": 1}, annotation_text=text, annotation_position="right",
+                      annotation_font={"color": FLAG, "size": 11}, annotation_align="left", row=row, col=1)
     fig.update_yaxes(title="correlation", range=[min(min(scores, default=1.0), params.min_score) - 0.02, 1.005], row=1, col=1)
     finite = [r for r in residuals if np.isfinite(r)]
     fig.update_yaxes(title="residual (crop px)", rangemode="tozero", range=[0, max([*finite, params.max_residual]) * 1.2], row=2, col=1)
     fig.update_xaxes(title="frame", row=2, col=1)
-    return style(fig, height=420, title="Alignment quality per frame")
+    return style(fig, height=440, title="Alignment quality per frame", legend=True, right=LABEL_MARGIN)

@@ -7,10 +7,17 @@ other parameters unless ``force``, which removes them first), writes ``params.js
 job starts and when it ends, rewrites ``manifest.csv`` after every clip, and appends what
 needs attention to ``sammflow.log``. Leaving the ``with`` block, normally or not, writes the
 final manifest, releases the lock and leaves a ``JobReport`` in ``folder.report``.
+
+sammflow deletes only what it can prove it made: a folder counts as empty only if it holds
+nothing but our log, our temporary files and the system's folder metadata (``.DS_Store``;
+a user's hidden ``.notes`` makes it "not empty": refused, named); temporary files are
+removed only by name (``sammflow.files.is_temp_name``, with sammflow's marker) and only in
+a folder found to be ours.
 """
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -24,9 +31,11 @@ from typing import Any
 import sammflow
 from sammflow.annotations import ClipAnnotation, RejectedRow
 from sammflow.dataset import Dataset, InputError, safe_path
-from sammflow.files import package_versions, read_csv, read_json, remove_stale_temp_files, write_atomic, write_csv
+from sammflow.files import (
+    append_text, is_temp_name, package_versions, read_csv, read_json, remove_stale_temp_files, write_atomic, write_csv,
+)
 from sammflow.manifest import (
-    ALIGNMENT_COLUMNS, MANIFEST_COLUMNS, RECORDS, Refused, annotated_in_order, judge, one_line, plan, same_annotation,
+    ALIGNMENT_COLUMNS, MANIFEST_COLUMNS, RECORDS, Plan, Refused, annotated_in_order, judge, one_line, plan, same_annotation,
 )
 from sammflow.params import PipelineParams
 from sammflow.pipeline import ClipError
@@ -38,6 +47,8 @@ LOG_FILE = "sammflow.log"
 ALIGNMENT_FILE = "alignment.csv"
 #: Write errors after which no further clip can succeed: the job stops instead of failing every clip.
 FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
+#: Files the system (not the user) puts in folders: they do not make a folder "not empty".
+SYSTEM_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
 #: ``stage.name`` of every parameter outside the output hash.
 UNHASHED = tuple(f"{stage}.{name}" for stage, values in PipelineParams().judging_dict().items() for name in values)
 
@@ -103,17 +114,29 @@ def write_params(out_dir: Path, kind: str, params: PipelineParams | None, source
     write_atomic(Path(out_dir) / PARAMS_FILE, (json.dumps(content, indent=2) + "\n").encode())
 
 
+def os_error_text(exc: OSError) -> str:
+    """An ``OSError``'s cause in words, lower case: ``file name too long``, ``permission denied``."""
+    text = exc.strerror or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
 def check_output_dir(out_dir: Path, dataset_root: Path) -> None:
     """Refuse an output folder inside the dataset (the dataset is never written to), one that
-    contains the dataset, and a file. Raises ``InputError`` (a ``ValueError``)."""
-    out = Path(out_dir).expanduser().resolve()
-    root = Path(dataset_root).expanduser().resolve()
-    if out == root or root in out.parents:
-        raise InputError(f"{out_dir}: output folder is inside the dataset folder {dataset_root}; choose a folder outside it")
-    if out in root.parents:
-        raise InputError(f"{out_dir}: output folder contains the dataset folder {dataset_root}; choose a folder outside it")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out_dir}: is a file, expected an output folder")
+    contains the dataset, a file, and a path the system cannot use (a name too long, a loop of
+    links). Raises ``InputError`` (a ``ValueError``)."""
+    try:
+        out = Path(out_dir).expanduser().resolve()
+        root = Path(dataset_root).expanduser().resolve()
+        if out == root or root in out.parents:
+            raise InputError(f"{out_dir}: output folder is inside the dataset folder {dataset_root}; choose a folder outside it")
+        if out in root.parents:
+            raise InputError(f"{out_dir}: output folder contains the dataset folder {dataset_root}; choose a folder outside it")
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out_dir}: is a file, expected an output folder")
+    except OSError as exc:
+        raise InputError(f"{out_dir}: {os_error_text(exc)}") from None
+    except RuntimeError:  # pathlib's "Symlink loop from ..."
+        raise InputError(f"{out_dir}: too many levels of symbolic links (a link that points back to itself)") from None
 
 
 def _is_our_params(content: Any) -> bool:
@@ -149,7 +172,9 @@ def existing_output(folder: Path, kind: str, *, label: str | None = None) -> dic
     params_path = folder / PARAMS_FILE
     content = read_json(params_path) if params_path.exists() else None
     if not (_is_our_params(content) or _is_our_manifest(folder / MANIFEST_FILE)):
-        others = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name != LOG_FILE)
+        # hidden files count (a user's .notes is a user's file); only our own log and temporary
+        # files (a first run killed before its manifest) and the system's folder metadata do not
+        others = sorted(p.name for p in folder.iterdir() if p.name not in (LOG_FILE, *SYSTEM_FILES) and not is_temp_name(p.name))
         if others:
             raise InputError(f"{label}: folder is not empty ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) "
                              f"and was not made by sammflow; choose a new or empty output folder")
@@ -197,6 +222,33 @@ def outputs_present(kind: str, out: Path, row: dict[str, Any]) -> bool:
     return path.is_file()
 
 
+@dataclass(frozen=True)
+class Preview:
+    """What a job would do in its folder, before it runs (``OutputFolder.preview``).
+
+    Attributes
+    ----------
+    holds : bool
+        The folder holds an earlier sammflow output of this kind.
+    refused : bool
+        It holds finished outputs of other parameters or another input: the job refuses
+        unless ``force``, which replaces them.
+    why : tuple of str
+        What differs (``"made with other parameters (flow.winsize 15 → 21)"``); empty for a resume.
+    delete : tuple of Path
+        The files replacing removes (when ``why``).
+    kept, todo : int
+        Clips a resume keeps, and clips the job computes.
+    """
+
+    holds: bool
+    refused: bool
+    why: tuple[str, ...]
+    delete: tuple[Path, ...]
+    kept: int
+    todo: int
+
+
 class JobLog:
     """``OUT/sammflow.log``, appended to only when something needs attention; each run's
     first entry is preceded by a header naming the run."""
@@ -204,16 +256,13 @@ class JobLog:
     def __init__(self, path: Path, header: str) -> None:
         self.path, self.header, self.used = path, header, False
 
-    def write(self, text: str) -> None:
+    def write(self, text: str) -> bool:
+        """Append one entry; ``False`` if the log cannot be written (never the reason a run fails)."""
         stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-        try:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                if not self.used:
-                    fh.write(f"\n=== {stamp} {self.header}\n")
-                fh.write(f"{stamp} {text.rstrip()}\n")
-            self.used = True
-        except OSError:
-            pass  # the log must never be the reason a run fails
+        header = "" if self.used else f"\n=== {stamp} {self.header}\n"
+        written = append_text(self.path, f"{header}{stamp} {text.rstrip()}\n")
+        self.used = self.used or written
+        return written
 
 
 class OutputFolder:
@@ -265,7 +314,7 @@ class OutputFolder:
             raise InputError(f"{self.out}: cannot create the output folder ({exc.strerror or exc})") from exc
         self._lock()
         try:
-            old_params, old_rows = self._previous()
+            old_params, old_rows = self._previous()  # refuses a folder sammflow did not make: only ours are cleaned
             stale = remove_stale_temp_files(self.out)
             if stale:
                 self.log.write(f"removed {len(stale)} temporary file(s) left by an interrupted run")
@@ -311,14 +360,42 @@ class OutputFolder:
         if content is None:
             return None, []
         manifest_path = self.out / MANIFEST_FILE
-        return (content or None), read_csv(manifest_path) if manifest_path.exists() else []
+        try:
+            rows = read_csv(manifest_path) if manifest_path.exists() else []
+        except (UnicodeDecodeError, csv.Error) as exc:  # edited by hand and saved in another encoding, say
+            raise InputError(f"{manifest_path}: cannot read this manifest ({one_line(str(exc))}); "
+                             f"restore it, or choose another output folder") from None
+        return (content or None), rows
 
-    def _plan(self, old_params: dict[str, Any] | None, old_rows: list[dict[str, str]]) -> None:
+    def _planned(self, old_params: dict[str, Any] | None, old_rows: list[dict[str, str]], *, force: bool) -> Plan:
+        """``sammflow.manifest.plan`` for this folder (raises ``Refused`` as it does)."""
         new = {"params": self.params.output_dict(), **self.sources, **self.extra}
         order = annotated_in_order(self.dataset.annotations) if self.keep_others else self.items
+        return plan(self.items, order, old_params, old_rows, new, force=force, unhashed=UNHASHED,
+                    resumable=lambda clip, old: same_annotation(clip, old) and outputs_present(self.kind, self.out, old))
+
+    def preview(self) -> Preview:
+        """What entering the folder would do, without doing it: no lock, nothing written or removed.
+
+        Raises
+        ------
+        InputError
+            As entering would, for a folder that is not usable at all (inside the dataset, not
+            sammflow's, another command's output, an unreadable manifest).
+        """
+        check_output_dir(self.out, self.dataset.root)
+        old_params, old_rows = self._previous()
         try:
-            result = plan(self.items, order, old_params, old_rows, new, force=self.force, unhashed=UNHASHED,
-                          resumable=lambda clip, old: same_annotation(clip, old) and outputs_present(self.kind, self.out, old))
+            result, refused = self._planned(old_params, old_rows, force=self.force), False
+        except Refused:
+            result, refused = self._planned(old_params, old_rows, force=True), True
+        delete = tuple(self._old_outputs(old_rows)) if result.replace else ()
+        holds = old_params is not None or bool(old_rows)
+        return Preview(holds, refused, tuple(result.replace), delete, result.resumed, len(result.todo))
+
+    def _plan(self, old_params: dict[str, Any] | None, old_rows: list[dict[str, str]]) -> None:
+        try:
+            result = self._planned(old_params, old_rows, force=self.force)
         except Refused as exc:
             raise InputError(f"{self.out}: {exc}") from None
         if result.replace:
@@ -348,21 +425,26 @@ class OutputFolder:
             if row["clip"] in by_clip:
                 row[RECORDS] = by_clip[row["clip"]]
 
+    def _old_outputs(self, old_rows: list[dict[str, str]]) -> list[Path]:
+        """The files of an earlier run that replacing it removes: every clip's outputs (of the
+        earlier manifest's clips and of this job's), and the top-level ``alignment.csv``."""
+        names = {(r.get("subject", ""), r.get("clip", "")) for r in old_rows} | {(i.subject, i.clip) for i in self.items}
+        files = [path for subject, clip in sorted(names) for path in clip_files(self.kind, self.out, subject, clip)]
+        if self.kind != "normalized" and (self.out / ALIGNMENT_FILE).is_file():
+            files.append(self.out / ALIGNMENT_FILE)
+        return files
+
     def _remove_old_outputs(self, old_rows: list[dict[str, str]], why: list[str]) -> None:
         """``force`` with other parameters: the outputs of the earlier run go before any new one is
         written, so the folder never holds maps of two parameter sets."""
-        names = {(r.get("subject", ""), r.get("clip", "")) for r in old_rows} | {(i.subject, i.clip) for i in self.items}
-        removed = 0
-        for subject, clip in sorted(names):
-            for path in clip_files(self.kind, self.out, subject, clip):
-                path.unlink(missing_ok=True)
-                removed += 1
-            folder = self.out / subject / clip if self.kind == "normalized" and _plain_name(subject) and _plain_name(clip) else None
-            for empty in (folder, folder.parent if folder else None):
-                if empty is not None and empty.is_dir() and not any(empty.iterdir()):
-                    empty.rmdir()
-        if self.kind != "normalized":
-            (self.out / ALIGNMENT_FILE).unlink(missing_ok=True)
+        old = self._old_outputs(old_rows)
+        for path in old:
+            path.unlink(missing_ok=True)
+        if self.kind == "normalized":  # clip and subject folders left empty
+            for folder in sorted({p.parent for p in old} | {p.parent.parent for p in old}, key=lambda p: -len(p.parts)):
+                if folder != self.out and folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+        removed = sum(p.name != ALIGNMENT_FILE or self.kind == "normalized" for p in old)
         self.replaced = removed
         how = "--force" if self.force else "nothing was finished there"
         self.log.write(f"replacing ({how}): {'; '.join(why)}; removed {removed} output file(s) of the earlier run")
@@ -380,7 +462,10 @@ class OutputFolder:
                 row["error"] += f" (older files of this clip, made with the same parameters, are still there: {where})"
             detail = "".join(traceback.format_exception(exc)) if exc is not None and not isinstance(exc, ClipError) else ""
             self.unexpected += bool(detail)
-            self.log.write(f"failed: {row['error']}" + (f"\n{detail}" if detail else ""))
+            logged = self.log.write(f"failed: {row['error']}" + (f"\n{detail}" if detail else ""))
+            if detail:  # an unexpected error: say where its traceback is (or that it could not be kept)
+                where = "traceback in" if logged else "its traceback could not be written to"
+                row["error"] += f" ({where} {self.log.path})"
         self.rows[index] = row
         self._write_manifest()
 

@@ -151,6 +151,9 @@ class DetectParams(_ParamSet):
         super().__post_init__()
         if not (self.max_side == 0 or self.max_side >= 64):
             raise ValueError(f"max_side must be 0 or >= 64, got {self.max_side}")
+        kind, colon, index = self.device.partition(":")  # checked here, before torch is imported or anything written
+        if not (self.device in ("cpu", "cuda", "mps") or (kind == "cuda" and colon and index.isdigit() and index.isascii())):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
 
 
 #: Alignment methods: the original scripts' whole-pixel template match, or that match refined
@@ -194,11 +197,14 @@ class FlowParams(_ParamSet):
     """Farnebäck dense optical flow (``cv2.calcOpticalFlowFarneback``); defaults are the original script's."""
 
     pyr_scale: float = param(0.5, "image scale between pyramid levels, in (0, 1)", label="Pyramid scale", slider=(0.1, 0.9, 0.05))
-    levels: int = param(3, "pyramid levels", minimum=1, label="Pyramid levels", slider=(1, 6, 1))
-    winsize: int = param(15, "averaging window size, px", minimum=3, label="Window size", slider=(3, 61, 2))
-    iterations: int = param(3, "iterations at each pyramid level", minimum=1, label="Iterations", slider=(1, 10, 1))
+    levels: int = param(3, "pyramid levels (OpenCV stops adding levels below 32 px)", minimum=1, maximum=50, label="Pyramid levels",
+                        slider=(1, 6, 1))
+    winsize: int = param(15, "averaging window size, px, odd (OpenCV averages over winsize + 1 px when it is even)", minimum=3,
+                         maximum=2047, label="Window size", slider=(3, 61, 2))
+    iterations: int = param(3, "iterations at each pyramid level", minimum=1, maximum=100, label="Iterations", slider=(1, 10, 1))
     poly_n: int = param(5, "pixel neighbourhood of the polynomial expansion", choices=(5, 7), label="Polynomial neighbourhood")
-    poly_sigma: float = param(1.2, "Gaussian sigma of the polynomial expansion", label="Polynomial sigma", slider=(0.5, 2.0, 0.05))
+    poly_sigma: float = param(1.2, "Gaussian sigma of the polynomial expansion (below 0.25 the expansion degenerates: zero flow)",
+                              minimum=0.25, maximum=10.0, label="Polynomial sigma", slider=(0.5, 2.0, 0.05))
     flags: int = param(0, "OpenCV flags: 0, or 256 (OPTFLOW_FARNEBACK_GAUSSIAN)", choices=(0, cv2.OPTFLOW_FARNEBACK_GAUSSIAN),
                        flag="flow-flags")
     head_motion: bool = param(False, "subtract the median flow of the nose region (residual head motion, as SoftNet / MTSN do)",
@@ -208,8 +214,9 @@ class FlowParams(_ParamSet):
         super().__post_init__()
         if not 0.0 < self.pyr_scale < 1.0:
             raise ValueError(f"pyr_scale must be in (0, 1), got {self.pyr_scale}")
-        if not self.poly_sigma > 0:
-            raise ValueError(f"poly_sigma must be > 0, got {self.poly_sigma}")
+        if self.winsize % 2 == 0:  # OpenCV's window is 2 * (winsize // 2) + 1 px: an even one is the next odd one
+            raise ValueError(f"winsize must be odd (OpenCV averages over winsize + 1 px when it is even: "
+                             f"{self.winsize} would give the flow of {self.winsize + 1}), got {self.winsize}")
 
 
 @_document
@@ -221,6 +228,9 @@ class EncodeParams(_ParamSet):
                       label="Map size (px)", options=(14, 28, 32, 48, 64, 112), key="map_size")
     interpolation: str = param("area", "flow-map resize filter (original: area)", choices=_INTERPOLATION_NAMES, flag="map-interpolation",
                                label="Map resize filter", key="map_interp")
+    scale: str = param("robust", "brightness scale of each map: robust (magnitude / 99th percentile of the magnitude away from the "
+                                 "flow's border, clipped: border artefacts cannot darken the map) or minmax (the original scripts)",
+                       choices=("robust", "minmax"), flag="map-scale", label="Map brightness scale", key="map_scale")
 
 
 @_document
@@ -232,6 +242,8 @@ class GifParams(_ParamSet):
     step: int = param(1, "use every STEP-th frame (SAMM is 200 fps: 2–4 keeps GIFs small)", minimum=1)
     to_offset: bool = param(False, "animate on to the offset frame, not only to apex")
     size: int = param(224, "side of the GIF, px: encoded at display size", minimum=16, maximum=1024, flag="gif-size")
+    labels: bool = param(True, "draw the frame number and an onset / apex / offset marker in the top corners of each frame",
+                         flag="gif-labels")
 
 
 #: The stages of a ``PipelineParams``, by field name, with their titles.

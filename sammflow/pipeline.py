@@ -16,10 +16,11 @@ import numpy as np
 
 from sammflow.align import Alignment, align_frames
 from sammflow.annotations import ClipAnnotation
-from sammflow.dataset import ClipFrames, FrameError, read_grey, undecodable
+from sammflow.dataset import ClipFrames, FrameError, frame_size, read_grey
 from sammflow.detect import FaceBox, NoFaceError, detect_face
 from sammflow.encode import encode_flow
 from sammflow.flow import FlowField, compute_flow
+from sammflow.text import show_path
 from sammflow.params import DetectParams, PipelineParams
 
 
@@ -158,15 +159,9 @@ _SMALL_FRAME = 160
 
 
 def _frame_shape(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file from its header, without decoding it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (OSError, UnidentifiedImageError) as exc:
-        raise undecodable(path) from exc
-    return height, width
+    """(H, W) of a frame from its header, without decoding it (``FrameError`` naming the file
+    and the cause: unreadable, not an image, too large to be a video frame)."""
+    return frame_size(path)
 
 
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -177,6 +172,8 @@ def _conversion_warnings(paths: list[Path]) -> list[str]:
     among grey ones (from the file headers; unreadable files fail elsewhere with their cause)."""
     from PIL import Image, UnidentifiedImageError
 
+    # every path was decoded by read_grey first, so none is larger than MAX_FRAME_PIXELS (below
+    # Pillow's DecompressionBombWarning threshold); a file changed meanwhile is skipped
     deep, colour, grey = [], [], []
     for path in paths:
         try:
@@ -186,13 +183,13 @@ def _conversion_warnings(paths: list[Path]) -> list[str]:
                 deep.append(path)
             with Image.open(path) as image:
                 (grey if image.mode in _GREY_MODES else colour).append(path)
-        except (OSError, UnidentifiedImageError, ValueError):
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
             continue
     warnings = []
     if deep:
-        warnings.append(f"{len(deep)} 16-bit frame(s) (e.g. {deep[0].name}) scaled to 8 bits")
+        warnings.append(f"{len(deep)} 16-bit frame(s) (e.g. {show_path(deep[0].name)}) scaled to 8 bits")
     if colour and grey:
-        warnings.append(f"colour and grey frames mixed ({len(colour)} colour, e.g. {colour[0].name}; {len(grey)} grey): all read as grey")
+        warnings.append(f"colour and grey frames mixed ({len(colour)} colour, e.g. {show_path(colour[0].name)}; {len(grey)} grey): all read as grey")
     return warnings
 
 
@@ -242,7 +239,7 @@ def normalize_clip(
             for number, path in paths:
                 image = apex if number == clip.apex else read_grey(path)
                 if image.shape != apex.shape:
-                    raise FrameError(f"{path}: frame is {image.shape[1]}×{image.shape[0]}, the apex frame is {apex.shape[1]}×{apex.shape[0]}")
+                    raise FrameError(f"{show_path(path)}: frame is {image.shape[1]}×{image.shape[0]}, the apex frame is {apex.shape[1]}×{apex.shape[0]}")
                 yield number, image
 
         crops, alignment = align_frames(load(), apex, box, params=params.align)
@@ -253,7 +250,7 @@ def normalize_clip(
                                    f"crops are upscaled ×{factor:.1f} (low-resolution frames?)"]
     except (FrameError, ValueError) as exc:
         message = str(exc)
-        raise ClipError(message if clip.clip in message else f"{clip.clip}: {message}") from exc
+        raise ClipError(message if message.startswith(f"{clip.clip}: ") else f"{clip.clip}: {message}") from exc
     return NormalizedClip(clip, crops, alignment, tuple(warnings))
 
 

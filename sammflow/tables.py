@@ -248,3 +248,42 @@ def frame_number(dataset: Dataset, clip_id: str, which: str) -> int:
     """
     ann, frames = clip_of(dataset, clip_id)
     return frames.numbers[0] if which == "first" else getattr(ann, which)
+
+
+def _compare(value: float, sign: str, limit: float, unit: str = "") -> str:
+    """``"0.71 < 0.80"``: at least 2 decimals, as many as the limit has (``0.999``), and more (up to
+    4) where the two would read the same."""
+    exact = len(f"{limit:.4f}".rstrip("0").partition(".")[2])
+    for decimals in range(max(2, exact), 5):
+        shown, bound = f"{value:.{decimals}f}", f"{limit:.{decimals}f}"
+        if shown != bound:
+            break
+    return f"{shown} {sign} {bound}{unit}"
+
+
+def flag_reasons(alignment: Any, params: Any) -> list[tuple[int, str]]:
+    """Each flagged frame of an alignment with the limit it broke, in words.
+
+    Parameters
+    ----------
+    alignment : sammflow.align.Alignment
+        Per-frame scores and residuals.
+    params : sammflow.params.AlignParams
+        ``min_score`` and ``max_residual``, the limits.
+
+    Returns
+    -------
+    list of (int, str)
+        Frame number and ``"score 0.71 < 0.80"``, ``"residual 0.31 > 0.20 px"`` or both,
+        joined by ``", "``; in frame order, flagged frames only (``Alignment.flagged``).
+    """
+    out = []
+    for frame, score, residual in zip(alignment.frames, alignment.scores, alignment.residuals):
+        broken = []
+        if score < params.min_score:
+            broken.append(f"score {_compare(float(score), '<', params.min_score)}")
+        if residual > params.max_residual:
+            broken.append(f"residual {_compare(float(residual), '>', params.max_residual, ' px')}")
+        if broken:
+            out.append((int(frame), ", ".join(broken)))
+    return out

@@ -27,19 +27,25 @@ cannot be decoded on the page that needed them (the other clips still show), and
 unexpected in a page (``run_page``: the cause on the page, the traceback in the server log).
 The dashboard has no upload widget: it reads datasets where they are.
 
+The demo dataset of the first run is generated in a thread of the server process
+(``sammflow.access.demo_build``), which the pages only watch: closing the tab does not stop
+it, and a tab opened meanwhile shows its progress, then the dataset.
+
 Memory: every ``st.cache_data`` has ``max_entries``. At the default 224 px crops the
 in-memory caches hold at most about 512 × 0.1 MB (crops) + 128 × 0.6 MB (flows) + 32 × 1 MB
 (GIFs) + 8 datasets ≈ 200 MB, shared by all sessions, on top of torch and MTCNN (≈ 0.65 GB
-once loaded, only on a disk-cache miss); a session itself keeps only its page's images and,
-after an export, its manifest rows.
+once loaded, only on a disk-cache miss); a session itself keeps only its page's images,
+after an export its manifest rows, and after *Prepare zip* on the GIF page that zip
+(``MAX_ZIP_BYTES`` at most).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
-import threading
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +55,11 @@ import numpy as np
 import streamlit as st
 
 from sammflow import __version__, access, export
-from sammflow.access import ENV_DATA, ENV_ANNOTATIONS, ENV_DEVICE, ENV_ROOTS, DatasetRef, demo_config, demo_ready, demo_root
+from sammflow.access import ENV_DATA, ENV_ANNOTATIONS, ENV_DEVICE, ENV_ROOTS, DatasetRef, demo_config, demo_root
 from sammflow.animate import encode_gif, gif_frame_numbers
 from sammflow.cache import ENV_CACHE, ClipStore, aligned_crops, cache_dir, clip_of, mtcnn_track, prune
 from sammflow.dataset import Dataset, FrameError, read_grey
-from sammflow.demo import ANNOTATIONS, generate_demo
+from sammflow.demo import ANNOTATIONS
 from sammflow.detect import FaceBox
 from sammflow.figures import PairFigure, pair_figure as draw_pair
 from sammflow.outfolder import JobReport
@@ -62,6 +68,8 @@ from sammflow.pipeline import ClipError, ClipFlow, NormalizedClip, flow_from_cro
 from sammflow.tables import ready_ids
 from sammflow.workers import RowCallback
 
+#: The default demo's generation on the first run, measured (s): said on the page while it runs.
+DEMO_FIRST_RUN_S = 25
 #: Bounded in-memory caches (entries per cached function).
 MAX_CLIP_ENTRIES = 512  # crops of one or two frames (≈ 50 KB each at 224 px)
 MAX_FLOW_ENTRIES = 128  # ≈ 0.5 MB each (crops + float flow field)
@@ -86,24 +94,37 @@ def _widgets() -> list[tuple[str, dataclasses.Field[Any], Any]]:
 
 
 def _reset_params() -> None:
+    # through the widgets' keys: the widgets take no default argument (see _param_widget), so
+    # this is the Session State API's supported way, not the one Streamlit warns about. Only the
+    # changed ones: a key set this way is written to the link, as the default, explicitly.
     for _, f, p in _widgets():
-        st.session_state[p.key or f.name] = f.default
+        key = p.key or f.name
+        if st.session_state.get(key, f.default) != f.default:
+            st.session_state[key] = f.default
 
 
 def _param_widget(f: dataclasses.Field[Any], p: Any) -> Any:
     """The widget of one declared parameter: a selectbox for options or choices, a toggle for a
-    flag, else a slider over the declared slider range."""
+    flag, else a slider over the declared slider range.
+
+    Its value lives under its key only: the declared default is put there before the widget is
+    first drawn (a link's value still wins on a fresh page load), and no ``value``/``index``
+    argument is passed. Passing one as well as setting the key (which *Reset parameters* does)
+    is the pattern Streamlit logs a warning with a stack trace about.
+    """
     default = f.default
-    common = {"key": p.key or f.name, "help": p.help[:1].upper() + p.help[1:] + ".", "bind": "query-params"}
+    key = p.key or f.name
+    st.session_state.setdefault(key, default)
+    common = {"key": key, "help": p.help[:1].upper() + p.help[1:] + ".", "bind": "query-params"}
     options = list(p.options or p.choices)
     if options:
         options = options if default in options else [default, *options]
-        return st.selectbox(p.label, options, index=options.index(default), **common)
+        return st.selectbox(p.label, options, **common)
     if isinstance(default, bool):
-        return st.toggle(p.label, value=default, **common)
+        return st.toggle(p.label, **common)
     kind = type(default)
     low, high, step = p.slider
-    return st.slider(p.label, kind(low), kind(high), default, step=kind(step), **common)
+    return st.slider(p.label, kind(low), kind(high), step=kind(step), **common)
 
 
 def params_sidebar() -> PipelineParams:
@@ -149,6 +170,12 @@ def link_choice(key: str, options: Sequence[Any], rule: str) -> list[str]:
     is not among the options (``?clip=../../etc`` reads nothing: the widget falls back to its
     default); this makes the fallback visible instead of silent. Checked once per session and
     key: the values of the link that opened the page.
+
+    Returns
+    -------
+    list of str
+        The link's values for ``key`` that the widget offers, on the first call of the session
+        for ``key`` (a link's choice, which a page may treat as the user's); ``[]`` on later calls.
     """
     checked = st.session_state.setdefault(_LINKS_CHECKED, set())
     if key in checked:
@@ -157,11 +184,12 @@ def link_choice(key: str, options: Sequence[Any], rule: str) -> list[str]:
         return []
     checked.add(key)
     offered = {str(o) for o in options}
-    rejected = [v for v in st.query_params.get_all(key) if v not in offered]
+    values = st.query_params.get_all(key)
+    rejected = [v for v in values if v not in offered]
     if rejected:
         shown = ", ".join(f"`{v[:80]}`" for v in rejected[:3]) + (f" and {len(rejected) - 3} more" if len(rejected) > 3 else "")
         st.warning(f"Ignored from the link: {key} = {shown}, not {rule}.", icon=":material/link_off:")
-    return rejected
+    return [v for v in values if v in offered]
 
 
 def run_page(page: Any) -> None:
@@ -196,32 +224,38 @@ class Context:
         return f"{self.ref.root}|{self.ref.annotations}|{access.signature(self.ref.root, self.ref.annotations)}"
 
 
-@st.cache_resource(max_entries=1)
-def _demo_lock() -> threading.Lock:
-    # one generation per process even when several sessions open the app at once
-    return threading.Lock()
+#: How often a page watching the demo's generation redraws its progress bar (s).
+DEMO_POLL_S = 0.25
 
 
 def ensure_demo(place: Any = None) -> Path:
     """The demo dataset's folder in the cache, generated on first use with a progress bar.
+
+    The generation runs in a thread of the server process (``sammflow.access.demo_build``),
+    not in this session: closing the tab does not stop or lose it, and a tab opened meanwhile
+    (in any session) shows the same progress and then the dataset, without starting over.
+
+    Raises
+    ------
+    OSError, ValueError
+        The generation failed (a read-only cache, a bad ``$SAMMFLOW_DEMO_CONFIG``).
     """
     config = demo_config()
     root = demo_root(config)
-    if demo_ready(root, config):
+    build = access.demo_build(config)
+    if build is None:
         return root
-    with _demo_lock():
-        if not demo_ready(root, config):
-            place = place if place is not None else st.empty()
-            with place.container():
-                st.info(f"First run: generating a SAMM-like demo dataset in `{root}` (about 15 s, once). "
-                        f"Set `{ENV_DATA}` or choose *Folder* in the sidebar to open your own dataset.", icon=":material/hourglass_top:")
-                bar = st.progress(0.0, text="Creating the demo dataset…")
-
-            def progress(done: int, total: int, clip: str) -> None:
-                bar.progress(done / total, text=f"Creating the demo dataset: clip {clip}, frame {done} of {total}")
-
-            generate_demo(root, config, progress=progress)
-            place.empty()
+    place = place if place is not None else st.empty()
+    with place.container():
+        st.info(f"First run: generating a SAMM-like demo dataset in `{root}` (about {DEMO_FIRST_RUN_S} s, once; it goes on "
+                f"if this tab is closed). Set `{ENV_DATA}` or choose *Folder* in the sidebar to open your own dataset.",
+                icon=":material/hourglass_top:")
+        bar = st.progress(build.fraction, text=build.text())
+    while not build.wait(DEMO_POLL_S):
+        bar.progress(build.fraction, text=build.text())  # stops here, not the build, when the tab goes
+    place.empty()
+    if build.error is not None:
+        raise build.error if isinstance(build.error, (OSError, ValueError)) else OSError(f"{type(build.error).__name__}: {build.error}")
     return root
 
 
@@ -441,13 +475,14 @@ def _gif(dataset_key: str, clip_id: str, key: str, gif_key: str, _ctx: Context, 
         numbers = gif_frame_numbers(frames.numbers, ann, params=_params)
         # straight from the disk cache: only the GIF bytes are worth keeping in memory
         aligned = aligned_crops(_ctx.dataset, clip_id, _ctx.params, numbers, store=_store(_ctx.ref))
-        return encode_gif([aligned.crops[n] for n in numbers], params=_params), len(numbers)
+        return encode_gif([aligned.crops[n] for n in numbers], params=_params, numbers=numbers, clip=ann), len(numbers)
     except (ClipError, ValueError) as exc:
         return str(exc)
 
 
 def gif(ctx: Context, clip_id: str, params: GifParams) -> tuple[bytes, int]:
-    """Onset→apex (→offset) animation of aligned crops, encoded at display size.
+    """Onset→apex (→offset) animation of aligned crops, encoded at display size, each frame
+    labelled with its number and the onset / apex / offset markers (``params.labels``).
 
     Raises
     ------
@@ -457,6 +492,60 @@ def gif(ctx: Context, clip_id: str, params: GifParams) -> tuple[bytes, int]:
     if isinstance(result, str):
         raise clip_error(clip_id, result, ctx)
     return result
+
+
+#: The page's "all GIFs" zip: at most this many clips (each is aligned frame by frame), and this
+#: many bytes in all (the zip is held in the session's memory until it is downloaded).
+MAX_ZIP_CLIPS = 40
+MAX_ZIP_BYTES = 50 * 2**20
+
+
+@dataclass(frozen=True)
+class GifZip:
+    """The GIFs of several clips in one zip archive (``gif_zip``).
+
+    ``data`` holds ``sub{S}_{C}.gif`` per clip in ``included``; ``failed`` names each clip that
+    has none and why (``"006_1_1: apex frame … not on disk"``); ``left_out`` the clips not
+    tried because a bound (``MAX_ZIP_CLIPS``, ``MAX_ZIP_BYTES``) was reached.
+    """
+
+    data: bytes
+    included: tuple[str, ...]
+    failed: tuple[str, ...]
+    left_out: tuple[str, ...]
+
+
+def gif_zip(ctx: Context, clips: Sequence[str], params: GifParams, progress: Callable[[int, int, str], None] | None = None) -> GifZip:
+    """The GIFs of ``clips`` (``gif``, so from the caches where the page already made them) as a
+    zip, bounded by ``MAX_ZIP_CLIPS`` clips and ``MAX_ZIP_BYTES`` bytes.
+
+    Parameters
+    ----------
+    progress : callable(done, total, clip), optional
+        Called before each clip.
+    """
+    chosen, left_out = list(clips[:MAX_ZIP_CLIPS]), list(clips[MAX_ZIP_CLIPS:])
+    included, failed, size = [], [], 0
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # GIFs are compressed already
+        for i, clip in enumerate(chosen):
+            if progress:
+                progress(i, len(chosen), clip)
+            try:
+                data, _ = gif(ctx, clip, params)
+            except ClipError as exc:
+                failed.append(str(exc))
+                continue
+            if size + len(data) > MAX_ZIP_BYTES:
+                left_out = chosen[i:] + left_out
+                break
+            ann = ctx.dataset.annotations.by_clip[clip]
+            archive.writestr(f"sub{ann.subject}_{clip}.gif", data)
+            included.append(clip)
+            size += len(data)
+    if progress:
+        progress(len(chosen), len(chosen), "")
+    return GifZip(buffer.getvalue(), tuple(included), tuple(failed), tuple(left_out))
 
 
 def frame_grey(ctx: Context, clip_id: str, number: int) -> np.ndarray:
@@ -488,18 +577,20 @@ def pair_figure(ctx: Context, clip_id: str, a: int, b: int, threshold: int, trac
     return draw_pair(frames, boxes, [aligned.crops[a], aligned.crops[b]], threshold)
 
 
-def export_flows(ctx: Context, out_dir: str | Path, on_row: RowCallback | None = None) -> JobReport:
+def export_flows(ctx: Context, out_dir: str | Path, on_row: RowCallback | None = None, *, force: bool = False) -> JobReport:
     """The command line's export (``sammflow.export.export_flows``) into a checked folder.
 
     The folder is checked by ``sammflow.access.export_folder`` first (allowed roots, outside the
-    datasets); the job then resumes or refuses as on the command line. Apex boxes the pages
+    datasets); the job then resumes, or with ``force`` (the page's *Replace* and *Start over*)
+    recomputes every clip and replaces the outputs of other parameters. Apex boxes the pages
     already found come from the disk cache, and boxes the export finds go there.
 
     Raises
     ------
     InputError
         A ``ValueError`` naming the folder and the rule it breaks, outputs of other parameters
-        there, or another run writing to it.
+        there (without ``force``; ``sammflow.access.page_message`` words it for the page), or
+        another run writing to it.
     """
     out = access.export_folder(ctx.dataset.root, out_dir)
-    return export.export_flows(ctx.dataset, out, params=ctx.params, boxes=_store(ctx.ref), on_row=on_row)
+    return export.export_flows(ctx.dataset, out, params=ctx.params, boxes=_store(ctx.ref), on_row=on_row, force=force)

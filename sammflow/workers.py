@@ -27,6 +27,7 @@ from sammflow.dataset import ClipFrames, Dataset, InputError
 from sammflow.manifest import clip_row
 from sammflow.outfolder import FATAL_WRITE_ERRORS, OutputFolder
 from sammflow.pipeline import ClipError
+from sammflow.text import show_path
 
 #: ``progress(done, total, label)``: called as clips finish.
 Progress = Callable[[int, int, str], None]
@@ -36,9 +37,17 @@ RowCallback = Callable[[int, int, dict[str, Any]], None]
 Prepare = Callable[[ClipAnnotation, ClipFrames], tuple[Any, list[str]]]
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells, e.g. in a container)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def default_workers() -> int:
     """Worker processes for batch jobs: one per core."""
-    return max(1, os.cpu_count() or 1)
+    return available_cores()
 
 
 def _worker_init() -> None:
@@ -92,14 +101,10 @@ def preflight(dataset: Dataset, clip: ClipAnnotation, needed: tuple[str, ...] = 
     """The clip's frames, or ``ClipError`` if its folder or a needed frame is missing."""
     frames = dataset.clips_on_disk.get(clip.clip)
     if frames is None:
-        issues = [*dataset.issues_for(clip.clip), *dataset.issues_for(clip.subject)]
-        unreadable = [i.message.split(": ", 1)[1] for i in issues if i.kind == "unreadable"]  # "<folder>: cannot read ..."
-        if unreadable:
-            raise ClipError(f"{clip.clip}: {unreadable[0]}")
-        raise ClipError(f"{clip.clip}: no folder {clip.subject}/{clip.clip} under {dataset.root}")
+        raise ClipError(dataset.folder_problem(clip.clip, clip.subject) or f"{clip.clip}: no usable folder")
     missing = [f"{name} frame {getattr(clip, name)}" for name in needed if getattr(clip, name) not in frames.frames]
     if missing:
-        raise ClipError(f"{clip.clip}: {', '.join(missing)} not on disk in {frames.folder}")
+        raise ClipError(f"{clip.clip}: {', '.join(missing)} not on disk in {show_path(frames.folder)}")
     return frames
 
 
@@ -131,7 +136,7 @@ class _Runner:
             return str(exc)
         if isinstance(exc, BrokenProcessPool):
             return f"{clip.clip}: the worker process died (out of memory or killed); re-run to retry"
-        return f"{clip.clip}: unexpected {type(exc).__name__}: {exc} (traceback in {self.folder.log.path})"
+        return f"{clip.clip}: unexpected {type(exc).__name__}: {exc}"  # the folder's record() says where its traceback is
 
     def collect(self, block: bool) -> None:
         """Record finished clips: all of them (``block``), or those done by now, waiting only
@@ -184,12 +189,14 @@ def run_clips(
     prepare : callable(clip, frames) -> (box, warnings), optional
         Runs in this process before ``work`` (face detection); ``(None, [])`` if omitted.
     workers : int
-        Worker processes; 1 runs everything here.
+        Worker processes at most; 1 runs everything here. Never more are started than the
+        cores (``available_cores``) or the clips to do: each is one more Python interpreter.
     blocked : dict of clip → why, optional
         Clips that fail without running.
     progress, on_row : callable, optional
         Called as clips finish.
     """
+    workers = max(1, min(workers, available_cores(), len(folder.todo)))
     runner = _Runner(folder, workers, progress, on_row)
     if progress:
         progress(runner.done, runner.total, f"{folder.resumed} already done" if folder.resumed else "")

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from sammflow import access
+from sammflow import access, export
+from sammflow.cache import ClipStore
 from sammflow.dataset import Dataset, InputError
 from sammflow.demo import DemoConfig
+from sammflow.params import PipelineParams
 
 from app_helpers import OUTSIDE, refused_export_folders, watching
 
@@ -33,7 +35,7 @@ def test_allowed_roots_are_the_listed_folders_plus_what_the_server_was_started_w
     data = Path(app_env["SAMMFLOW_DATA"]).resolve()
     roots = access.allowed_roots()
     assert roots[0] == Path.cwd().resolve()  # unset: the working folder
-    assert data in roots and data / "samm.csv" in roots and Path(access.default_out_dir()).resolve() in roots
+    assert data in roots and data / "samm.csv" in roots and access.out_base().resolve() in roots
     assert access.demo_root(access.demo_config()).resolve() in roots
     assert Path.home().resolve() not in roots or Path.home().resolve() == Path.cwd().resolve()
     a, b = tmp_path / "a", tmp_path / "b"
@@ -220,11 +222,91 @@ def test_the_export_folder_is_outside_the_open_dataset_too(allowed: Path, app_da
     assert access.export_folder(app_data, str(other / "maps")) == (other / "maps").resolve()
 
 
-def test_the_default_output_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_default_output_folder_is_one_per_dataset_and_parameters(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Issue 10.15: ``<base>/<dataset name>-<params hash>``; ``$SAMMFLOW_OUT`` is the base."""
     monkeypatch.delenv("SAMMFLOW_OUT", raising=False)
-    assert access.default_out_dir() == str(Path.cwd() / "out" / "flows")
+    monkeypatch.delenv("SAMMFLOW_ROOTS", raising=False)
+    samm, other = access.DatasetRef("/data/SAMM", "/data/SAMM/samm.csv"), access.DatasetRef("/data/CASME II", "/data/c.csv")
+    default, winsize = PipelineParams(), PipelineParams.from_dict({"flow": {"winsize": 21}})
+    assert access.out_base() == Path.cwd() / "out"
+    assert access.default_out_dir(samm, default.hash) == Path.cwd() / "out" / f"SAMM-{default.hash}"
+    folders = {access.default_out_dir(ref, params.hash) for ref in (samm, other) for params in (default, winsize)}
+    assert len(folders) == 4  # another dataset or parameter set: another folder
+    assert access.default_out_dir(other, default.hash).name == f"CASME_II-{default.hash}"  # one safe path component
+    assert access.default_out_dir(access.DatasetRef("/x/..", "a", demo=True), "h").name == "demo-h"
+    assert access.dataset_name(access.DatasetRef("/data/..", "a")) == "dataset"
     monkeypatch.setenv("SAMMFLOW_OUT", str(tmp_path / "maps"))
-    assert access.default_out_dir() == str(tmp_path / "maps")
+    assert access.default_out_dir(samm, default.hash) == tmp_path / "maps" / f"SAMM-{default.hash}"
+    # every default folder is inside an allowed root, also with SAMMFLOW_ROOTS elsewhere
+    monkeypatch.setenv("SAMMFLOW_ROOTS", str(tmp_path / "elsewhere"))
+    for ref in (samm, other):
+        folder = access.default_out_dir(ref, default.hash)
+        assert access.allowed_path(folder, "Output folder") == folder.resolve()
+
+
+def _plan_dataset(app_data: Path) -> Dataset:
+    return access.open_dataset(access.DatasetRef(str(app_data), str(app_data / "samm.csv")))
+
+
+def test_export_plan_says_what_an_export_would_do(app_env: dict[str, str], allowed: Path) -> None:
+    """Issue 10.15: new / resume / replace, with what replacing deletes, before anything runs."""
+    dataset = _plan_dataset(Path(app_env["SAMMFLOW_DATA"]))
+    out = allowed / "maps"
+    default, other = PipelineParams(), PipelineParams.from_dict({"flow": {"winsize": 21}})
+    plan = access.export_plan(dataset, str(out), default)
+    assert (plan.state, plan.clips, plan.out) == ("new", 4, out.resolve()) and "is new" in plan.message()
+    out.mkdir()
+    assert "is empty" in access.export_plan(dataset, str(out), default).message()
+    assert not any(out.iterdir())  # looking wrote nothing
+    export.export_flows(dataset, out, params=default, boxes=ClipStore(dataset.root))
+    plan = access.export_plan(dataset, str(out), default)
+    assert (plan.state, plan.kept, plan.todo) == ("resume", 4, 0)
+    maps = sorted(p.relative_to(out).as_posix() for p in (out / "flows").glob("*.png"))
+    (out / maps[0]).unlink()
+    assert access.export_plan(dataset, str(out), default).kept == 3
+    # the device and the quality thresholds are not other parameters
+    lenient = PipelineParams.from_dict({"align": {"min_score": 0.5}})
+    assert access.export_plan(dataset, str(out), lenient).state == "resume"
+    plan = access.export_plan(dataset, str(out), other)
+    assert plan.state == "replace" and plan.why == ("made with other parameters (flow.winsize 15 → 21)",)
+    assert plan.delete == (*maps[1:], "alignment.csv")
+    message = plan.message()
+    assert f"`{plan.out}` holds an export made with other parameters (flow.winsize 15 → 21)" in message
+    assert "deletes its 3 flow maps (" in message and "and 0 more" not in message and "--force" not in message
+    # the plan is what the job does: replacing deletes exactly those files
+    before = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    report = export.export_flows(dataset, out, params=other, force=True, boxes=ClipStore(dataset.root))
+    assert report.replaced == 3 and set(plan.delete) <= before
+
+
+def test_an_unfinished_export_of_other_parameters_is_simply_replaced(app_env: dict[str, str], allowed: Path) -> None:
+    dataset = _plan_dataset(Path(app_env["SAMMFLOW_DATA"]))
+    out = allowed / "unfinished"
+    export.export_flows(dataset, out, boxes=ClipStore(dataset.root))
+    manifest = out / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace(",ok,", ",pending,"))  # as if killed before any clip finished
+    plan = access.export_plan(dataset, str(out), PipelineParams.from_dict({"flow": {"winsize": 21}}))
+    assert plan.state == "new" and plan.why and "no clip finished" in plan.message()
+
+
+def test_a_refusal_is_worded_for_the_page(app_env: dict[str, str], allowed: Path) -> None:
+    """The job's refusal of other parameters names ``--force``; the page has no such flag."""
+    dataset = _plan_dataset(Path(app_env["SAMMFLOW_DATA"]))
+    out = allowed / "maps"
+    export.export_flows(dataset, out, boxes=ClipStore(dataset.root))
+    with pytest.raises(InputError) as caught:
+        export.export_flows(dataset, out, params=PipelineParams.from_dict({"flow": {"winsize": 21}}), boxes=ClipStore(dataset.root))
+    assert "--force" in str(caught.value)  # the command line's wording, which stays
+    worded = access.page_message(str(caught.value))
+    assert worded.startswith(f"{out}: made with other parameters (flow.winsize 15 → 21)")
+    assert "--force" not in worded and "*Replace*" in worded
+
+
+def test_a_new_folder_beside_a_kept_export(allowed: Path) -> None:
+    (allowed / "maps").mkdir()
+    (allowed / "maps-2").mkdir()
+    assert access.new_folder(allowed / "maps") == allowed / "maps-3"
+    assert access.new_folder(allowed) is None  # its sibling would be outside the allowed root
 
 
 def test_the_rules_are_written_down() -> None:

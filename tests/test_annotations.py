@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from pathlib import Path
 
@@ -292,6 +293,50 @@ def test_binary_csv_raises(tmp_path):
     path.write_bytes(b"\x00\x01\x02binary" * 50)
     with pytest.raises(AnnotationError, match="binary file"):
         read_annotations(path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le-bom", "utf-16-be-bom", "utf-16-le", "utf-8-sig", "utf-8"])
+def test_excel_unicode_text_and_other_unicode_encodings_are_read(tmp_path, encoding):
+    """Excel's "Unicode text" export is UTF-16 LE with a BOM, tab-separated; UTF-16 without a
+    BOM (some tools) and big-endian are read too."""
+    notes = "sourcils froncés – 眉"
+    text = write_csv(tmp_path / "x.csv", [*GOOD_ROWS, samm_row("006_1_4", notes=notes)], delimiter="\t").read_bytes().decode()
+    data = {"utf-16": text.encode("utf-16"), "utf-16-le-bom": b"\xff\xfe" + text.encode("utf-16-le"),
+            "utf-16-be-bom": b"\xfe\xff" + text.encode("utf-16-be"), "utf-16-le": text.encode("utf-16-le"),
+            "utf-8-sig": text.encode("utf-8-sig"), "utf-8": text.encode()}[encoding]
+    path = tmp_path / "Unicode text.txt"
+    path.write_bytes(data)
+    result = read_annotations(path)
+    assert [c.clip for c in result.clips] == ["006_1_2", "006_1_3", "007_3_1", "006_1_4"] and not result.problems
+    assert result.by_clip["006_1_4"].notes == notes and result.by_clip["006_1_3"].notes == "While blinking, then; frowning"
+
+
+def test_unreadable_annotation_file_says_why(tmp_path, monkeypatch):
+    path = write_csv(tmp_path / "samm.csv", GOOD_ROWS)
+    real = Path.read_bytes
+
+    def denied(self):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(AnnotationError) as exc:
+        read_annotations(path)
+    assert message_after_path(exc, path) == ": cannot read the annotation file (Permission denied)"
+
+
+def test_non_utf8_path_is_named_printably(tmp_path):
+    folder = tmp_path / os.fsdecode(b"annot\xe9es")
+    folder.mkdir()
+    path = folder / "samm.csv"
+    path.write_bytes(b"")
+    with pytest.raises(AnnotationError) as exc:
+        read_annotations(path)
+    assert str(exc.value) == f"{tmp_path}/annot\\xe9es/samm.csv: file is empty"
+    str(exc.value).encode("utf-8")
+    good = write_csv(folder / "good.csv", GOOD_ROWS)
+    assert len(read_annotations(good).clips) == 3 and read_annotations(good).source == str(good)  # the real path, to open again
 
 
 # --------------------------------------------------------------------------- row validation

@@ -11,9 +11,12 @@ import csv
 import io
 import json
 import os
+import random
 import re
 import subprocess
 import sys
+import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,7 @@ from streamlit.testing.v1 import AppTest
 
 from sammflow import cache as disk
 from sammflow import detect
-from sammflow import ui
+from sammflow import access, figures, tables, ui
 from sammflow.annotations import read_annotations
 from sammflow.dataset import load_dataset
 from sammflow.export import export_flows
@@ -85,6 +88,22 @@ def test_overview_filters_change_the_table(app_env: dict[str, str]) -> None:
     table = at.dataframe[0].value
     assert list(table["emotion"]) == ["Anger"]
     assert "1 of 4 rows" in [c.value for c in at.caption]
+
+
+def test_overview_filters_live_in_the_link(app_env: dict[str, str]) -> None:
+    """Issue 10.18: the four filters are bound to the URL like every other page's choices."""
+    at = open_page(None, {"ov_emotion": ["Anger", "Surprise"], "ov_status": "ready"})
+    assert_clean(at)
+    assert at.multiselect(key="ov_emotion").value == ["Anger", "Surprise"] and at.multiselect(key="ov_status").value == ["ready"]
+    assert sorted(at.dataframe[0].value["emotion"]) == ["Anger", "Surprise"] and "2 of 4 rows" in [c.value for c in at.caption]
+    subject = at.dataframe[0].value["subject"].iloc[0]
+    at = open_page(None, {"ov_subject": subject, "ov_class": ["3", "7"]})  # (the browser writes the URL: tests/test_browser.py)
+    assert_clean(at)
+    assert set(at.dataframe[0].value["subject"]) == {subject} and set(at.dataframe[0].value["objective class"]) <= {"3", "7"}
+    # a value the dataset does not have is ignored visibly
+    at = open_page(None, {"ov_class": "../../etc"})
+    assert not at.exception and at.multiselect(key="ov_class").value == []
+    assert "Ignored from the link: ov_class = `../../etc`" in at.warning[0].value
 
 
 def test_overview_lists_problems_with_their_clips(app_env: dict[str, str], broken_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,6 +195,56 @@ def test_demo_dataset_is_created_on_first_run(tmp_path: Path, monkeypatch: pytes
     assert metric(at, "Clips") == "2" and metric(at, "Frames found") == "16"
 
 
+def test_closing_the_tab_does_not_lose_the_demo_generation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10.18: the first run's generation goes on when its tab is closed, and a tab opened
+    meanwhile shows it finishing instead of starting over."""
+    for name in ("SAMMFLOW_DATA", "SAMMFLOW_ANNOTATIONS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SAMMFLOW_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SAMMFLOW_DEMO_CONFIG", json.dumps(TINY_DEMO))
+    gate, calls = threading.Event(), []
+    real = access.generate_demo
+
+    def slow(*args: object, **kwargs: object) -> Path:
+        calls.append(args[0])
+        assert gate.wait(60), "never released"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(access, "generate_demo", slow)
+    first = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    with pytest.raises(RuntimeError, match="timed out"):
+        first.run(timeout=5)  # AppTest stops the script, as closing the tab does
+    assert len(calls) == 1 and not first.title  # the first tab only saw the progress
+    build = access.demo_build(access.demo_config())
+    assert build is not None and not build.finished  # still running, on its own
+    threading.Timer(1.0, gate.set).start()
+    second = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()  # reopened while it runs
+    assert_clean(second)
+    assert len(calls) == 1  # not started over
+    assert metric(second, "Clips") == "2" and metric(second, "Frames found") == "16"
+    assert build.finished and build.error is None and access.demo_build(access.demo_config()) is None
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".demo")] == []  # nothing half-built left
+
+
+def test_a_failed_demo_generation_is_an_error_and_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SAMMFLOW_DATA", "SAMMFLOW_ANNOTATIONS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SAMMFLOW_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SAMMFLOW_DEMO_CONFIG", json.dumps(TINY_DEMO))
+    calls = []
+
+    def full(*args: object, **kwargs: object) -> Path:
+        calls.append(args[0])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(access, "generate_demo", full)
+    at = open_page()
+    assert not at.exception and not at.title
+    assert at.error[0].value.startswith(f"Cannot create the demo dataset in {tmp_path / 'cache'}: [Errno 28] No space left on device.")
+    at.run()
+    assert len(calls) == 2  # a failure is not remembered: the next run tries again
+
+
 # ---------------------------------------------------------------- alignment diagnostics
 
 
@@ -231,8 +300,12 @@ def test_the_flag_threshold_changes_the_verdict_without_realigning(app_env: dict
         return next(w.value for w in at.warning if "flagged" in w.value) if at.warning else at.success[0].value
 
     at.slider(key="min_score").set_value(0.999).run()
-    assert verdict(at) == f"{len(expected)} frame(s) flagged (score < 1.00 or high residual): " + ", ".join(map(str, expected))
-    assert "flag below 1.00" in at.get("plotly_chart")[1].proto.spec  # the threshold line moved
+    scores = dict(zip(alignment.frames.tolist(), alignment.scores.tolist()))
+    listed = "\n".join(f"- frame {n}: score {scores[n]:.3f} < 0.999" for n in expected[:12])  # 3 decimals: 2 would read "1.00 < 1.00"
+    more = f"\n- … and {len(expected) - 12} more (in the chart)" if len(expected) > 12 else ""
+    assert verdict(at) == f"{len(expected)} frame(s) flagged (limits: score ≥ 0.999, residual ≤ 0.2 px):\n\n{listed}{more}"
+    notes = [a.get("text", "") for a in json.loads(at.get("plotly_chart")[1].proto.spec)["layout"].get("annotations", [])]
+    assert any("flag below" in t and "1.00" in t for t in notes), notes  # the threshold line moved
     # with the memory caches emptied (a restart), the crops come from the disk cache: still no realignment
     st.cache_data.clear()
     at.slider(key="min_score").set_value(0.5).run()
@@ -241,6 +314,33 @@ def test_the_flag_threshold_changes_the_verdict_without_realigning(app_env: dict
     at = open_page("app_pages/alignment.py", {"clip": ann.clip, "min_score": "0.999"})
     assert at.slider(key="min_score").value == 0.999
     assert verdict(at).startswith(f"{len(expected)} frame(s) flagged")
+
+
+def test_each_flagged_frame_says_which_limit_it_broke(app_env: dict[str, str]) -> None:
+    """Issue 10.18: "frame N: residual 0.31 > 0.10 px" (whole-pixel alignment leaves up to half a
+    pixel, so the residual limit bites), "score 0.71 < 0.80" where the score is low too."""
+    root = Path(app_env["SAMMFLOW_DATA"])
+    dataset = load_dataset(root, read_annotations(root / "samm.csv"))
+    ann, frames = dataset.clip(dataset.annotations.clips[0].clip)
+    at = open_page("app_pages/alignment.py", {"clip": ann.clip, "method": "whole_pixel", "max_residual": "0.1", "min_score": "0.97"})
+    assert_clean(at)
+    params = PipelineParams.from_dict({"align": {"method": "whole_pixel"}})
+    alignment = disk.aligned_crops(dataset, ann.clip, params, frames.numbers, store=disk.ClipStore(root)).alignment
+    truth = {int(n): (float(s), float(r)) for n, s, r in zip(alignment.frames, alignment.scores, alignment.residuals)}
+    flagged = [n for n, (s, r) in truth.items() if s < 0.97 or r > 0.1]
+    assert any(r > 0.1 for _, r in truth.values()), truth  # the case this test is about occurs
+    warning = next(w.value for w in at.warning if "flagged" in w.value)
+    assert warning.startswith(f"{len(flagged)} frame(s) flagged (limits: score ≥ 0.97, residual ≤ 0.1 px):\n\n")
+    lines = {int(m.group(1)): m.group(2) for m in re.finditer(r"^- frame (\d+): (.*)$", warning, re.M)}
+    assert list(lines) == flagged[:12]
+    for n, text in lines.items():
+        score, residual = truth[n]
+        parts = dict(re.findall(r"(score|residual) ([\d.]+) [<>]", text))
+        assert ("score" in parts) == (score < 0.97) and ("residual" in parts) == (residual > 0.1), (n, text)
+        if "score" in parts:
+            assert abs(float(parts["score"]) - score) < 0.005 and "< 0.97" in text
+        if "residual" in parts:
+            assert abs(float(parts["residual"]) - residual) < 0.005 and text.endswith("> 0.10 px")
 
 
 # ---------------------------------------------------------------- grid
@@ -290,6 +390,75 @@ def test_flow_filters_and_resample(app_env: dict[str, str]) -> None:
     assert at.number_input(key="seed").value != seed
 
 
+def _large(at: AppTest) -> str:
+    """The clip shown large: its box, checked against the large view's own caption."""
+    clip = at.selectbox(key="clip").value
+    assert at.image[len(at.image) - 4].captions[0].startswith("aligned onset (frame ")
+    return clip
+
+
+def _tiles(at: AppTest) -> list[str]:
+    return [image.captions[0].split(" · ")[0] for image in at.image[:len(at.image) - 4]]
+
+
+def test_the_large_view_follows_a_resample_unless_a_clip_was_picked(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10.18: after *Re-sample* the large clip is the new sample's first; a clip the user
+    picked (box, a tile's *Open large*, a link) stays."""
+    at = open_page("app_pages/flow.py")
+    assert_clean(at)
+    first = _tiles(at)
+    assert _large(at) == first[0]
+    clips = clips_of(Path(app_env["SAMMFLOW_DATA"]))
+    seeds = iter(s for s in range(1, 500) if tables.sample(clips, s)[0] not in (first[0],))
+    seed = next(seeds)
+    monkeypatch.setattr(random, "randrange", lambda *args: seed)
+    at.button(key="resample").click().run()
+    assert_clean(at)
+    assert at.number_input(key="seed").value == seed and _tiles(at) == tables.sample(clips, seed)
+    assert _large(at) == _tiles(at)[0] != first[0]  # followed the sample
+    assert at.query_params["clip"] == _large(at)  # the link follows too
+    # picked in the box: stays through a re-sample
+    picked = next(c for c in clips if c != _tiles(at)[0])
+    at.selectbox(key="clip").set_value(picked).run()
+    other = next(s for s in range(1, 500) if tables.sample(clips, s)[0] not in (picked, _tiles(at)[0]))
+    monkeypatch.setattr(random, "randrange", lambda *args: other)
+    at.button(key="resample").click().run()
+    assert_clean(at)
+    assert _tiles(at)[0] != picked and _large(at) == picked
+
+
+def test_a_tile_opens_large(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    at = open_page("app_pages/flow.py")
+    tiles = _tiles(at)
+    assert [b.label for b in at.button if b.key and b.key.startswith("large_")] == ["Open large"] * len(tiles)
+    assert at.button(key=f"large_{tiles[0]}").disabled and not at.button(key=f"large_{tiles[2]}").disabled
+    at.button(key=f"large_{tiles[2]}").click().run()
+    assert_clean(at)
+    assert _large(at) == tiles[2] and at.button(key=f"large_{tiles[2]}").disabled
+    ann = read_annotations(Path(app_env["SAMMFLOW_DATA"]) / "samm.csv").by_clip[tiles[2]]
+    assert at.image[len(at.image) - 4].captions[0] == f"aligned onset (frame {ann.onset})"
+    seed = next(s for s in range(1, 500) if tables.sample(clips_of(Path(app_env["SAMMFLOW_DATA"])), s)[0] != tiles[2])
+    monkeypatch.setattr(random, "randrange", lambda *args: seed)
+    at.button(key="resample").click().run()
+    assert _large(at) == tiles[2]  # opened large = picked: a re-sample keeps it
+
+
+def test_a_linked_large_clip_stays_through_a_resample(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A link naming another clip than its sample's first is a pick; one naming the first (what a
+    link copied before any pick holds) still follows."""
+    clips = clips_of(Path(app_env["SAMMFLOW_DATA"]))
+    first = tables.sample(clips, 0)[0]
+    picked = next(c for c in clips if c != first)
+    seed = next(s for s in range(1, 500) if tables.sample(clips, s)[0] not in (first, picked))
+    monkeypatch.setattr(random, "randrange", lambda *args: seed)
+    for linked, after in ((picked, picked), (first, tables.sample(clips, seed)[0])):
+        at = open_page("app_pages/flow.py", {"clip": linked})
+        assert _large(at) == linked
+        at.button(key="resample").click().run()
+        assert_clean(at)
+        assert _large(at) == after, linked
+
+
 def test_flow_view_lives_in_the_url(app_env: dict[str, str]) -> None:
     clip = clips_of(Path(app_env["SAMMFLOW_DATA"]))[3]
     at = open_page("app_pages/flow.py", {"clip": clip, "winsize": "21", "map_size": "32"})
@@ -326,7 +495,7 @@ def test_gif_page_animates_chosen_clips(app_env: dict[str, str]) -> None:
     at.toggle(key="offset").set_value(True).run()
     assert_clean(at)
     assert f"→ offset {ann.offset}" in at.image[0].captions[0]
-    assert [b.label for b in at.download_button] == ["Download GIF", "Download map (PNG)"]
+    assert [b.label for b in at.download_button] == ["Download GIF", "Download map (PNG)", "Download slide figure (PNG)"]
 
 
 def test_gif_is_animated_at_display_size(app_env: dict[str, str]) -> None:
@@ -339,12 +508,116 @@ def test_gif_is_animated_at_display_size(app_env: dict[str, str]) -> None:
         assert image.n_frames == count == ann.apex - ann.onset + 1
 
 
+def test_gifs_carry_frame_labels_unless_turned_off(app_env: dict[str, str]) -> None:
+    ref = ui.DatasetRef(app_env["SAMMFLOW_DATA"], app_env["SAMMFLOW_ANNOTATIONS"])
+    ctx = ui.Context(ref, ui.open_dataset(ref), PipelineParams())
+    clip = ctx.dataset.annotations.clips[0].clip
+    labelled, plain = (ui.gif(ctx, clip, GifParams(size=160, labels=labels))[0] for labels in (True, False))
+    with Image.open(io.BytesIO(labelled)) as a, Image.open(io.BytesIO(plain)) as b:
+        corner = (0, 0, 40, 12)  # "frame N", white on black, top left
+        assert a.convert("L").crop(corner).tobytes() != b.convert("L").crop(corner).tobytes()
+    at = open_page("app_pages/gifs.py", {"gif_clips": clip, "gif_labels": "false"})
+    assert_clean(at)
+    assert at.toggle(key="gif_labels").value is False
+
+
+def test_the_slide_figure_of_each_clip(app_env: dict[str, str]) -> None:
+    """Issue 10.17: per clip, a download of onset, apex, arrows, map and legend side by side
+    (``sammflow.figures.clip_figure``), with the sidebar's encoding."""
+    clips = clips_of(Path(app_env["SAMMFLOW_DATA"]))
+    at = open_page("app_pages/gifs.py", {"gif_clips": clips[:2]})
+    assert_clean(at)
+    slides = [b for b in at.download_button if b.label == "Download slide figure (PNG)"]
+    assert [b.key for b in slides] == [f"slide_{c}" for c in clips[:2]]
+    ref = ui.DatasetRef(app_env["SAMMFLOW_DATA"], app_env["SAMMFLOW_ANNOTATIONS"])
+    ctx = ui.Context(ref, ui.open_dataset(ref), PipelineParams())
+    slide = figures.clip_figure(ui.flow(ctx, clips[0]), params=ctx.params.encode)
+    assert slide.ndim == 3 and slide.shape[1] > 3 * slide.shape[0]  # one row of five tiles
+
+
+def test_all_gifs_as_one_zip_with_progress_and_a_bound(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10.17: the chosen clips' or all ready clips' GIFs in one zip, bounded."""
+    clips = clips_of(Path(app_env["SAMMFLOW_DATA"]))
+    ref = ui.DatasetRef(app_env["SAMMFLOW_DATA"], app_env["SAMMFLOW_ANNOTATIONS"])
+    ctx = ui.Context(ref, ui.open_dataset(ref), PipelineParams())
+    params = GifParams(size=160, step=2)
+    calls = []
+    made = ui.gif_zip(ctx, clips, params, progress=lambda done, total, clip: calls.append((done, total, clip)))
+    assert made.included == tuple(clips) and made.failed == () and made.left_out == ()
+    assert calls == [(i, 4, c) for i, c in enumerate(clips)] + [(4, 4, "")]
+    with zipfile.ZipFile(io.BytesIO(made.data)) as archive:
+        names = archive.namelist()
+        assert names == [f"sub{ctx.dataset.annotations.by_clip[c].subject}_{c}.gif" for c in clips]
+        assert archive.read(names[1]) == ui.gif(ctx, clips[1], params)[0]  # the page's own GIF, byte for byte
+    # the bound: clips past it are named, never silently dropped
+    bound = ui.MAX_ZIP_BYTES
+    monkeypatch.setattr(ui, "MAX_ZIP_CLIPS", 3)
+    made = ui.gif_zip(ctx, clips, params)
+    assert made.included == tuple(clips[:3]) and made.left_out == (clips[3],)
+    monkeypatch.setattr(ui, "MAX_ZIP_BYTES", len(ui.gif(ctx, clips[0], params)[0]) + 1)
+    made = ui.gif_zip(ctx, clips, params)
+    assert made.included == (clips[0],) and made.left_out == tuple(clips[1:])
+    # on the page
+    monkeypatch.setattr(ui, "MAX_ZIP_BYTES", bound)
+    at = open_page("app_pages/gifs.py", {"gif_clips": clips[0], "step": "2", "gif_size": "160"})
+    assert at.button(key="zip_prepare").label == "Prepare zip of 1 GIFs"
+    at.radio(key="zip_scope").set_value("all ready").run()
+    assert at.button(key="zip_prepare").label == "Prepare zip of 3 GIFs"
+    at.button(key="zip_prepare").click().run()
+    assert_clean(at)
+    assert at.download_button(key="zip_download").label.startswith("Download 3 GIFs (zip, ")
+    assert "1 clip(s) not in the zip (the limit of 3 clips" in at.warning[0].value and clips[3] in at.warning[0].value
+    at.slider(key="fps").set_value(20).run()
+    assert "(made with other clips or settings: prepare it again)" in at.download_button(key="zip_download").label
+
+
+def test_a_failing_clip_is_named_in_the_gif_zip(app_env: dict[str, str], broken_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAMMFLOW_DATA", str(broken_data))
+    ref = ui.DatasetRef(str(broken_data), str(broken_data / "samm.csv"))
+    ctx = ui.Context(ref, ui.open_dataset(ref), PipelineParams())
+    clips = clips_of(broken_data)
+    made = ui.gif_zip(ctx, clips, GifParams(size=160))
+    assert made.included == (clips[0], *clips[2:]) and len(made.failed) == 1
+    apex = read_annotations(broken_data / "samm.csv").by_clip[clips[1]].apex
+    assert made.failed[0].startswith(f"{clips[1]}: ") and str(apex) in made.failed[0]  # names the clip and the missing frame
+
+
 def test_reset_parameters_restores_the_defaults(app_env: dict[str, str]) -> None:
     at = open_page("app_pages/flow.py", {"winsize": "31", "levels": "5"})
     assert at.slider(key="winsize").value == 31
     at.button(key="reset_params").click().run()
     assert_clean(at)
     assert (at.slider(key="winsize").value, at.slider(key="levels").value) == (15, 3)
+    assert at.query_params.get("winsize", "15") == "15"  # the link says the default, or nothing
+
+
+#: What Streamlit logs (once per process, with a stack trace) when a widget gets a default
+#: argument and a value set through its key.
+DUPLICATE_STATE_WARNING = "was created with a default value but also had its value set via the Session State API"
+
+
+def test_reset_parameters_logs_no_streamlit_warning(app_env: dict[str, str]) -> None:
+    """Issue 10.18: in a fresh process (Streamlit logs the warning once per process), every
+    use of *Reset parameters* and of the pages' programmatic choices leaves the log clean."""
+    script = (
+        "from app_helpers import open_page\n"
+        "at = open_page('app_pages/flow.py', {'winsize': '31', 'levels': '5', 'method': 'whole_pixel', 'robust': 'false'})\n"
+        "at.button(key='reset_params').click().run()\n"
+        "assert at.slider(key='winsize').value == 15 and at.selectbox(key='method').value == 'subpixel', at.slider(key='winsize').value\n"
+        "assert at.toggle(key='robust').value is True\n"
+        "at.slider(key='winsize').set_value(21).run()\n"
+        "at.button(key='reset_params').click().run()\n"
+        "at.button(key='resample').click().run()\n"
+        "at.switch_page('app_pages/export.py').run()\n"
+        "at.slider(key='winsize').set_value(25).run()\n"
+        "assert not at.exception, at.exception\n"
+        "print('done')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"},
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and done.stdout.strip().endswith("done"), done.stderr[-3000:]
+    assert DUPLICATE_STATE_WARNING not in done.stderr, done.stderr[-3000:]
+    assert "Stack (most recent call last)" not in done.stderr, done.stderr[-3000:]
 
 
 # ---------------------------------------------------------------- batch export
@@ -386,14 +659,130 @@ def test_export_goes_on_after_a_failing_clip(app_env: dict[str, str], broken_dat
     failed = rows[rows["status"] == "failed"]
     cause = failed["cause"].iloc[0]
     assert len(failed) == 1 and cause.startswith(failed["clip"].iloc[0]) and "apex frame" in cause and "not on disk" in cause
-    assert len(list((tmp_path / "OUT" / "flows").glob("*.png"))) == 3
+    # $SAMMFLOW_OUT is the base: the export went to the dataset's and parameters' own folder in it
+    assert len(list((tmp_path / "OUT" / f"BROKEN-{PipelineParams().hash}" / "flows").glob("*.png"))) == 3
 
 
 def test_export_refuses_a_folder_inside_the_dataset(app_env: dict[str, str]) -> None:
     at = open_page("app_pages/export.py")
     inside = Path(app_env["SAMMFLOW_DATA"]) / "maps"
     at.text_input(key="out_dir").set_value(str(inside)).run()
-    at.button(key="run_export").click().run()
     assert not at.exception
     assert str(inside) in at.error[0].value and "inside the dataset" in at.error[0].value
+    assert not [b for b in at.button if b.key in ("run_export", "export_replace", "export_new_folder")]  # nothing to click
     assert not inside.exists()
+
+
+def page_text(at: AppTest) -> str:
+    return "\n".join(e.value for e in [*at.markdown, *at.caption, *at.info, *at.warning, *at.error, *at.success]
+                     ) + "\n".join(b.label for b in at.button)
+
+
+def test_the_default_export_folder_is_per_dataset_and_parameters(app_env: dict[str, str], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10.15: a second dataset or parameter set gets a folder of its own, never the first one's."""
+    monkeypatch.setenv("SAMMFLOW_OUT", str(tmp_path / "exports"))
+    at = open_page("app_pages/export.py")
+    assert_clean(at)
+    name = Path(app_env["SAMMFLOW_DATA"]).name
+    first = tmp_path / "exports" / f"{name}-{PipelineParams().hash}"
+    assert at.text_input(key="out_dir").value == str(first)
+    assert at.button(key="run_export").label == "Export 4 clips"
+    at.button(key="run_export").click().run()
+    assert_clean(at)
+    assert at.success[0].value.startswith("4 of 4 clips ok") and len(list((first / "flows").glob("*.png"))) == 4
+    # other parameters: another default folder, new, so no refusal and no choice to make
+    at.slider(key="winsize").set_value(21).run()
+    second = tmp_path / "exports" / f"{name}-{at.session_state['out_dir'].rsplit('-', 1)[1]}"
+    assert at.text_input(key="out_dir").value == str(second) != str(first)
+    assert second.name.endswith(PipelineParams.from_dict({"flow": {"winsize": 21}}).hash)
+    assert at.button(key="run_export").label == "Export 4 clips"
+    at.button(key="run_export").click().run()
+    assert_clean(at)
+    assert json.loads((second / "params.json").read_text())["params"]["flow"]["winsize"] == 21
+    assert json.loads((first / "params.json").read_text())["params"]["flow"]["winsize"] == 15  # untouched
+    # a folder the user typed stays typed when the parameters change
+    typed = str(tmp_path / "exports" / "mine")
+    at.text_input(key="out_dir").set_value(typed).run()
+    at.slider(key="winsize").set_value(15).run()
+    assert at.text_input(key="out_dir").value == typed
+
+
+def test_the_export_page_offers_resume_replace_and_a_new_folder(app_env: dict[str, str], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10.15: an earlier export in the folder is resumed, replaced (saying what is
+    deleted) or kept (a new folder) by explicit choices worded for the page: no "--force"."""
+    monkeypatch.setenv("SAMMFLOW_ROOTS", str(tmp_path))
+    out = tmp_path / "maps"
+    at = open_page("app_pages/export.py")
+    at.text_input(key="out_dir").set_value(str(out)).run()
+    assert f"`{out}` is new" in page_text(at)
+    at.button(key="run_export").click().run()
+    assert_clean(at)
+    maps = {p.name: p.read_bytes() for p in (out / "flows").glob("*.png")}
+    assert len(maps) == 4
+    # the same parameters: resume (or start over)
+    assert "holds an earlier export of these parameters: 4 of 4 clips are done" in at.info[0].value
+    assert (at.button(key="run_export").label, at.button(key="export_restart").label) == ("Resume: compute 0, keep 4", "Start over: recompute all 4")
+    (out / "flows" / sorted(maps)[0]).unlink()  # one map lost: resume computes it alone
+    at.run()
+    assert at.button(key="run_export").label == "Resume: compute 1, keep 3"
+    at.button(key="run_export").click().run()
+    assert_clean(at)
+    assert at.success[0].value.startswith("4 of 4 clips ok (3 kept from the earlier export)")
+    assert {p.name: p.read_bytes() for p in (out / "flows").glob("*.png")} == maps
+    # other parameters: the page says what replacing deletes; no command-line flag anywhere
+    at.slider(key="winsize").set_value(21).run()
+    assert_clean(at)
+    warning = at.warning[0].value
+    assert f"`{out}` holds an export made with other parameters (flow.winsize 15 → 21)" in warning
+    assert "*Replace* deletes its 4 flow maps (" in warning and "`alignment.csv`" in warning and "keeps any other file" in warning
+    assert "--force" not in page_text(at)
+    assert at.button(key="export_replace").label == "Replace: delete 4 maps, export"
+    assert at.button(key="export_new_folder").label == "Export to a new folder: maps-2"
+    # keep it: a new folder, which the field then shows
+    at.button(key="export_new_folder").click().run()
+    assert_clean(at)
+    assert at.success[0].value.startswith("4 of 4 clips ok") and at.text_input(key="out_dir").value == str(out.with_name("maps-2"))
+    assert json.loads((out.with_name("maps-2") / "params.json").read_text())["params"]["flow"]["winsize"] == 21
+    assert {p.name: p.read_bytes() for p in (out / "flows").glob("*.png")} == maps  # the earlier export is untouched
+    # replace it
+    at.text_input(key="out_dir").set_value(str(out)).run()
+    at.button(key="export_replace").click().run()
+    assert_clean(at)
+    assert at.success[0].value.startswith("4 of 4 clips ok") and "4 maps of other parameters deleted first" in at.success[0].value
+    assert json.loads((out / "params.json").read_text())["params"]["flow"]["winsize"] == 21
+    replaced = {p.name: p.read_bytes() for p in (out / "flows").glob("*.png")}
+    assert replaced.keys() == maps.keys() and replaced != maps
+    assert "holds an earlier export of these parameters: 4 of 4" in at.info[0].value
+
+
+def test_a_refusal_that_arrives_anyway_is_worded_for_the_page(app_env: dict[str, str], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session exports other parameters into the folder between the page's look at it
+    and the job's start: the job's refusal is shown worded for the page, without "--force"."""
+    monkeypatch.setenv("SAMMFLOW_ROOTS", str(tmp_path))
+    out = tmp_path / "race"
+    root = Path(app_env["SAMMFLOW_DATA"])
+    real = access.export_plan
+    armed = []
+
+    def racing(*args: object, **kwargs: object) -> access.ExportPlan:
+        plan = real(*args, **kwargs)
+        if armed:  # right after the page looked: the other session's export lands
+            armed.clear()
+            export_flows(load_dataset(root, read_annotations(root / "samm.csv")), out, params=PipelineParams.from_dict({"flow": {"winsize": 9}}),
+                         boxes=disk.ClipStore(root))
+        return plan
+
+    monkeypatch.setattr(access, "export_plan", racing)
+    at = open_page("app_pages/export.py")
+    at.text_input(key="out_dir").set_value(str(out)).run()
+    assert at.button(key="run_export").label == "Export 4 clips"
+    armed.append(True)
+    at.button(key="run_export").click().run()
+    assert not at.exception and not at.success and len(at.error) == 1
+    message = at.error[0].value
+    assert message.startswith(f"{out}: made with other parameters (flow.winsize 9 → 15)") and "*Replace*" in message
+    assert "--force" not in page_text(at)
+    assert json.loads((out / "params.json").read_text())["params"]["flow"]["winsize"] == 9  # the other export is intact

@@ -2,7 +2,10 @@
 
 Every page is visited by its URL; each must finish running without an exception block and
 show its images or charts. Screenshots go to ``test-artifacts/`` (gitignored) for a human
-to look at.
+to look at. Every request any page makes (HTTP and websocket) is recorded, and the last test
+asserts that none left the machine: the dashboard must work offline (issue 10.18: the tab
+icon was fetched from a CDN). The server's log is checked too: no traceback, no Streamlit
+warning.
 """
 
 from __future__ import annotations
@@ -38,8 +41,26 @@ PAGES = [
 
 pytestmark = [pytest.mark.slow,  # a streamlit server and a browser
               pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install -y chromium)")]
-#: The streamlit process behind each ``server`` URL (its memory is measured under load).
+#: The streamlit process behind each ``server`` URL (its memory is measured under load), and its log.
 SERVER_PIDS: dict[str, int] = {}
+SERVER_LOGS: dict[str, Path] = {}
+#: Every URL a page of this module requested (HTTP, websocket), in order.
+REQUESTS: list[str] = []
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+def record(context) -> object:
+    """Record every request of a browser context (all its pages) in ``REQUESTS``."""
+    context.on("request", lambda request: REQUESTS.append(request.url))
+    context.on("page", lambda page: page.on("websocket", lambda ws: REQUESTS.append(ws.url)))
+    return context
+
+
+def external(urls: list[str]) -> list[str]:
+    """The URLs that would leave the machine (``data:`` and ``blob:`` URLs never do)."""
+    from urllib.parse import urlsplit
+
+    return sorted({u for u in urls if urlsplit(u).scheme not in ("data", "blob") and urlsplit(u).hostname not in LOCAL_HOSTS})
 
 
 def _free_port() -> int:
@@ -54,7 +75,8 @@ def server(app_data: Path, app_cache: Path, tmp_path_factory: pytest.TempPathFac
     env = {**os.environ, "SAMMFLOW_DATA": str(app_data), "SAMMFLOW_ANNOTATIONS": str(app_data / "samm.csv"),
            "SAMMFLOW_CACHE": str(app_cache), "SAMMFLOW_OUT": str(tmp_path_factory.mktemp("browser_out"))}
     env.pop("SAMMFLOW_DEMO_CONFIG", None)
-    log = (tmp_path_factory.mktemp("browser_log") / "streamlit.log").open("w+")
+    log_path = tmp_path_factory.mktemp("browser_log") / "streamlit.log"
+    log = log_path.open("w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
@@ -62,6 +84,7 @@ def server(app_data: Path, app_cache: Path, tmp_path_factory: pytest.TempPathFac
     )
     url = f"http://127.0.0.1:{port}"
     SERVER_PIDS[url] = process.pid
+    SERVER_LOGS[url] = log_path
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -98,9 +121,10 @@ def browser(server: str) -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def browser_page(browser) -> Iterator[object]:
-    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    context = record(browser.new_context(viewport={"width": 1440, "height": 1000}))
+    page = context.new_page()
     yield page
-    page.close()
+    context.close()
 
 
 def _wait_until_done(page, selector: str, minimum: int, timeout_s: float = 90) -> None:
@@ -138,6 +162,10 @@ def _screenshot(page, name: str) -> None:
     page.set_viewport_size({"width": 1440, "height": 1000})
 
 
+#: The default output folder of the page-visit export (the load test's must differ from it).
+EXPORTED: dict[str, str] = {}
+
+
 def test_a_shared_link_is_the_first_request(browser_page, server: str) -> None:
     """A link copied in a lab meeting, opened right after the server started: the page runs
     through app.py (sidebar, navigation) with the linked settings."""
@@ -165,10 +193,14 @@ def test_page_renders_in_chromium(browser_page, server: str, path: str, title: s
     if path == "gifs":
         assert page.locator('[data-testid="stImage"] img[src$=".gif"]').count() == 2  # animated, not re-encoded
     if path == "export":
-        page.get_by_role("button", name=re.compile("^Export")).click()
+        EXPORTED["default"] = page.get_by_role("textbox", name="Output folder").input_value()
+        page.get_by_role("button", name=re.compile("^Export 4 clips")).click()
         page.get_by_text(re.compile(r"4 of 4 clips ok")).wait_for(timeout=60_000)
         _wait_until_done(page, '[data-testid="stDownloadButton"]', 1)
         _assert_healthy(page)
+        # the same folder again: the page offers to resume it, no "--force" anywhere
+        assert page.get_by_role("button", name="Resume: compute 0, keep 4").count() == 1
+        assert "--force" not in page.locator('[data-testid="stMain"]').inner_text()
     _screenshot(page, f"{PAGES.index((path, title, selector, minimum)) + 1}_{path or 'overview'}")
 
 
@@ -244,7 +276,7 @@ def test_three_sessions_at_once_stay_responsive_and_bounded(browser, server: str
     bound, none shows an exception or error, and the server's memory stays bounded."""
     pid = SERVER_PIDS[server]
     peak: list[float] = [_rss_mb(pid)]
-    contexts = [browser.new_context(viewport={"width": 1440, "height": 1000}) for _ in range(3)]  # three separate sessions
+    contexts = [record(browser.new_context(viewport={"width": 1440, "height": 1000})) for _ in range(3)]  # three separate sessions
     try:
         sessions = {name: context.new_page() for name, context in zip(("flow_a", "flow_b", "export"), contexts)}
         # the export runs with its own flow parameter, so it computes while the others do
@@ -265,13 +297,11 @@ def test_three_sessions_at_once_stay_responsive_and_bounded(browser, server: str
             page = sessions[name]
             page.locator('[data-testid="stSidebar"] summary').filter(has_text="Optical flow").click()
             page.get_by_role("slider", name="Window size").press(key)
-        # a folder of its own: the page-visit test exported the defaults into SAMMFLOW_OUT, and an
-        # export with other parameters is (rightly) refused there
-        folder = sessions["export"].get_by_role("textbox", name="Output folder")
-        folder.fill(folder.input_value().rstrip("/") + "/winsize19")
-        folder.press("Enter")
-        sessions["export"].wait_for_timeout(500)
-        sessions["export"].get_by_role("button", name=re.compile("^Export")).click()
+        # the page-visit test exported the defaults under SAMMFLOW_OUT: winsize 19 has a default
+        # folder of its own there (issue 10.15), new, so there is nothing to resume or replace
+        folder = sessions["export"].get_by_role("textbox", name="Output folder").input_value()
+        assert re.fullmatch(r".*/DATA-[0-9a-f]{12}", folder) and folder != EXPORTED.get("default"), folder
+        sessions["export"].get_by_role("button", name=re.compile("^Export 4 clips")).click()
 
         def recomputed(name: str):
             return lambda page: images(page) and _metric(page, "Mean flow") not in ("", before[name])
@@ -312,3 +342,41 @@ def test_a_crafted_link_shows_a_message_not_a_listing(browser_page, server: str)
     _assert_healthy(page)
     assert "Ignored from the link: clip = ../../etc" in page.locator('[data-testid="stAlertContentWarning"]').first.inner_text()
     _screenshot(page, "warning_link_clip")
+
+
+def test_overview_filters_and_reset_are_kept_in_the_link(browser_page, server: str) -> None:
+    """Issue 10.18: a filter chosen on the overview goes into the URL (and a link with one opens
+    filtered); *Reset parameters* puts the defaults back."""
+    page = browser_page
+    page.goto(f"{server}/?ov_emotion=Anger", wait_until="domcontentloaded")
+    page.get_by_role("heading", name="Overview").first.wait_for(timeout=60_000)
+    _wait_until_done(page, ".js-plotly-plot", 4)
+    _assert_healthy(page)
+    assert page.get_by_text("1 of 4 rows").count() == 1
+    page.locator('[data-testid="stMultiSelect"]').filter(has_text="Status").click()
+    page.get_by_role("option", name="ready").click()
+    page.keyboard.press("Escape")
+    page.wait_for_url(re.compile(r"ov_status=ready"), timeout=30_000)
+    assert "ov_emotion=Anger" in page.url
+    page.locator('[data-testid="stSidebar"] summary').filter(has_text="Optical flow").click()
+    page.get_by_role("slider", name="Window size").press("ArrowRight")
+    page.wait_for_url(re.compile(r"winsize=17"), timeout=30_000)
+    _wait_until_done(page, ".js-plotly-plot", 4)
+    page.get_by_role("button", name="Reset parameters").click()
+    page.wait_for_url(re.compile(r"winsize=15|^(?!.*winsize)"), timeout=30_000)
+    _wait_until_done(page, ".js-plotly-plot", 4)
+    _assert_healthy(page)
+    assert page.get_by_role("slider", name="Window size").input_value() == "15"
+
+
+def test_nothing_leaves_the_machine_and_the_server_log_is_clean(browser_page, server: str) -> None:
+    """Runs last: every request of every page above went to the dashboard's own server; the tab
+    icon is a local image; the server logged no traceback and no Streamlit warning (issue 10.18:
+    *Reset parameters* logged one with a stack trace)."""
+    icons = browser_page.locator('link[rel*="icon"]').evaluate_all("links => links.map(l => l.href)")
+    assert icons and all(icon.startswith(f"{server}/") for icon in icons), icons
+    assert any("/_stcore/stream" in u for u in REQUESTS) and len(REQUESTS) > 50  # the recording saw the pages
+    assert external(REQUESTS) == []
+    log = SERVER_LOGS[server].read_text()
+    assert "Traceback" not in log and "Stack (most recent call last)" not in log, log[-3000:]
+    assert "created with a default value but also had its value set" not in log

@@ -278,3 +278,20 @@ def test_disk_cache_module_imports_neither_torch_nor_streamlit() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_a_dataset_and_a_cache_in_latin1_folders(demo_root: Path, tmp_path: Path) -> None:
+    """Folder names that are not UTF-8 (issue 10): keys, entries and messages all work."""
+    latin1 = os.fsdecode(b"donn\xe9es")
+    root = Path(shutil.copytree(demo_root, tmp_path / latin1 / "DATA"))
+    dataset = load_dataset(root, read_annotations(root / "samm.csv"))
+    store = ClipStore(root, base=tmp_path / latin1 / "cache")
+    clip = dataset.annotations.clips[0]
+    params = PipelineParams()
+    first = aligned_crops(dataset, clip.clip, params, [clip.onset, clip.apex], store=store)
+    assert_same(aligned_crops(dataset, clip.clip, params, [clip.onset, clip.apex], store=store), first)  # read back from the cache
+    frames = dataset.clips_on_disk[clip.clip]
+    missing = max(frames.numbers) + 1
+    with pytest.raises(ClipError) as exc:
+        aligned_crops(dataset, clip.clip, params, [missing], store=store)
+    assert "donn\\xe9es" in str(exc.value) and str(exc.value).encode("utf-8")

@@ -70,7 +70,7 @@ def test_flows_refuses_raw_frames(demo_root, tmp_path, capsys):
         (["export", "{tmp}/nowhere", "{tmp}/out"], "no samm.csv"),
         (["export", "{tmp}/nowhere", "{tmp}/out", "-a", "{tmp}/nowhere.csv"], "annotation file not found"),
         (["export", "{demo}", "{demo}/out"], "inside the dataset folder"),
-        (["export", "{demo}", "{tmp}/out", "--margin", "-3"], "margin must be >= 0"),
+        (["export", "{demo}", "{tmp}/out", "--margin", "-3"], "--margin must be >= 0, got -3"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args, message, demo_root, tmp_path, capsys):

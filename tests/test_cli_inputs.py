@@ -446,13 +446,41 @@ def test_unexpected_error_outside_clips_is_one_line_pointing_to_a_log(demo_root,
     def crash(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
+    real_export = sammflow.export.export_flows
     monkeypatch.setattr(sammflow.export, "export_flows", crash)
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     run = run_cli("export", demo_root, tmp_path / "out", "-q")
     assert_clean_failure(run, 2)
-    assert len(run.err_lines) == 1 and run.err_lines[0].startswith("error: unexpected ZeroDivisionError: division by zero (details in ")
-    log = Path(run.err_lines[0].split("(details in ")[1].rstrip(")"))
-    assert log.parent == tmp_path and "Traceback" in log.read_text() and "crash" in log.read_text()
+    # no output folder to log into: the one line says the traceback went to the temporary folder ($TMPDIR), and where
+    prefix = ("error: unexpected ZeroDivisionError: division by zero (details in the temporary folder, as there is no output folder "
+              "to log into: ")
+    assert len(run.err_lines) == 1 and run.err_lines[0].startswith(prefix), run.err
+    log = Path(run.err_lines[0][len(prefix):].rstrip(")"))
+    assert log.parent == tmp_path and log.name.startswith("sammflow-error-") and log.suffix == ".log"
+    assert "Traceback" in log.read_text() and "crash" in log.read_text()
+    # into an output folder sammflow made, the traceback goes to its sammflow.log
+    monkeypatch.setattr(sammflow.export, "export_flows", real_export)
+    assert run_cli("export", demo_root, tmp_path / "out", "-q", "-j", "1").code == 0
+    monkeypatch.setattr(sammflow.export, "export_flows", crash)
+    again = run_cli("export", demo_root, tmp_path / "out", "-q")
+    assert again.err_lines == [f"error: unexpected ZeroDivisionError: division by zero (details in {tmp_path / 'out' / 'sammflow.log'})"]
+    assert "crash" in (tmp_path / "out" / "sammflow.log").read_text()
+
+
+def test_unexpected_error_with_nowhere_to_log_says_so(demo_root, tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    def no_temporary_folder(**kwargs):
+        raise FileNotFoundError(2, "No usable temporary directory found")
+
+    monkeypatch.setattr(sammflow.export, "export_flows", crash)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "gone"))
+    monkeypatch.setattr("tempfile.mkstemp", no_temporary_folder)
+    run = run_cli("export", demo_root, tmp_path / "out", "-q")
+    assert_clean_failure(run, 2)
+    assert run.err_lines == ["error: unexpected ZeroDivisionError: division by zero (its traceback could not be written, neither to "
+                             f"the output folder nor to the temporary folder {tmp_path / 'gone'})"]
 
 
 def test_interrupt_keeps_finished_clips_and_resumes(demo_root, tmp_path, monkeypatch):

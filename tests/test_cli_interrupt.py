@@ -89,7 +89,7 @@ def test_sigkill_mid_export_then_rerun_equals_a_clean_run(twelve, tmp_path):
     killed = _start_and_stop(data, out, signal.SIGKILL, group=True, workers=1)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert [r["status"] for r in manifest(out)] == ["ok"] + ["pending"] * 11  # killed right after its first clip
-    (out / "flows" / ".sub006_006_1_1x.png.a1b2c3d4.tmp").write_bytes(b"\x89PNG half")  # what a kill mid-write leaves
+    (out / "flows" / ".sammflow-sub006_006_1_1x.png.a1b2c3d4.tmp").write_bytes(b"\x89PNG half")  # what a kill mid-write leaves
     assert json.loads((out / "params.json").read_text())["finished"] is None  # written at the start
     _assert_resumes_to_the_clean_run(data, out, clean)
 

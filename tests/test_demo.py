@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from sammflow.annotations import read_annotations
-from sammflow.dataset import load_dataset
+from sammflow.dataset import load_dataset, read_grey
 from sammflow.demo import DemoConfig, displacement_field, generate_demo, motion_profile
 
 TINY = DemoConfig(subjects=1, clips_per_subject=1, frames=6, width=800, height=600)
@@ -106,3 +110,29 @@ def test_motion_profile_and_field():
 def test_config_validated():
     with pytest.raises(ValueError, match="frames"):
         DemoConfig(frames=2)
+
+
+def test_demo_into_a_folder_named_in_latin1(tmp_path):
+    """OpenCV's ``imwrite`` crashed the interpreter on such a path, leaving a hidden half-built
+    folder; run in a child process so that a regression fails this test instead of the session."""
+    parent = tmp_path / os.fsdecode(b"donn\xe9es")
+    code = ("import sys, os; from sammflow.demo import DemoConfig, generate_demo; "
+            "generate_demo(os.fsdecode(sys.argv[1].encode('utf-8', 'surrogateescape')), "
+            "DemoConfig(subjects=1, clips_per_subject=1, frames=6, width=800, height=600))")
+    result = subprocess.run([sys.executable, "-c", code, str(parent / "DEMO")], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).parents[1], errors="backslashreplace")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in parent.iterdir()) == ["DEMO"]  # no hidden staging folder left
+    dataset = load_dataset(parent / "DEMO", read_annotations(parent / "DEMO" / "samm.csv"))
+    assert not dataset.issues and len(dataset.ready()) == 1
+    clip, frames = dataset.ready()[0]
+    assert len(frames.frames) == 6 and read_grey(frames.path(clip.apex)).shape == (600, 800)
+
+
+def test_refusal_names_a_latin1_folder_printably(tmp_path):
+    mine = tmp_path / os.fsdecode(b"th\xe8se")
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError) as exc:
+        generate_demo(mine, TINY)
+    assert str(exc.value) == f"{tmp_path}/th\\xe8se: already exists and is not a sammflow demo dataset; choose an empty or new folder"

@@ -6,18 +6,21 @@ Directions follow the flow maps' convention (``sammflow.encode``): 0° = right (
 
 from __future__ import annotations
 
+import ast
 import io
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from sammflow import figures
 from sammflow.align import Alignment, FrameMatch
+from sammflow.animate import MISSING, drawable
 from sammflow.annotations import ClipAnnotation
 from sammflow.detect import FaceBox
-from sammflow.encode import encode_flow, encode_hsv
+from sammflow.encode import MapScale, encode_flow, encode_hsv, map_scale
 from sammflow.flow import FlowField
 from sammflow.params import AlignParams, EncodeParams
 from sammflow.pipeline import ClipFlow, NormalizedClip
@@ -78,9 +81,10 @@ def test_panel_size_and_tile_positions() -> None:
     assert titled.shape == (30 + 2 * (50 + 22 + 10) + 10, 3 * 50 + 4 * 10, 3) == (204, 190, 3) and titled.dtype == np.uint8
     for i, colour in enumerate(colours):
         r, c = divmod(i, 3)
-        x, y = 10 + c * 60, 30 + 10 + r * 82
+        x, y = 10 + c * 60 + (30 if r == 1 else 0), 30 + 10 + r * 82  # the short last row centred: half a tile + gap in
         assert (titled[y:y + 50, x:x + 50] == colour).all(), i  # each tile exactly where the arithmetic puts it
-    assert (titled[30 + 10 + 82:, 10 + 2 * 60:] == 255).all()  # no sixth tile: white
+    # the last row's two tiles leave 30 px of white on each side, not a tile-wide band on the right
+    assert (titled[30 + 10 + 82:, :38] == 255).all() and (titled[30 + 10 + 82:, 152:] == 255).all()  # (captions' antialiasing: 1 px)
     plain = figures.panel(tiles[:2], columns=2, tile=50)
     assert plain.shape == (0 + 1 * (50 + 22 + 10) + 10, 2 * 50 + 3 * 10, 3)
     assert (plain[10:60, 10:60] == colours[0]).all()
@@ -169,6 +173,19 @@ def test_flow_arrows_leave_out_flow_below_the_fraction_of_the_peak() -> None:
     out = figures.flow_arrows(np.full((56, 56), 100, np.uint8), uv)
     coloured = (out.max(axis=2) - out.min(axis=2)) > 30
     assert coloured[:60].any() and not coloured[62:].any()  # arrows start at rows 7, 21 (×2) only
+
+
+def test_flow_arrows_are_scaled_by_the_interior_not_by_a_border_artefact() -> None:
+    """Issue 10 item 13, the arrows' side: one 50 px border streak (Farnebäck at a small winsize)
+    made every real arrow shorter than 15 % of the "peak" and left none."""
+    uv = np.zeros((112, 112, 2), np.float32)
+    uv[40:70, 40:70] = (0.0, 1.5)  # the real motion: 1.5 px down
+    uv[5:9, 0:30] = (50.0, 0.0)  # the artefact, along the top edge (0.4 % of the interior), 50 px right
+    out = figures.flow_arrows(np.full((112, 112), 100, np.uint8), uv, step=14, scale=4.0)
+    coloured = (out.max(axis=2) - out.min(axis=2)) > 30
+    assert coloured[80:140, 80:140].any()  # arrows where the face moved (crop px 40–70, ×2)
+    # the artefact's two arrows (from x = 7 and 21) are drawn 1.5 px × 4 long, not 200 px across the crop
+    assert coloured[:30, :60].any() and not coloured[:30, 70:].any()
 
 
 # ---------------------------------------------------------------- difference and the pair figure
@@ -293,7 +310,7 @@ def test_score_chart_shows_scores_residuals_thresholds_and_flags(aligned: Normal
         assert list(trace.marker.color) == [figures.ACCENT, figures.FLAG, figures.ACCENT, figures.FLAG]
         assert list(trace.marker.size) == [5, 9, 5, 9]
     assert sorted(s.y0 for s in fig.layout.shapes) == [0.2, 0.8]
-    assert sorted(a.text for a in fig.layout.annotations) == ["flag above 0.20 px", "flag below 0.80"]
+    assert sorted(a.text for a in fig.layout.annotations) == ["flag above<br>0.20 px", "flag below<br>0.80"]
     assert fig.layout.yaxis.range[0] == pytest.approx(0.70 - 0.02)  # the lowest score stays in view
     assert fig.layout.yaxis2.range[1] == pytest.approx(0.35 * 1.2)
     # another threshold only moves the line and the flags
@@ -318,3 +335,208 @@ def test_plotly_config_names_the_download_without_changing_the_default() -> None
     config = figures.plotly_config("jitter_006_1_1")
     assert config["toImageButtonOptions"] == {"format": "png", "scale": 2, "filename": "jitter_006_1_1"}
     assert "filename" not in figures.PLOTLY_CONFIG["toImageButtonOptions"] and config["displaylogo"] is False
+
+
+# ---------------------------------------------------------------- panel layout (issue 10, item 18)
+
+
+@pytest.mark.parametrize("count, columns, grid, last_x", [
+    (6, 5, (5, 2), [10 + 2 * 60]),  # the grid page: 6 clips in 5 columns, the sixth centred
+    (2, 5, (2, 1), [10, 70]),  # fewer tiles than columns: the canvas is as wide as the tiles
+    (8, 4, (4, 2), [10, 70, 130, 190]),  # full rows: unchanged
+    (7, 4, (4, 2), [40, 100, 160]),
+])
+def test_panel_canvas_fits_its_tiles_and_centres_a_short_last_row(count, columns, grid, last_x) -> None:
+    tiles = [(np.zeros((50, 50), np.uint8), str(i)) for i in range(count)]
+    out = figures.panel(tiles, columns=columns, tile=50)
+    used, rows = grid
+    assert out.shape == (rows * (50 + 22 + 10) + 10, used * 50 + (used + 1) * 10, 3)
+    y = 10 + (rows - 1) * 82
+    dark = np.flatnonzero((out[y + 25] == 0).all(axis=1))
+    starts = [int(x) for x in dark if x == 0 or x - 1 not in set(dark)]
+    assert starts == last_x
+    left, right = starts[0], out.shape[1] - (starts[-1] + 50)
+    assert abs(left - right) <= 1  # as much white on either side
+
+
+def test_panel_shortens_a_caption_to_its_tile() -> None:
+    long = "006_1_1 · Happiness · AU 6+12+25 · a very long caption indeed that cannot fit"
+    out = figures.panel([(np.zeros((60, 60), np.uint8), long), (np.zeros((60, 60), np.uint8), "b")], columns=2, tile=60)
+    caption = out[10 + 60 + 2:10 + 60 + 22, :, 0] < 200
+    assert caption[:, 10:70].any() and not caption[:, 71:80].any()  # stays above its own tile: no ink in the gap
+    assert figures.text_fits("aligned onset (frame 4512)", 224) and not figures.text_fits(long, 60)
+
+
+# ---------------------------------------------------------------- text drawn with glyphs the font has (issue 10, item 14)
+
+
+@pytest.fixture()
+def drawn(monkeypatch) -> list[tuple[str, object]]:
+    """Every (text, font) any image function draws (``ImageDraw.text``; ``multiline_text`` calls it)."""
+    calls: list[tuple[str, object]] = []
+    original = ImageDraw.ImageDraw.text
+
+    def record(self, xy, text, *args, **kwargs):
+        calls.append((text, kwargs.get("font", args[1] if len(args) > 1 else None)))
+        return original(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", record)
+    return calls
+
+
+def missing_glyphs(calls: list[tuple[str, object]]) -> list[tuple[str, str]]:
+    """The characters drawn as the font's missing-glyph box: (text, character)."""
+    bad = []
+    for text, font in calls:
+        assert font is not None, text  # never Pillow's default (another font than the one checked)
+        box = font.getmask("\uffff")
+        box = (box.size, bytes(box))
+        for char in set(text) - {"\n"}:
+            mask = font.getmask(char)
+            if (mask.size, bytes(mask)) == box:
+                bad.append((text, char))
+    return bad
+
+
+def flow_result(size: int = 64, degrees: float = 90.0) -> ClipFlow:
+    field = ramp_flow(degrees, size=size, peak=2.0)
+    rng = np.random.default_rng(3)
+    crops = {10: rng.integers(0, 256, (size, size), dtype=np.uint8), 12: rng.integers(0, 256, (size, size), dtype=np.uint8)}
+    alignment = Alignment.from_matches(FaceBox(0, 0, size, size), {10: FrameMatch(0, 0, 1.0), 12: FrameMatch(0, 0, 1.0)})
+    return ClipFlow(NormalizedClip(clip_annotation(10, 12, 14), crops, alignment), field, encode_flow(field))
+
+
+def test_every_figure_draws_only_glyphs_its_font_has(drawn) -> None:
+    tile = np.zeros((40, 40), np.uint8)
+    figures.panel([(tile, "Onset → apex × 28×28 ≥ 12 · ≈ 15 s − Farnebäck"), (tile, "b")], columns=2, tile=400,
+                  title="Onset → apex flow maps")
+    figures.colour_wheel(200)
+    figures.colour_wheel(224, scale=MapScale("minmax", 0.0213, 3.95))
+    crop = np.zeros((200, 200), np.uint8)
+    pair = figures.pair_figure([None, None], [None, None], [crop, crop], 10)
+    pair.png(1, 2, 10, "006_1_1")  # "|difference| ≥ 10"
+    figures.clip_figure(flow_result(), tile=96)
+    from sammflow.animate import encode_gif, label_frame
+
+    label_frame(np.zeros((224, 224), np.uint8), 4512, "onset/apex")
+    encode_gif([tile, tile], numbers=[10, 12], clip=clip_annotation())
+    texts = [text for text, _ in drawn]
+    assert len(texts) >= 25 and missing_glyphs(drawn) == []
+    # what was asked for is there, in characters the font has
+    assert "Onset -> apex flow maps" in texts and "|difference| >= 10: 0.0%" in texts and "frame 4512" in texts
+    assert "Onset -> apex x 28x28 >= 12 · ~ 15 s - Farneback" in texts
+
+
+def test_the_check_finds_the_boxes_the_original_figures_drew(drawn) -> None:
+    """The glyph check is not vacuous: the arrow, times and >= of the original captions are boxes."""
+    from PIL import ImageFont
+
+    draw = ImageDraw.Draw(Image.new("RGB", (300, 30)))
+    draw.text((0, 0), "Onset → apex 28×28 ≥ 12", font=ImageFont.load_default(size=13))
+    assert sorted(char for _, char in missing_glyphs(drawn)) == ["×", "→", "≥"]
+
+
+def _strings(path: Path) -> list[str]:
+    """Every string literal of a file, f-strings' literal parts included."""
+    return [node.value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+def test_the_pages_captions_and_titles_become_text_the_font_draws(drawn) -> None:
+    root = Path(__file__).parents[1]
+    # the pages, and the modules whose text they pass into figures (clip captions: tables; titles and labels: figures, animate)
+    files = [*sorted((root / "app_pages").glob("*.py")), *(root / "sammflow" / f"{name}.py" for name in ("figures", "animate", "tables"))]
+    strings = {text for path in files for text in _strings(path)} - {"\uffff"}  # (animate's probe of the missing glyph)
+    assert {"Onset → apex flow maps", "aligned onset (frame "} <= strings  # the captions passed to panel(...) are among them
+    for text in sorted(strings):
+        # every character has a glyph or a sensible replacement: no "?" where the text had none
+        assert drawable(text).count(MISSING) == text.count(MISSING), (text, drawable(text))
+    captions = sorted(t for t in strings if t.strip() and len(t) < 120)
+    tiles = [(np.zeros((8, 8), np.uint8), text) for text in captions]
+    figures.panel(tiles, columns=8, tile=400, title=" ".join(captions[:5]))
+    assert missing_glyphs(drawn) == [] and len(drawn) == len(captions) + 1
+
+
+# ---------------------------------------------------------------- the legend's scale, the clip figure (issue 10, items 13, 17)
+
+
+def test_colour_wheel_with_a_scale_writes_it_and_keeps_the_encoding(drawn) -> None:
+    size = 224
+    wheel = figures.colour_wheel(size, scale=MapScale("robust", 0.0, 2.4137))
+    assert wheel.shape == (size, size, 3)
+    assert drawn[-1][0] == "full brightness = 2.41 px"
+    pad = max(30, int(size * 0.17))
+    extra = max(10, size // 19) + 6  # one text line, 17 px at 224
+    inner = size - 2 * pad - extra
+    left = pad + extra // 2
+    centre_x, centre_y, radius = left + (inner - 1) / 2, pad + (inner - 1) / 2, (inner - 1) / 2
+    for degrees, (ux, uy) in AXES.items():
+        x, y = round(centre_x + 0.8 * radius * ux), round(centre_y + 0.8 * radius * uy)
+        assert angle_error(hue_degrees(wheel[y, x])[0], degrees) <= 3.0, (degrees, wheel[y, x])
+    # rim at full brightness (the scale's px), the centre black
+    assert wheel[round(centre_y), round(centre_x + 0.97 * radius)].max() >= 245 and wheel[round(centre_y), round(centre_x)].max() < 10
+    ink = (wheel[size - 3 - 12:size - 2] < 128).all(axis=2)
+    assert ink.any() and np.flatnonzero(ink.any(axis=0)).min() > 10  # the line, centred at the bottom
+
+
+def test_clip_figure_puts_onset_apex_arrows_map_and_legend_side_by_side(drawn) -> None:
+    result = flow_result(size=64, degrees=90.0)
+    out = figures.clip_figure(result, tile=160)
+    assert out.shape == (30 + 160 + 22 + 10 + 10, 5 * 160 + 6 * 10, 3)
+    texts = [t for t, _ in drawn]
+    assert "006_1_1: onset 10 -> apex 12" in texts  # the title
+    assert {"frame 10", "onset", "frame 12", "apex", "aligned onset (frame 10)", "flow map (28x28)"} <= set(texts)
+    assert f"full brightness = {map_scale(result.flow).full:.3g} px" in texts
+    y, x = 30 + 10, 10
+    onset = out[y + 20:y + 160, x:x + 160, 0]  # below the label strip: the onset crop, as it is
+    assert np.array_equal(onset, figures.resize(result.onset_crop, 160)[20:])
+    flow_map = out[y:y + 160, x + 3 * 170:x + 3 * 170 + 160]
+    assert np.array_equal(flow_map, figures.enlarge(result.map_rgb, 160)[:160])  # the map's own pixels
+    assert figures.png(out)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- uniform motion has a direction (issue 10, item 13)
+
+
+def test_flow_stats_of_uniform_motion_has_its_direction() -> None:
+    uv = np.zeros((32, 32, 2), np.float32)
+    uv[...] = (0.0, -1.0)  # everything 1 px up: min-max gave a black map and no direction
+    crops = {10: np.zeros((32, 32), np.uint8), 12: np.zeros((32, 32), np.uint8)}
+    alignment = Alignment.from_matches(FaceBox(0, 0, 32, 32), {10: FrameMatch(0, 0, 1.0), 12: FrameMatch(0, 0, 1.0)})
+    field = FlowField(uv)
+    stats = figures.flow_stats(ClipFlow(NormalizedClip(clip_annotation(), crops, alignment), field, encode_flow(field)))
+    assert stats["mean"] == pytest.approx(1.0) and angle_error(stats["direction"], 270.0) <= 1.0
+    assert stats["full"] == pytest.approx(1.0)  # 1 px is full brightness
+    assert figures.flow_stats(ClipFlow(NormalizedClip(clip_annotation(), crops, alignment), field, encode_flow(field, params=EncodeParams(
+        scale="minmax"))), params=EncodeParams(scale="minmax"))["full"] == pytest.approx(1.0)  # black = full = 1 px: nothing to show
+
+
+# ---------------------------------------------------------------- chart layout (issue 10, item 18)
+
+
+def test_chart_legends_sit_under_the_axis_titles_and_threshold_labels_beside_the_plot(aligned: NormalizedClip) -> None:
+    track = {10: FaceBox(103, 48, 203, 168), 11: None, 12: FaceBox(100, 50, 200, 170), 13: FaceBox(96, 55, 206, 175)}
+    jitter = figures.jitter_chart(track, aligned, onset=10, apex=12)
+    params = AlignParams(min_score=0.8, max_residual=0.2)
+    score = figures.score_chart(aligned, params, [11, 13])
+    for fig in (jitter, score):
+        legend = fig.layout.legend
+        # pinned to the bottom edge of the figure, under the x tick labels and title, in a margin made for them
+        assert fig.layout.showlegend is True and legend.orientation == "h"
+        assert (legend.yref, legend.y, legend.yanchor, legend.x, legend.xanchor) == ("container", 0, "bottom", 0, "left")
+        assert fig.layout.margin.b == figures.LEGEND_MARGIN == 84
+    # the thresholds are labelled in the right margin, left-aligned beside their line's end: never over the data
+    labels = {a.text: a for a in score.layout.annotations}
+    assert set(labels) == {"flag below<br>0.80", "flag above<br>0.20 px"}
+    for text, (xref, yref, y) in {"flag below<br>0.80": ("x domain", "y", 0.8), "flag above<br>0.20 px": ("x2 domain", "y2", 0.2)}.items():
+        a = labels[text]
+        assert (a.x, a.xref, a.xanchor, a.yref, a.y, a.yanchor) == (1, xref, "left", yref, y, "middle")
+    assert score.layout.margin.r == figures.LABEL_MARGIN == 74
+    # onset labelled left of its line, apex right of it: close lines never stack their labels
+    sides = {a.text: (a.x, a.xanchor) for a in jitter.layout.annotations}
+    assert sides == {"onset": (10, "right"), "apex": (12, "left")}
+    # charts without a legend keep the small margin
+    import pandas as pd
+
+    bars = figures.count_chart(pd.DataFrame({"emotion": ["a", "b"]}), "emotion", "Emotion")
+    assert bars.layout.margin.b == 10 and bars.layout.showlegend is False

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import sammflow
-from sammflow import files
+from sammflow import files, text
 from sammflow.files import (
     PACKAGES, csv_bytes, encode_image, package_versions, read_csv, read_json, remove_stale_temp_files, write_atomic, write_csv,
 )
@@ -41,7 +41,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monk
     target.write_bytes(b"the old manifest")
 
     def fail(src, dst):
-        assert os.path.basename(src).startswith(".manifest.csv.") and os.path.getsize(src) == len(b"the new one")
+        assert os.path.basename(src).startswith(".sammflow-manifest.csv.") and os.path.getsize(src) == len(b"the new one")
         raise failure
 
     monkeypatch.setattr(files.os, "replace", fail)
@@ -70,16 +70,34 @@ def test_a_folder_that_cannot_be_written_raises_and_leaves_nothing(tmp_path, mon
 # ---------------------------------------------------------------- stale temporary files
 
 
+def test_temporary_files_carry_the_sammflow_marker(tmp_path, monkeypatch):
+    seen = []
+    real = files.os.replace
+
+    def spy(src, dst):
+        seen.append(os.path.basename(src))
+        real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", spy)
+    write_atomic(tmp_path / "map.png", b"x")
+    assert len(seen) == 1 and seen[0].startswith(".sammflow-map.png.") and seen[0].endswith(".tmp")
+    assert files.is_temp_name(seen[0])
+
+
 def test_stale_temporary_files_of_write_atomic_are_removed_and_nothing_else(tmp_path):
     (tmp_path / "flows").mkdir()
-    _, made_by_mkstemp = tempfile.mkstemp(prefix=".sub006_006_1_2.png.", suffix=".tmp", dir=tmp_path / "flows")  # as write_atomic names them
-    stale = [tmp_path / ".manifest.csv.abcdefgh.tmp", tmp_path / "flows" / ".sub006_006_1_1.png.k3j_x9a2.tmp", tmp_path / made_by_mkstemp]
+    # as write_atomic names them
+    _, made_by_mkstemp = tempfile.mkstemp(prefix=".sammflow-sub006_006_1_2.png.", suffix=".tmp", dir=tmp_path / "flows")
+    stale = [tmp_path / ".sammflow-manifest.csv.abcdefgh.tmp", tmp_path / "flows" / ".sammflow-sub006_006_1_1.png.k3j_x9a2.tmp",
+             tmp_path / made_by_mkstemp]
     kept = [
         tmp_path / ".my-notes.tmp",  # no 8-character random part
-        tmp_path / "manifest.csv.abcdefgh.tmp",  # not hidden
-        tmp_path / ".manifest.csv.abcdefg.tmp",  # 7 characters
-        tmp_path / ".manifest.csv.ABCDEFGH.tmp",  # mkstemp uses lower case only
-        tmp_path / ".manifest.csv.abcdefgh.tmp.bak",
+        tmp_path / ".x.png.abcd1234.tmp",  # a user's file that merely looks like a temporary file: no sammflow marker
+        tmp_path / ".manifest.csv.abcdefgh.tmp",  # the same
+        tmp_path / "sammflow-manifest.csv.abcdefgh.tmp",  # not hidden
+        tmp_path / ".sammflow-manifest.csv.abcdefg.tmp",  # 7 characters
+        tmp_path / ".sammflow-manifest.csv.ABCDEFGH.tmp",  # mkstemp uses lower case only
+        tmp_path / ".sammflow-manifest.csv.abcdefgh.tmp.bak",
         tmp_path / "flows" / "sub006_006_1_1.png",
     ]
     for path in [*stale[:2], *kept]:
@@ -109,6 +127,33 @@ def test_csv_round_trip(tmp_path):
         {"clip": "résultat ✓", "error": "", "warnings": "", "frames": "0"},
     ]
     assert csv_bytes([], columns) == b"clip,error,warnings,frames\n" and read_csv(tmp_path / "missing.csv") == []
+
+
+LATIN1 = os.fsdecode(b"/data/caf\xe9")  # a folder named in Latin-1: a str with a lone surrogate on Linux
+
+
+def test_text_with_undecodable_path_bytes_is_printable_utf8():
+    assert LATIN1.endswith("\udce9")
+    assert text.printable(f"{LATIN1}/006: cannot read") == "/data/caf\\xe9/006: cannot read"
+    assert text.printable("café ✓") == "café ✓"  # valid text is left alone
+    assert text.printable("odd \ud800 surrogate") == "odd \\ud800 surrogate"
+    text.printable(LATIN1 + "\ud800").encode("utf-8")  # never raises
+
+
+def test_csv_with_an_undecodable_path_is_written_as_utf8(tmp_path):
+    rows = [{"clip": "006_1_1", "error": f"006_1_1: onset frame 4 not on disk in {LATIN1}/006/006_1_1"}]
+    write_csv(tmp_path / "manifest.csv", rows, ["clip", "error"])
+    text = (tmp_path / "manifest.csv").read_bytes().decode("utf-8")  # strict: valid UTF-8
+    assert "not on disk in /data/caf\\xe9/006/006_1_1" in text
+    assert read_csv(tmp_path / "manifest.csv")[0]["error"].endswith("/data/caf\\xe9/006/006_1_1")
+
+
+def test_append_text_survives_any_path(tmp_path):
+    log = tmp_path / "sammflow.log"
+    assert files.append_text(log, f"failed: {LATIN1}\n") is True
+    assert files.append_text(log, "second\n") is True
+    assert log.read_bytes().decode("utf-8") == "failed: /data/caf\\xe9\nsecond\n"
+    assert files.append_text(tmp_path / "missing" / "x.log", "x") is False  # an unwritable log never raises
 
 
 def test_read_json_is_none_for_anything_unreadable(tmp_path):

@@ -66,3 +66,25 @@ def test_flow_parameters_matter(crop):
     a = compute_flow(crop, moved, params=FlowParams()).uv
     b = compute_flow(crop, moved, params=FlowParams(winsize=31, levels=1)).uv
     assert not np.allclose(a, b)
+
+
+def test_small_window_border_artefacts_do_not_darken_the_map(crop):
+    """Issue 10 item 13: at a small ``winsize`` Farnebäck's estimates at the crop's edge reach
+    many times the real motion; with the original min-max brightness one of them set the scale
+    and the map went nearly black. The default (robust) scale ignores them."""
+    from sammflow.encode import encode_flow, map_scale
+    from sammflow.params import EncodeParams
+
+    ys, xs = np.mgrid[0:224, 0:224].astype(np.float32)
+    weight = np.exp(-((xs - 80) ** 2 + (ys - 60) ** 2) / (2 * 14.0**2))
+    moved = cv2.remap(crop, xs, ys + 2.0 * weight.astype(np.float32), cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)  # 2 px up
+    flow = compute_flow(crop, moved, params=FlowParams(winsize=3))
+    edge = np.ones((224, 224), bool)
+    edge[14:-14, 14:-14] = False
+    assert flow.magnitude[edge].max() > 4 * flow.magnitude[~edge].max()  # the artefact (measured 17.3 px against 3.6 px inside)
+    values = {scale: cv2.cvtColor(encode_flow(flow, params=EncodeParams(scale=scale)), cv2.COLOR_BGR2HSV)[..., 2].astype(float)
+              for scale in ("minmax", "robust")}
+    bump = (slice(6, 9), slice(9, 11))  # around (60, 80) of the crop in the 28×28 map
+    assert values["minmax"].mean() < 1.5 and values["minmax"][bump].max() < 40  # measured 0.9 and 26: nearly black
+    assert values["robust"].mean() > 8 and values["robust"][bump].min() > 200  # measured 9.5 and 234: the motion shows
+    assert 1.5 < map_scale(flow).full < 1.7  # measured 1.61 px: the real motion's scale

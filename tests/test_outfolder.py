@@ -195,13 +195,52 @@ def test_one_run_at_a_time_per_folder(demo_root, tmp_path):
 @pytest.mark.slow
 def test_stale_temporary_files_are_removed_and_others_kept(demo_root, clean, tmp_path):
     out = Path(shutil.copytree(clean, tmp_path / "out"))
-    stale = [out / "flows" / ".sub006_006_1_1.png.k3j_x9a2.tmp", out / ".manifest.csv.abcdefgh.tmp"]
+    stale = [out / "flows" / ".sammflow-sub006_006_1_1.png.k3j_x9a2.tmp", out / ".sammflow-manifest.csv.abcdefgh.tmp"]
     for path in stale:
         path.write_bytes(b"half a file")
-    mine = out / ".my-notes.tmp"
-    mine.write_text("not sammflow's")
+    mine = [out / ".my-notes.tmp", out / ".x.png.abcd1234.tmp", out / "flows" / ".sub006_006_1_1.png.k3j_x9a2.tmp"]  # no sammflow marker
+    for path in mine:
+        path.write_text("not sammflow's")
     export_flows(dataset(demo_root), out)
-    assert not any(p.exists() for p in stale) and mine.exists()
+    assert not any(p.exists() for p in stale) and all(p.read_text() == "not sammflow's" for p in mine)
+
+
+def test_temporary_looking_files_are_never_removed_from_a_folder_sammflow_did_not_make(demo_root, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    lookalike = out / ".sammflow-notes.txt.abcd1234.tmp"  # even with the marker: the folder is not ours
+    lookalike.write_text("mine")
+    (out / "draft.txt").write_text("mine too")
+    with pytest.raises(InputError, match=r"folder is not empty \(draft.txt\) and was not made by sammflow"):
+        export_flows(dataset(demo_root), out)
+    assert lookalike.read_text() == "mine" and sorted(p.name for p in out.iterdir()) == [lookalike.name, "draft.txt"]
+
+
+def test_a_folder_holding_only_hidden_user_files_is_not_empty(demo_root, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".notes").write_text("my notes")
+    (out / ".x.png.abcd1234.tmp").write_text("looks like an old temporary file, is mine")
+    with pytest.raises(InputError, match=r"out: folder is not empty \(.notes, .x.png.abcd1234.tmp\) and was not made by sammflow"):
+        export_flows(dataset(demo_root), out)
+    assert sorted(p.name for p in out.iterdir()) == [".notes", ".x.png.abcd1234.tmp"]
+    assert (out / ".x.png.abcd1234.tmp").read_text() == "looks like an old temporary file, is mine"
+
+
+def test_a_first_run_killed_before_its_manifest_leaves_a_folder_that_is_resumed(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    temp = out / ".sammflow-manifest.csv.abcd1234.tmp"  # all a SIGKILLed first run may leave
+    temp.write_text("half")
+    assert existing_output(out, "flows") is None  # nothing there but our own temporary file: empty
+
+
+def test_an_output_folder_name_too_long_is_an_input_error(demo_root, tmp_path):
+    with pytest.raises(InputError, match=r"x{300}: file name too long"):
+        check_output_dir(tmp_path / ("x" * 300), demo_root)
+    with pytest.raises(InputError, match=r"x{300}/out: file name too long"):
+        export_flows(dataset(demo_root), tmp_path / ("x" * 300) / "out")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -326,9 +365,12 @@ def test_a_params_json_of_an_earlier_version_resumes(demo_root, clean, tmp_path)
 def test_existing_output_recognises_our_folders_only(demo_root, clean, tmp_path):
     assert existing_output(tmp_path / "missing", "flows") is None
     (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / ".DS_Store").write_bytes(b"")
+    (tmp_path / "empty" / ".DS_Store").write_bytes(b"")  # made by the system, not the user
     (tmp_path / "empty" / "sammflow.log").write_text("a log only")
     assert existing_output(tmp_path / "empty", "flows") is None
+    (tmp_path / "empty" / ".notes").write_text("a user's hidden file")
+    with pytest.raises(InputError, match=r"folder is not empty \(.notes\) and was not made by sammflow"):
+        existing_output(tmp_path / "empty", "flows")
     assert existing_output(clean, "flows") == json.loads((clean / "params.json").read_text())
     only_manifest = tmp_path / "only_manifest"
     only_manifest.mkdir()

@@ -24,8 +24,8 @@ FLAGS = {
               "--min-score", "--max-residual"],
     "flow": ["--pyr-scale", "--levels", "--winsize", "--iterations", "--poly-n", "--poly-sigma", "--flow-flags",
              "--head-motion", "--no-head-motion"],
-    "encode": ["--map-size", "--map-interpolation"],
-    "gif": ["--fps", "--step", "--to-offset", "--no-to-offset", "--gif-size"],
+    "encode": ["--map-size", "--map-interpolation", "--map-scale"],
+    "gif": ["--fps", "--step", "--to-offset", "--no-to-offset", "--gif-size", "--gif-labels", "--no-gif-labels"],
 }
 COMMON = ["-h", "--help", "--annotations", "-a", "--quiet", "-q", "--workers", "-j", "--force"]
 COMMAND_STAGES = {
@@ -96,13 +96,14 @@ def test_only_device_and_the_quality_thresholds_are_outside_the_hash():
     assert outside == NOT_HASHED
 
 
-def test_defaults_are_the_original_scripts():
+def test_defaults_are_the_original_scripts_but_the_map_scale():
+    # the original min-max brightness scale is --map-scale minmax (issue 10: the robust default)
     assert PipelineParams().output_dict() == {
         "detect": {"max_side": 640, "min_prob": 0.9, "neighbours": 3, "min_face": 40},
         "align": {"margin": 40, "crop_size": 224, "interpolation": "area", "method": "subpixel", "motion": "translation", "robust": True},
         "flow": {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2, "flags": 0,
                  "head_motion": False},
-        "encode": {"size": 28, "interpolation": "area"},
+        "encode": {"size": 28, "interpolation": "area", "scale": "robust"},
     }
     assert PipelineParams().judging_dict() == {"detect": {"device": "cpu"}, "align": {"min_score": 0.8, "max_residual": 0.2}}
 
@@ -147,7 +148,7 @@ def test_the_checks_declarations_cannot_express():
         (DetectParams, {"max_side": 32}, "max_side must be 0 or >= 64, got 32"),
         (AlignParams, {"max_residual": 0.0}, "max_residual must be > 0, got 0.0"),
         (FlowParams, {"pyr_scale": 1.0}, "pyr_scale must be in (0, 1), got 1.0"),
-        (FlowParams, {"poly_sigma": 0.0}, "poly_sigma must be > 0, got 0.0"),
+        (FlowParams, {"winsize": 14}, "winsize must be odd (OpenCV averages over winsize + 1 px when it is even: 14 would give the flow of 15), got 14"),
         (FlowParams, {"flags": 1}, "flags must be one of [0, 256], got 1"),
     ]
     for cls, kwargs, message in cases:
@@ -166,8 +167,8 @@ def test_hash_is_stable():
     assert len(PipelineParams().hash) == 12 and int(PipelineParams().hash, 16) >= 0
     assert PipelineParams().hash == PipelineParams().hash == PipelineParams.from_dict(PipelineParams().to_dict()).hash
     assert stable_hash({"b": 1, "a": [1, 2]}) == stable_hash({"a": [1, 2], "b": 1})  # key order does not matter
-    assert PipelineParams().hash == "e5800279cb99"
-    assert [cls().hash for cls in CLASSES] == ["9047a46927a3", "81b65edbdce8", "eddd67cc7903", "2c049ae557eb", "abd8b128dc38"]
+    assert PipelineParams().hash == "3bc4a220fbd7"
+    assert [cls().hash for cls in CLASSES] == ["9047a46927a3", "81b65edbdce8", "eddd67cc7903", "e216c837e83d", "1915364e6a2e"]
 
 
 HASHED = [(cls, f, p) for cls, f, p in _all_fields() if p.output]

@@ -3,6 +3,13 @@ truth, and the apex box kept in a ``BoxCache``."""
 
 from __future__ import annotations
 
+import builtins
+import os
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -113,3 +120,53 @@ def test_apex_boxes_come_from_the_store_until_the_apex_frame_changes(demo_copy, 
     again = pipeline.find_apex_face(clip, frames, boxes=store)
     assert len(calls) == 4
     assert pipeline.find_apex_face(clip, frames, boxes=store) == again and len(calls) == 4
+
+
+# ---------------------------------------------------------------- bad frames and paths (issue 10)
+
+
+def test_frames_under_a_latin1_folder_are_processed_like_any_others(demo_root, tmp_path):
+    """A dataset folder named in Latin-1 (not UTF-8): discovered, decoded, normalized and
+    turned into the very same flow map."""
+    copy = Path(shutil.copytree(demo_root, tmp_path / os.fsdecode(b"donn\xe9es") / "DATA"))
+    clip, frames = _dataset(copy).ready()[0]
+    reference_clip, reference_frames = _dataset(demo_root).ready()[0]
+    assert frames.folder == copy / clip.subject / clip.clip
+    result, reference = clip_flow(clip, frames), clip_flow(reference_clip, reference_frames)
+    assert np.array_equal(result.flow_map, reference.flow_map)
+    normalized = normalize_clip(clip, frames, numbers=frames.numbers[:3], box=reference.normalized.alignment.box)
+    assert len(normalized.crops) == 3
+
+
+def test_unreadable_apex_frame_says_permission_denied(demo_copy, monkeypatch):
+    clip, frames = _dataset(demo_copy).ready()[0]
+    apex = frames.path(clip.apex)
+    real = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda file, mode="r", *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
+                        if str(file) == str(apex) else real(file, mode, *a, **k))
+    with pytest.raises(pipeline.ClipError) as exc:
+        pipeline.find_apex_face(clip, frames)
+    assert str(exc.value) == f"{clip.clip}: {apex}: cannot read (Permission denied)"  # not "not a decodable image"
+
+
+def _bomb_png() -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_frame_is_named_as_such(demo_copy):
+    """A PNG header claiming 100000×100000 px: Pillow raised DecompressionBombError (an
+    "unexpected" error with a traceback); OpenCV an assertion."""
+    clip, frames = _dataset(demo_copy).ready()[0]
+    for number in (clip.apex, clip.onset):  # the apex (its header is read for detection) and another frame
+        path = frames.path(number)
+        good = path.read_bytes()
+        path.write_bytes(_bomb_png())
+        with pytest.raises(pipeline.ClipError) as exc:
+            normalize_clip(clip, frames, numbers=[clip.onset, clip.apex])
+        assert str(exc.value) == f"{clip.clip}: {path}: image is 100000×100000 px, larger than any video frame: refusing to decode"
+        path.write_bytes(good) if number == clip.apex else None
+    assert pipeline._conversion_warnings([path]) == []  # headers read for warnings: skipped, never an error

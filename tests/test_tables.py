@@ -20,9 +20,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sammflow import tables
+from sammflow.align import Alignment
+from sammflow.detect import FaceBox
+from sammflow.params import AlignParams
 from sammflow.annotations import read_annotations
 from sammflow.dataset import Dataset, load_dataset
 from sammflow.pipeline import ClipError
@@ -153,7 +157,19 @@ def test_ready_ids_and_grid_clips(dataset: Dataset) -> None:
 def test_frame_number(dataset: Dataset) -> None:
     assert [tables.frame_number(dataset, "006_1_1", which) for which in ("first", "onset", "apex")] == [9, 10, 14]
     assert tables.frame_number(dataset, "006_2_1", "first") == 30
-    with pytest.raises(ClipError, match="^007_2_1: no folder under"):
+    with pytest.raises(ClipError, match="^007_2_1: (annotated but )?no folder"):
         tables.frame_number(dataset, "007_2_1", "onset")
     with pytest.raises(ClipError, match="^011_9_9: not a valid annotated clip"):
         tables.frame_number(dataset, "011_9_9", "onset")
+
+
+def test_flag_reasons_say_which_limit_each_frame_broke() -> None:
+    """Issue 10.18: per flagged frame, the limit it broke and by how much."""
+    alignment = Alignment(box=FaceBox(0, 0, 10, 10, 0.99), frames=np.array([5, 6, 7, 8, 9]), offsets=np.zeros((5, 2)),
+                          scores=np.array([0.95, 0.71, 0.93, 0.62, 0.7999]), residuals=np.array([0.05, 0.1, 0.31, 0.45, 0.2]))
+    params = AlignParams(min_score=0.8, max_residual=0.2)
+    reasons = tables.flag_reasons(alignment, params)
+    assert reasons == [(6, "score 0.71 < 0.80"), (7, "residual 0.31 > 0.20 px"), (8, "score 0.62 < 0.80, residual 0.45 > 0.20 px"),
+                       (9, "score 0.7999 < 0.8000")]  # as many decimals as it takes to tell them apart
+    assert [n for n, _ in reasons] == [int(n) for n in alignment.flagged(params)]  # the same frames as the verdict
+    assert tables.flag_reasons(alignment, AlignParams(min_score=0.5, max_residual=1.0)) == []

@@ -20,7 +20,8 @@ from sammflow.manifest import annotated_in_order
 from sammflow.outfolder import OutputFolder
 from sammflow.params import PipelineParams
 from sammflow.pipeline import ClipError
-from sammflow.workers import default_workers, preflight, run_clips
+import sammflow.workers
+from sammflow.workers import available_cores, default_workers, preflight, run_clips
 
 HEADER = "Subject;Filename;Inducement Code;Onset Frame;Apex Frame;Offset Frame;Duration;Micro;Action Units;Estimated Emotion;Objective Classes;Notes"
 #: clip → (onset, apex, offset); frames 10–20 of each are on disk
@@ -127,12 +128,65 @@ def test_preflight_names_the_clip_and_what_is_missing(tiny):
         preflight(dataset, clip.__class__("007", "007_1_1", 10, 11, 12))
 
 
-def test_default_workers_is_one_per_core():
-    assert default_workers() == max(1, os.cpu_count() or 1)
+def test_default_workers_is_one_per_available_core():
+    assert default_workers() == available_cores() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("requested, cores, todo, started", [(1000, 2, 4, 2), (1000, 16, 3, 3), (2, 1, 4, None), (8, 16, 1, None)])
+def test_never_more_workers_than_cores_or_clips_to_do(tiny, tmp_path, monkeypatch, requested, cores, todo, started):
+    pools = []
+    monkeypatch.setattr(sammflow.workers, "available_cores", lambda: cores)
+    monkeypatch.setattr(sammflow.workers, "_pool", lambda workers: pools.append(workers) or _InlinePool())
+    dataset = _dataset(tiny)
+    with _folder(dataset, tmp_path / "out") as folder:
+        folder.todo = folder.todo[:todo]
+        run_clips(folder, work, ("here",), prepare=_prepare, workers=requested)
+    assert pools == ([started] if started else [])  # None: everything ran here, no pool at all
+
+
+class _InlinePool:
+    """Stands in for the process pool: runs each task at once (the test counts the workers asked for)."""
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+
+LATIN1 = os.fsdecode(b"caf\xe9")
+
+
+def test_an_out_folder_named_in_latin1_keeps_its_log_and_manifest(tiny, tmp_path):
+    """Failures in an output folder whose name is not UTF-8: logged and in the manifest, with \\xe9 for the odd byte."""
+    (tiny / "006" / "006_1_2" / "006_00015.png").unlink()
+    out = tmp_path / LATIN1
+    with _folder(_dataset(tiny), out) as folder:
+        run_clips(folder, work, ("buggy",), prepare=_prepare)
+    rows = {r["clip"]: r for r in read_csv(out / "manifest.csv")}
+    assert [rows[c]["status"] for c in CLIPS] == ["ok", "failed", "failed", "failed"]
+    shown = str(tmp_path) + "/caf\\xe9"
+    assert rows["006_1_4"]["error"] == f"006_1_4: unexpected KeyError: 'a bug' (traceback in {shown}/sammflow.log)"
+    log = (out / "sammflow.log").read_bytes().decode("utf-8")  # valid UTF-8
+    assert 'return {}["a bug"]' in log and "failed: 006_1_2: apex frame 15 not on disk" in log
+
+
+def test_an_unwritable_log_is_said_and_never_stops_the_batch(tiny, tmp_path, monkeypatch):
+    import sammflow.outfolder
+
+    monkeypatch.setattr(sammflow.outfolder, "append_text", lambda path, text: False)
+    with _folder(_dataset(tiny), tmp_path / "out") as folder:
+        run_clips(folder, work, ("buggy",), prepare=_prepare)
+    rows = {r["clip"]: r for r in read_csv(tmp_path / "out" / "manifest.csv")}
+    log = tmp_path / "out" / "sammflow.log"
+    assert rows["006_1_4"]["error"] == f"006_1_4: unexpected KeyError: 'a bug' (its traceback could not be written to {log})"
+    assert folder.report.log is None and not log.exists()
 
 
 @pytest.mark.slow
-def test_worker_processes_give_the_same_rows(tiny, tmp_path):
+def test_worker_processes_give_the_same_rows(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(sammflow.workers, "available_cores", lambda: 2)  # worker processes even on a one-core machine
     dataset = _dataset(tiny)
     with _folder(dataset, tmp_path / "one") as folder:
         run_clips(folder, work, ("here",), prepare=_prepare, workers=1)
