@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from sammflow import figures, tables, ui
+from sammflow import charts, tables, ui
 from sammflow.pipeline import ClipError
 
 ctx = ui.context()
@@ -53,9 +53,9 @@ st.download_button("Download figure (PNG)", figure.png(a, b, threshold, clip), f
                     mime="image/png", icon=":material/download:", on_click="ignore")
 
 left, right = st.columns([3, 2])
-left.plotly_chart(figures.jitter_chart(track, aligned, ann.onset, ann.apex), config=figures.plotly_config(f"jitter_{clip}"))
+left.plotly_chart(charts.jitter_chart(track, aligned, ann.onset, ann.apex), config=charts.plotly_config(f"jitter_{clip}"))
 flagged = [int(n) for n in aligned.alignment.flagged(ctx.params.align)]
-right.plotly_chart(figures.score_chart(aligned, ctx.params.align, flagged), config=figures.plotly_config(f"quality_{clip}"))
+right.plotly_chart(charts.score_chart(aligned, ctx.params.align, flagged), config=charts.plotly_config(f"quality_{clip}"))
 if flagged:
     reasons = tables.flag_reasons(aligned.alignment, ctx.params.align)
     right.warning(f"{len(flagged)} frame(s) flagged (limits: score ≥ {ctx.params.align.min_score:g}, residual ≤ "

@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from sammflow import access, export, ui
+from sammflow import access, export, export_choices, ui
 
 ctx = ui.context()
 st.title("Batch export")
@@ -26,9 +26,9 @@ with st.expander(f"Parameters (hash `{ctx.params.hash}`)"):
     st.code(json.dumps(ctx.params.to_dict(), indent=2), language="json")
 
 try:
-    plan = access.export_plan(ctx.dataset, out_dir, ctx.params)
+    plan = export_choices.export_plan(ctx.dataset, out_dir, ctx.params)
 except ValueError as exc:  # the folder breaks a rule: the message names it and the rule
-    st.error(access.page_message(str(exc)), icon=":material/error:")
+    st.error(export_choices.page_message(str(exc)), icon=":material/error:")
     st.stop()
 
 run, force, target = None, False, plan.out
@@ -43,7 +43,7 @@ elif plan.state == "resume":
     run, force = resume or restart, restart
 else:
     st.warning(plan.message(), icon=":material/warning:")
-    fresh = access.new_folder(plan.out)
+    fresh = export_choices.new_folder(plan.out)
     b1, b2, _ = st.columns([1, 1, 2])
     if fresh is not None and b1.button(f"Export to a new folder: {fresh.name}", key="export_new_folder", type="primary",
                                        icon=":material/create_new_folder:"):
@@ -66,7 +66,7 @@ if run:
         st.session_state["export_result"] = ui.export_flows(ctx, target, on_row=on_row, force=force)
     except ValueError as exc:  # the folder changed meanwhile (another export), or another run holds it
         bar.empty()
-        st.error(access.page_message(str(exc)), icon=":material/error:")
+        st.error(export_choices.page_message(str(exc)), icon=":material/error:")
         st.stop()
     except OSError as exc:
         bar.empty()

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from sammflow import figures, tables, ui
+from sammflow import charts, tables, ui
 
 ctx = ui.context()
 st.title("Overview")
@@ -39,7 +39,7 @@ st.caption(f"{len(shown)} of {len(table)} rows")
 st.dataframe(shown, hide_index=True, width="stretch", height=min(420, 38 + 35 * max(len(shown), 1)))
 
 left, right = st.columns(2)
-left.plotly_chart(figures.count_chart(shown, "emotion", "Estimated emotion"), config=figures.plotly_config("emotions"))
-right.plotly_chart(figures.count_chart(shown, "objective class", "Objective class"), config=figures.plotly_config("objective_classes"))
-left.plotly_chart(figures.histogram(shown, "duration", "Clip duration (onset → offset)", label="duration"), config=figures.plotly_config("durations"))
-right.plotly_chart(figures.histogram(shown, "latency", "Onset → apex latency", label="latency"), config=figures.plotly_config("latencies"))
+left.plotly_chart(charts.count_chart(shown, "emotion", "Estimated emotion"), config=charts.plotly_config("emotions"))
+right.plotly_chart(charts.count_chart(shown, "objective class", "Objective class"), config=charts.plotly_config("objective_classes"))
+left.plotly_chart(charts.histogram(shown, "duration", "Clip duration (onset → offset)", label="duration"), config=charts.plotly_config("durations"))
+right.plotly_chart(charts.histogram(shown, "latency", "Onset → apex latency", label="latency"), config=charts.plotly_config("latencies"))

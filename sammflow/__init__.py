@@ -12,12 +12,14 @@ Data flows one way, one module per stage::
 
 Above the stages, imports run one way::
 
-    params, files                      declarations and atomic files (used by everything)
+    text, params                       printable text for any path; parameter declarations
+    frames                             frame files decoded strictly (used by dataset)
     pipeline                           one clip through the stages: NormalizedClip, ClipFlow
     cache                              the on-disk store of apex boxes and aligned crops
-    manifest, outfolder, workers       rows and resume plan; the output folder; worker processes
+    files, manifest, outfolder, workers  atomic files; rows and resume plan; the output folder; worker processes
     export                             the batch jobs
-    cli | access, tables, figures, ui  the command line | the dashboard (Streamlit only in ui)
+    cli | access, tables, figures,     the command line | the dashboard: paths, tables, images,
+          charts, export_choices, ui     charts, the export page's plan (Streamlit only in ui)
 
 Nothing here imports Streamlit (that lives in ``sammflow.ui``) or torch (imported lazily by
 ``sammflow.detect`` when a face is actually detected).

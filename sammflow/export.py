@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ from sammflow.pipeline import BoxCache, ClipError, clip_flow, find_apex_face, fl
 from sammflow.workers import Prepare, Progress, RowCallback, default_workers, run_clips
 
 __all__ = ["MANIFEST_COLUMNS", "JobReport", "default_workers", "export_flows", "export_gifs", "flow_map_name", "flows_from_normalized",
-           "gif_name", "is_normalized", "normalize_dataset", "normalized_params", "zip_outputs"]
+           "gif_name", "is_normalized", "normalize_dataset", "normalized_params", "sources_of", "zip_gifs", "zip_outputs", "GifZip"]
 
 #: Written at the root of a normalized-crops folder, so later commands recognise it.
 NORMALIZED_MARKER = PARAMS_FILE
@@ -295,3 +297,55 @@ def zip_outputs(report: JobReport) -> bytes:
             if row["status"] == "ok" and row.get("output") and (report.out_dir / row["output"]).is_file():
                 archive.write(report.out_dir / row["output"], row["output"])
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class GifZip:
+    """The GIFs of several clips in one zip archive (``gif_zip``).
+
+    ``data`` holds ``sub{S}_{C}.gif`` per clip in ``included``; ``failed`` names each clip that
+    has none and why (``"006_1_1: apex frame … not on disk"``); ``left_out`` the clips not
+    tried because a bound (``MAX_ZIP_CLIPS``, ``MAX_ZIP_BYTES``) was reached.
+    """
+
+    data: bytes
+    included: tuple[str, ...]
+    failed: tuple[str, ...]
+    left_out: tuple[str, ...]
+
+
+def zip_gifs(clips: Sequence[ClipAnnotation], make: Callable[[ClipAnnotation], bytes], *, max_clips: int, max_bytes: int,
+             progress: Callable[[int, int, str], None] | None = None) -> GifZip:
+    """GIFs of several clips as one zip archive (``sub{S}_{C}.gif`` each), bounded.
+
+    Parameters
+    ----------
+    clips : sequence of ClipAnnotation
+    make : callable(clip) -> bytes
+        A clip's GIF; a ``ClipError`` leaves the clip out, named with its cause.
+    max_clips, max_bytes : int
+        At most this many clips are tried, and the archive stops short of this many bytes.
+    progress : callable(done, total, clip), optional
+        Called before each clip.
+    """
+    chosen, left_out = list(clips[:max_clips]), [c.clip for c in clips[max_clips:]]
+    included, failed, size = [], [], 0
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # GIFs are compressed already
+        for i, clip in enumerate(chosen):
+            if progress:
+                progress(i, len(chosen), clip.clip)
+            try:
+                data = make(clip)
+            except ClipError as exc:
+                failed.append(str(exc))
+                continue
+            if size + len(data) > max_bytes:
+                left_out = [c.clip for c in chosen[i:]] + left_out
+                break
+            archive.writestr(gif_name(clip), data)
+            included.append(clip.clip)
+            size += len(data)
+    if progress:
+        progress(len(chosen), len(chosen), "")
+    return GifZip(buffer.getvalue(), tuple(included), tuple(failed), tuple(left_out))

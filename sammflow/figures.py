@@ -1,7 +1,7 @@
 """Figures of the dashboard, as plain functions: numpy images (PNG bytes, enlarged maps, colour
 wheel with the brightness scale, flow arrows, difference images, captioned panels, the alignment
-before/after figure, the slide figure of a clip), flow statistics and plotly charts. No
-Streamlit: the pages call these, and a notebook can too.
+before/after figure, the slide figure of a clip) and flow statistics; the plotly charts are in
+``sammflow.charts``. No Streamlit: the pages call these, and a notebook can too.
 
 All text drawn into an image goes through ``sammflow.animate.drawable`` (Pillow's built-in
 font has no →, ×, ≥: they become "->", "x", ">="), so a downloaded figure never shows an
@@ -10,7 +10,7 @@ empty box, offline.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,16 +22,8 @@ from sammflow.detect import FaceBox
 from sammflow.encode import MapScale, dominant_direction, encode_hsv, map_scale
 from sammflow.files import encode_image
 from sammflow.flow import FlowField
-from sammflow.params import AlignParams, EncodeParams
-from sammflow.pipeline import ClipFlow, NormalizedClip
-
-#: SAMM's frame rate: converts frame counts to milliseconds.
-SAMM_FPS = 200
-#: Colours of the charts: the theme's primary colour, the "before" series, flagged frames.
-ACCENT = "#1f5fa8"
-BEFORE = "#e07b39"
-FLAG = "#c0392b"
-
+from sammflow.params import EncodeParams
+from sammflow.pipeline import ClipFlow
 
 # ============================================================== figures (numpy → image)
 
@@ -401,213 +393,3 @@ def pair_figure(frames: Sequence[np.ndarray | None], boxes: Sequence[FaceBox | N
         diff_before, fraction_before = None, float("nan")
     diff_after, fraction_after = difference(crops[0], crops[1], threshold)
     return PairFigure((before[0], before[1], diff_before), (crops[0], crops[1], diff_after), fraction_before, fraction_after)
-
-
-# ============================================================== plotly helpers
-
-#: Plotly config of every chart: the modebar's camera button downloads a 2× PNG.
-PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
-
-
-def plotly_config(filename: str) -> dict[str, Any]:
-    """Plotly config of every chart: the modebar's camera button downloads a 2× PNG.
-
-    Parameters
-    ----------
-    filename : str
-        Name of the downloaded file, without extension.
-
-    Returns
-    -------
-    dict
-    """
-    return {**PLOTLY_CONFIG, "toImageButtonOptions": {**PLOTLY_CONFIG["toImageButtonOptions"], "filename": filename}}
-
-
-#: Height (px) of the bottom margin that holds the x tick labels, the x axis title and, below
-#: them, a one-row legend (pinned to the bottom of the figure, so it never reaches the title).
-LEGEND_MARGIN = 84
-#: Width (px) of the right margin that holds the threshold labels (outside the data).
-LABEL_MARGIN = 74
-
-
-def style(fig: Any, *, height: int = 320, title: str = "", legend: bool = False, right: int = 10) -> Any:
-    """The dashboard's common look for a plotly figure.
-
-    Parameters
-    ----------
-    fig : plotly.graph_objects.Figure
-    height : int
-    title : str
-    legend : bool
-        Show the legend: one horizontal row at the bottom of the figure (``yref="container"``,
-        ``y=0``), under the x axis title, in a bottom margin of ``LEGEND_MARGIN`` px.
-    right : int
-        Right margin, px (``LABEL_MARGIN`` for labels outside the plot).
-
-    Returns
-    -------
-    plotly.graph_objects.Figure
-        ``fig``, restyled.
-    """
-    fig.update_layout(template="plotly_white", height=height,
-                      margin={"l": 10, "r": right, "t": 44 if title else 10, "b": LEGEND_MARGIN if legend else 10},
-                      title={"text": title, "font": {"size": 15}} if title else None, showlegend=legend,
-                      legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0, "xanchor": "left", "x": 0},
-                      font={"family": "Inter, Source Sans Pro, sans-serif", "size": 12})
-    return fig
-
-
-def count_chart(table: Any, column: str, title: str) -> Any:
-    """Bar chart of how many rows have each value of a column, most frequent first.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-    column : str
-    title : str
-
-    Returns
-    -------
-    plotly.graph_objects.Figure
-    """
-    import plotly.express as px
-
-    counts = table[column].fillna("—").astype(str).value_counts().rename_axis(column).reset_index(name="clips")
-    fig = px.bar(counts, x=column, y="clips", text="clips", color_discrete_sequence=[ACCENT])
-    fig.update_traces(textposition="outside", cliponaxis=False)
-    fig.update_xaxes(type="category", title=None)
-    _count_axis(fig, int(counts["clips"].max()) if len(counts) else 1)
-    return style(fig, title=title)
-
-
-def histogram(table: Any, column: str, title: str, *, label: str) -> Any:
-    """Histogram of a frame-count column in whole-frame bins.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-    column : str
-    title : str
-    label : str
-        What the column measures (axis and hover text).
-
-    Returns
-    -------
-    plotly.graph_objects.Figure
-    """
-    import plotly.express as px
-
-    values = table[[column]].dropna().astype(int)
-    fig = px.histogram(values, x=column, color_discrete_sequence=[ACCENT])
-    peak = 1
-    if len(values):
-        low, high = int(values[column].min()), int(values[column].max())
-        width = max(1, -(-(high - low + 1) // 30))  # whole frames per bin, at most ~30 bins
-        fig.update_traces(xbins={"start": low - 0.5, "end": high + 0.5, "size": width})
-        peak = int(np.histogram(values[column], bins=np.arange(low - 0.5, high + width + 0.5, width))[0].max())
-        if high - low < 12:
-            fig.update_xaxes(dtick=width)
-    fig.update_traces(hovertemplate=f"{label}: %{{x}} frames<br>clips: %{{y}}<extra></extra>", marker_line={"width": 1, "color": "white"})
-    fig.update_xaxes(title=f"{label} (frames; 1 frame = {1000 / SAMM_FPS:g} ms at {SAMM_FPS} fps)")
-    _count_axis(fig, peak)
-    return style(fig, title=title)
-
-
-def _count_axis(fig: Any, peak: int) -> None:
-    """A y axis of whole clip counts (plotly would tick 0.5 on a small chart)."""
-    step = max(1, -(-peak // 5))
-    fig.update_yaxes(title="clips", rangemode="tozero", tick0=0, dtick=step, range=[0, peak * 1.15 + 0.1])
-
-
-def jitter_chart(track: dict[int, FaceBox | None], aligned: NormalizedClip, onset: int, apex: int) -> Any:
-    """Per-frame face position before and after alignment, relative to the apex box (frame px).
-
-    "Before" is MTCNN's own box on each frame; "after" is the apex box moved by the template
-    match. Three rows: x offset, y offset, box width.
-
-    Parameters
-    ----------
-    track : dict of int → FaceBox or None
-        From ``mtcnn_boxes``.
-    aligned : NormalizedClip
-        Every frame of the clip (only its ``alignment`` is used).
-    onset, apex : int
-        Marked with dotted lines.
-
-    Returns
-    -------
-    plotly.graph_objects.Figure
-    """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    alignment = aligned.alignment
-    box = alignment.box
-    cx, cy = box.center
-    frames = [int(n) for n in alignment.frames]
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05)
-    before = [(n, track.get(n)) for n in frames]
-    series = {
-        "MTCNN box per frame (before)": (
-            [n for n, b in before if b], [[b.center[0] - cx for _, b in before if b], [b.center[1] - cy for _, b in before if b],
-                                          [b.width for _, b in before if b]], BEFORE),
-        "template-aligned crop (after)": (
-            frames, [alignment.offsets[:, 0].tolist(), alignment.offsets[:, 1].tolist(), (box.width * alignment.scales).tolist()], ACCENT),
-    }
-    for name, (xs, columns, colour) in series.items():
-        for row, ys in enumerate(columns, start=1):
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, showlegend=row == 1,
-                                     line={"color": colour, "width": 2}, marker={"size": 5}), row=row, col=1)
-    for row in (1, 2, 3):
-        for number, label, side in ((onset, "onset", "top left"), (apex, "apex", "top right")):
-            # label the top row only (plotly writes "new text" for an empty label), above the plot,
-            # onset to the left of its line and apex to the right: close lines keep apart labels
-            note = {"annotation_text": label, "annotation_position": side} if row == 1 else {}
-            fig.add_vline(x=number, line={"color": "#999", "dash": "dot", "width": 1}, row=row, col=1, **note)
-    for row, title in enumerate(("x offset (px)", "y offset (px)", "box width (px)"), start=1):
-        fig.update_yaxes(title=title, row=row, col=1)
-    fig.update_xaxes(title="frame", row=3, col=1)
-    return style(fig, height=560, title="Face position per frame, relative to the apex box", legend=True)
-
-
-def score_chart(aligned: NormalizedClip, params: AlignParams, flagged: Iterable[int]) -> Any:
-    """Per-frame alignment quality: match score (normalised correlation with the apex crop)
-    and residual-shift estimate (crop px), each with its flag threshold.
-
-    Parameters
-    ----------
-    aligned : NormalizedClip
-        Only its ``alignment`` is used.
-    params : AlignParams
-        ``min_score`` and ``max_residual`` are drawn as the thresholds.
-    flagged : iterable of int
-        Frames drawn in red.
-
-    Returns
-    -------
-    plotly.graph_objects.Figure
-    """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    frames = [int(n) for n in aligned.alignment.frames]
-    bad = {int(n) for n in flagged}
-    marker = {"size": [9 if n in bad else 5 for n in frames], "color": [FLAG if n in bad else ACCENT for n in frames]}
-    scores = aligned.alignment.scores.tolist()
-    residuals = aligned.alignment.residuals.tolist()
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
-    fig.add_trace(go.Scatter(x=frames, y=scores, mode="lines+markers", name="match score", line={"color": ACCENT, "width": 2},
-                             marker=marker), row=1, col=1)
-    fig.add_trace(go.Scatter(x=frames, y=residuals, mode="lines+markers", name="residual shift (crop px)",
-                             line={"color": BEFORE, "width": 2}, marker=marker), row=2, col=1)
-    # threshold labels in the right margin, beside their line: never over the data
-    for value, text, row in ((params.min_score, f"flag below<br>{params.min_score:.2f}", 1),
-                             (params.max_residual, f"flag above<br>{params.max_residual:.2f} px", 2)):
-        fig.add_hline(y=value, line={"color": FLAG, "dash": "dash", "width": 1}, annotation_text=text, annotation_position="right",
-                      annotation_font={"color": FLAG, "size": 11}, annotation_align="left", row=row, col=1)
-    fig.update_yaxes(title="correlation", range=[min(min(scores, default=1.0), params.min_score) - 0.02, 1.005], row=1, col=1)
-    finite = [r for r in residuals if np.isfinite(r)]
-    fig.update_yaxes(title="residual (crop px)", rangemode="tozero", range=[0, max([*finite, params.max_residual]) * 1.2], row=2, col=1)
-    fig.update_xaxes(title="frame", row=2, col=1)
-    return style(fig, height=440, title="Alignment quality per frame", legend=True, right=LABEL_MARGIN)

@@ -42,10 +42,8 @@ after an export its manifest rows, and after *Prepare zip* on the GIF page that 
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +53,7 @@ import numpy as np
 import streamlit as st
 
 from sammflow import __version__, access, export
+from sammflow.export import GifZip, zip_gifs
 from sammflow.access import ENV_DATA, ENV_ANNOTATIONS, ENV_DEVICE, ENV_ROOTS, DatasetRef, demo_config, demo_root
 from sammflow.animate import encode_gif, gif_frame_numbers
 from sammflow.cache import ENV_CACHE, ClipStore, aligned_crops, cache_dir, clip_of, mtcnn_track, prune
@@ -500,52 +499,12 @@ MAX_ZIP_CLIPS = 40
 MAX_ZIP_BYTES = 50 * 2**20
 
 
-@dataclass(frozen=True)
-class GifZip:
-    """The GIFs of several clips in one zip archive (``gif_zip``).
-
-    ``data`` holds ``sub{S}_{C}.gif`` per clip in ``included``; ``failed`` names each clip that
-    has none and why (``"006_1_1: apex frame … not on disk"``); ``left_out`` the clips not
-    tried because a bound (``MAX_ZIP_CLIPS``, ``MAX_ZIP_BYTES``) was reached.
-    """
-
-    data: bytes
-    included: tuple[str, ...]
-    failed: tuple[str, ...]
-    left_out: tuple[str, ...]
-
-
 def gif_zip(ctx: Context, clips: Sequence[str], params: GifParams, progress: Callable[[int, int, str], None] | None = None) -> GifZip:
-    """The GIFs of ``clips`` (``gif``, so from the caches where the page already made them) as a
-    zip, bounded by ``MAX_ZIP_CLIPS`` clips and ``MAX_ZIP_BYTES`` bytes.
-
-    Parameters
-    ----------
-    progress : callable(done, total, clip), optional
-        Called before each clip.
-    """
-    chosen, left_out = list(clips[:MAX_ZIP_CLIPS]), list(clips[MAX_ZIP_CLIPS:])
-    included, failed, size = [], [], 0
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # GIFs are compressed already
-        for i, clip in enumerate(chosen):
-            if progress:
-                progress(i, len(chosen), clip)
-            try:
-                data, _ = gif(ctx, clip, params)
-            except ClipError as exc:
-                failed.append(str(exc))
-                continue
-            if size + len(data) > MAX_ZIP_BYTES:
-                left_out = chosen[i:] + left_out
-                break
-            ann = ctx.dataset.annotations.by_clip[clip]
-            archive.writestr(f"sub{ann.subject}_{clip}.gif", data)
-            included.append(clip)
-            size += len(data)
-    if progress:
-        progress(len(chosen), len(chosen), "")
-    return GifZip(buffer.getvalue(), tuple(included), tuple(failed), tuple(left_out))
+    """The GIFs of ``clips`` (``gif``: from the caches where the page already made them) as one
+    zip (``sammflow.export.zip_gifs``), bounded by ``MAX_ZIP_CLIPS`` clips and ``MAX_ZIP_BYTES``."""
+    annotations = [ctx.dataset.annotations.by_clip[clip] for clip in clips]
+    return zip_gifs(annotations, lambda ann: gif(ctx, ann.clip, params)[0], max_clips=MAX_ZIP_CLIPS, max_bytes=MAX_ZIP_BYTES,
+                    progress=progress)
 
 
 def frame_grey(ctx: Context, clip_id: str, number: int) -> np.ndarray:
@@ -589,7 +548,7 @@ def export_flows(ctx: Context, out_dir: str | Path, on_row: RowCallback | None =
     ------
     InputError
         A ``ValueError`` naming the folder and the rule it breaks, outputs of other parameters
-        there (without ``force``; ``sammflow.access.page_message`` words it for the page), or
+        there (without ``force``; ``sammflow.export_choices.page_message`` words it for the page), or
         another run writing to it.
     """
     out = access.export_folder(ctx.dataset.root, out_dir)

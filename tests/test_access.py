@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sammflow import access, export
+from sammflow import access, export, export_choices
 from sammflow.cache import ClipStore
 from sammflow.dataset import Dataset, InputError
 from sammflow.demo import DemoConfig
@@ -253,21 +253,21 @@ def test_export_plan_says_what_an_export_would_do(app_env: dict[str, str], allow
     dataset = _plan_dataset(Path(app_env["SAMMFLOW_DATA"]))
     out = allowed / "maps"
     default, other = PipelineParams(), PipelineParams.from_dict({"flow": {"winsize": 21}})
-    plan = access.export_plan(dataset, str(out), default)
+    plan = export_choices.export_plan(dataset, str(out), default)
     assert (plan.state, plan.clips, plan.out) == ("new", 4, out.resolve()) and "is new" in plan.message()
     out.mkdir()
-    assert "is empty" in access.export_plan(dataset, str(out), default).message()
+    assert "is empty" in export_choices.export_plan(dataset, str(out), default).message()
     assert not any(out.iterdir())  # looking wrote nothing
     export.export_flows(dataset, out, params=default, boxes=ClipStore(dataset.root))
-    plan = access.export_plan(dataset, str(out), default)
+    plan = export_choices.export_plan(dataset, str(out), default)
     assert (plan.state, plan.kept, plan.todo) == ("resume", 4, 0)
     maps = sorted(p.relative_to(out).as_posix() for p in (out / "flows").glob("*.png"))
     (out / maps[0]).unlink()
-    assert access.export_plan(dataset, str(out), default).kept == 3
+    assert export_choices.export_plan(dataset, str(out), default).kept == 3
     # the device and the quality thresholds are not other parameters
     lenient = PipelineParams.from_dict({"align": {"min_score": 0.5}})
-    assert access.export_plan(dataset, str(out), lenient).state == "resume"
-    plan = access.export_plan(dataset, str(out), other)
+    assert export_choices.export_plan(dataset, str(out), lenient).state == "resume"
+    plan = export_choices.export_plan(dataset, str(out), other)
     assert plan.state == "replace" and plan.why == ("made with other parameters (flow.winsize 15 → 21)",)
     assert plan.delete == (*maps[1:], "alignment.csv")
     message = plan.message()
@@ -285,7 +285,7 @@ def test_an_unfinished_export_of_other_parameters_is_simply_replaced(app_env: di
     export.export_flows(dataset, out, boxes=ClipStore(dataset.root))
     manifest = out / "manifest.csv"
     manifest.write_text(manifest.read_text().replace(",ok,", ",pending,"))  # as if killed before any clip finished
-    plan = access.export_plan(dataset, str(out), PipelineParams.from_dict({"flow": {"winsize": 21}}))
+    plan = export_choices.export_plan(dataset, str(out), PipelineParams.from_dict({"flow": {"winsize": 21}}))
     assert plan.state == "new" and plan.why and "no clip finished" in plan.message()
 
 
@@ -297,7 +297,7 @@ def test_a_refusal_is_worded_for_the_page(app_env: dict[str, str], allowed: Path
     with pytest.raises(InputError) as caught:
         export.export_flows(dataset, out, params=PipelineParams.from_dict({"flow": {"winsize": 21}}), boxes=ClipStore(dataset.root))
     assert "--force" in str(caught.value)  # the command line's wording, which stays
-    worded = access.page_message(str(caught.value))
+    worded = export_choices.page_message(str(caught.value))
     assert worded.startswith(f"{out}: made with other parameters (flow.winsize 15 → 21)")
     assert "--force" not in worded and "*Replace*" in worded
 
@@ -305,8 +305,8 @@ def test_a_refusal_is_worded_for_the_page(app_env: dict[str, str], allowed: Path
 def test_a_new_folder_beside_a_kept_export(allowed: Path) -> None:
     (allowed / "maps").mkdir()
     (allowed / "maps-2").mkdir()
-    assert access.new_folder(allowed / "maps") == allowed / "maps-3"
-    assert access.new_folder(allowed) is None  # its sibling would be outside the allowed root
+    assert export_choices.new_folder(allowed / "maps") == allowed / "maps-3"
+    assert export_choices.new_folder(allowed) is None  # its sibling would be outside the allowed root
 
 
 def test_the_rules_are_written_down() -> None:

@@ -25,8 +25,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from sammflow import cache as disk
-from sammflow import detect
-from sammflow import access, figures, tables, ui
+from sammflow import access, detect, export_choices, figures, tables, ui
 from sammflow.annotations import read_annotations
 from sammflow.dataset import load_dataset
 from sammflow.export import export_flows
@@ -764,10 +763,10 @@ def test_a_refusal_that_arrives_anyway_is_worded_for_the_page(app_env: dict[str,
     monkeypatch.setenv("SAMMFLOW_ROOTS", str(tmp_path))
     out = tmp_path / "race"
     root = Path(app_env["SAMMFLOW_DATA"])
-    real = access.export_plan
+    real = export_choices.export_plan
     armed = []
 
-    def racing(*args: object, **kwargs: object) -> access.ExportPlan:
+    def racing(*args: object, **kwargs: object) -> export_choices.ExportPlan:
         plan = real(*args, **kwargs)
         if armed:  # right after the page looked: the other session's export lands
             armed.clear()
@@ -775,7 +774,7 @@ def test_a_refusal_that_arrives_anyway_is_worded_for_the_page(app_env: dict[str,
                          boxes=disk.ClipStore(root))
         return plan
 
-    monkeypatch.setattr(access, "export_plan", racing)
+    monkeypatch.setattr(export_choices, "export_plan", racing)
     at = open_page("app_pages/export.py")
     at.text_input(key="out_dir").set_value(str(out)).run()
     assert at.button(key="run_export").label == "Export 4 clips"

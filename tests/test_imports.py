@@ -12,9 +12,9 @@ import pytest
 
 PACKAGE = Path(__file__).parents[1] / "sammflow"
 MODULES = ["annotations", "dataset", "detect", "align", "flow", "encode", "animate", "pipeline", "export", "demo", "cli", "params", "cache",
-           "figures", "files", "manifest", "outfolder", "workers", "text", "access", "tables"]
+           "figures", "files", "manifest", "outfolder", "workers", "text", "frames", "access", "tables", "charts", "export_choices"]
 #: The processing stages: they know nothing of files written by jobs, folders or interfaces.
-STAGES = {"text", "params", "annotations", "dataset", "detect", "align", "flow", "encode", "animate", "demo", "pipeline"}
+STAGES = {"text", "frames", "params", "annotations", "dataset", "detect", "align", "flow", "encode", "animate", "demo", "pipeline"}
 #: The batch jobs and what they are built from.
 JOBS = {"files", "manifest", "outfolder", "workers", "export"}
 
