@@ -120,6 +120,9 @@ def detect_face(frame: np.ndarray, *, params: DetectParams = DetectParams(), det
     if params.max_side and longest > params.max_side:
         scale = params.max_side / longest
         small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if min(small.shape[:2]) < params.min_face:  # MTCNN's pyramid would be empty (torch.cat of nothing)
+        raise NoFaceError(f"no face can be found: the detection image is {small.shape[1]}×{small.shape[0]} px, "
+                          f"smaller than the smallest face looked for (--min-face {params.min_face})")
     rgb = np.ascontiguousarray(np.dstack([small] * 3) if small.ndim == 2 else small)
     boxes, probs = detector.detect(rgb)
     if boxes is None or probs is None:

@@ -94,3 +94,9 @@ def test_cuda_request_without_cuda_is_a_clear_error():
         pytest.skip("CUDA is available here")
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         load_detector("cuda")
+
+
+def test_min_face_larger_than_the_detection_image_is_a_clear_no_face(face_image):
+    # MTCNN itself fails with "torch.cat(): expected a non-empty list" (an unexpected error)
+    with pytest.raises(NoFaceError, match=r"the detection image is 512×512 px, smaller than the smallest face looked for \(--min-face 600\)"):
+        detect_face(face_image, params=DetectParams(min_face=600))
