@@ -179,6 +179,9 @@ def encode_gif(frames: Sequence[np.ndarray], *, params: GifParams = GifParams(),
     resized = [cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames]
     if params.labels and numbers is not None:
         resized = [label_frame(f, int(n), frame_marker(int(n), clip) if clip else "") for f, n in zip(resized, numbers)]
+        # as RGB: Pillow writes labelled grey frames with changing modes (L, L, RGB) that readers
+        # such as imageio cannot read back ("No packer found from P to L")
+        resized = [np.dstack([f] * 3) if f.ndim == 2 else f for f in resized]
     stack = np.stack(resized)
     # Pillow (imageio's GIF writer) merges consecutive identical frames, summing their durations
     return iio.imwrite("<bytes>", stack, extension=".gif", duration=int(round(1000.0 / params.fps)), loop=0)

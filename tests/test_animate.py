@@ -129,3 +129,26 @@ def test_drawable_replaces_what_the_font_lacks_and_keeps_the_rest():
     for text in ("Onset → apex × ≥ ≤ ≈ – — é ü µ Δ 日", "".join(map(chr, range(32, 0x2200)))):
         assert all(has_glyph(c) for c in drawable(text))
     assert text_font(13) is text_font(13)  # one font object per size
+
+
+def test_labelled_gifs_of_grey_crops_read_back_with_imageio(tmp_path):
+    """Pillow wrote labelled grey frames with changing frame modes (L, L, RGB) that imageio
+    could not read back ("No packer found from P to L"): labelled frames are written as RGB.
+    The demo below reproduced it (its first clip, every 2nd frame)."""
+    import imageio.v3 as iio
+
+    from sammflow.annotations import read_annotations
+    from sammflow.dataset import load_dataset
+    from sammflow.demo import DemoConfig, generate_demo
+    from sammflow.pipeline import normalize_clip
+
+    root = generate_demo(tmp_path / "DEMO", DemoConfig(subjects=2, clips_per_subject=1, frames=10))
+    dataset = load_dataset(root, read_annotations(root / "samm.csv"))
+    for clip, frames in dataset.ready():
+        for labels in (True, False):
+            params = GifParams(step=2, labels=labels)
+            numbers = gif_frame_numbers(frames.numbers, clip, params=params)
+            crops = normalize_clip(clip, frames, numbers=numbers).crops
+            data = encode_gif([crops[n] for n in numbers], params=params, numbers=numbers, clip=clip)
+            decoded = iio.imread(data, index=None, extension=".gif")
+            assert decoded.shape[1:3] == (224, 224) and 1 <= len(decoded) <= len(numbers)
