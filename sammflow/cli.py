@@ -34,7 +34,7 @@ from sammflow import __version__
 from sammflow.annotations import AnnotationError, read_annotations
 from sammflow.dataset import Dataset, InputError, load_dataset
 from sammflow.files import append_text
-from sammflow.text import printable
+from sammflow.text import one_line, printable
 from sammflow.params import STAGES, AlignParams, DetectParams, EncodeParams, FlowParams, GifParams, PipelineParams, declared
 
 #: ``--workers`` above this many times the cores is refused as a mistake (a typo, a value for another machine).
@@ -91,7 +91,7 @@ def _flagged(cls: type, message: str, name: str | None = None) -> str:
     """A parameter class's message told with flags: the field it is about (``name``, leading the
     message: ``winsize must be odd`` → ``--winsize must be odd``), and any other field it names
     (a rule between two values: ``min_face must be <= max_side`` → ``... <= --detect-max-side``)."""
-    message = " ".join(message.split())
+    message = one_line(message)
     if name is not None:
         flag = flag_of(cls, name)
         message = flag + message[len(name):] if message.startswith(f"{name} ") else f"{flag}: {message}"
@@ -160,7 +160,7 @@ def _demo_config(args: argparse.Namespace) -> Any:
     try:
         return DemoConfig(**{_DEMO_OPTIONS[flag][0]: value for flag, value in values.items()})
     except ValueError as exc:
-        message = " ".join(str(exc).split())
+        message = one_line(str(exc))
         for flag, (name, _, _) in _DEMO_OPTIONS.items():
             if message.startswith(f"{name} "):
                 message = flag + message[len(name):]
@@ -323,7 +323,7 @@ _CLEAR_ERRORS = (AnnotationError, InputError, FileNotFoundError, NotADirectoryEr
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return one_line(str(exc)) or type(exc).__name__
 
 
 def _clear_message(exc: BaseException) -> str | None:

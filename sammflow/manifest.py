@@ -21,6 +21,7 @@ from sammflow.annotations import Annotations, ClipAnnotation, RejectedRow
 from sammflow.detect import FaceBox
 from sammflow.params import AlignParams
 from sammflow.pipeline import NormalizedClip
+from sammflow.text import one_line
 
 #: Columns of ``manifest.csv``, one row per annotated clip.
 MANIFEST_COLUMNS = [
@@ -37,11 +38,6 @@ ALIGNMENT_COLUMNS = ["frame", "dx", "dy", "score", "residual", "angle", "scale"]
 RECORDS = "_records"
 _ANNOTATED = ("onset", "apex", "offset", "action_units", "emotion", "objective_class")
 _DESCRIPTIVE = ("action_units", "emotion", "objective_class")
-
-
-def one_line(text: str) -> str:
-    """``text`` with every run of white space (newlines included) as one space."""
-    return " ".join(str(text).split())
 
 
 def clip_row(clip: ClipAnnotation | RejectedRow, status: str, error: str = "") -> dict[str, Any]:

@@ -35,10 +35,11 @@ from sammflow.files import (
     append_text, is_temp_name, package_versions, read_csv, read_json, remove_stale_temp_files, write_atomic, write_csv,
 )
 from sammflow.manifest import (
-    ALIGNMENT_COLUMNS, MANIFEST_COLUMNS, RECORDS, Plan, Refused, annotated_in_order, judge, one_line, plan, same_annotation,
+    ALIGNMENT_COLUMNS, MANIFEST_COLUMNS, RECORDS, Plan, Refused, annotated_in_order, judge, plan, same_annotation,
 )
 from sammflow.params import PipelineParams
 from sammflow.pipeline import ClipError
+from sammflow.text import one_line
 
 MANIFEST_FILE = "manifest.csv"
 PARAMS_FILE = "params.json"

@@ -27,3 +27,8 @@ def printable(text: str) -> str:
 def show_path(path: str | os.PathLike[str] | bytes) -> str:
     r"""``path`` as printable text (``printable`` of its file-system name): ``…/donn\xe9es/006_04660.jpg``."""
     return printable(os.fsdecode(path))
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of white space (newlines included) as one space: a message for one line."""
+    return " ".join(str(text).split())
