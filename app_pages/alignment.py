@@ -1,4 +1,5 @@
-"""Alignment diagnostics: per-frame MTCNN crops versus template-aligned crops of one clip."""
+"""Alignment diagnostics: per-frame MTCNN crops versus template-aligned crops of one clip, and
+its facial motion from onset to offset with the annotated and spotted apex."""
 
 import streamlit as st
 
@@ -18,7 +19,13 @@ ui.link_choice("clip", clips, "a clip of this dataset with its onset and apex fr
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1.4])
 # bound widgets keep plain values (no format_func): the URL holds what format_func returns
 clip = c1.selectbox("Clip", clips, key="clip", bind="query-params", on_change=ui.forget("a", "b"))
-ann, frames = ctx.dataset.clip(clip)
+annotated, frames = ctx.dataset.clip(clip)
+try:
+    with st.spinner("Spotting the apex…" if annotated.spot else "Reading the clip…"):
+        ann = ui.annotation(ctx, clip)  # its apex spotted where the sidebar's apex policy says so
+except ClipError as exc:
+    st.error(str(exc))
+    st.stop()
 marks = {ann.onset: "onset", ann.apex: "apex", ann.offset: "offset"}
 label = lambda n: f"{n} ({marks[n]})" if n in marks else str(n)
 for key in ("a", "b"):
@@ -28,7 +35,8 @@ ui.preset("b", frames.numbers, ann.apex)
 a = c2.selectbox("Frame A", frames.numbers, key="a", bind="query-params", help=f"onset {ann.onset}, apex {ann.apex}, offset {ann.offset}")
 b = c3.selectbox("Frame B", frames.numbers, key="b", bind="query-params", help=f"onset {ann.onset}, apex {ann.apex}, offset {ann.offset}")
 threshold = c4.slider("Difference threshold (grey levels)", 1, 64, 12, key="thr", bind="query-params")
-st.caption(f"{tables.caption(ctx.dataset, clip)} · onset {ann.onset} · apex {ann.apex} · offset {ann.offset} · {len(frames.numbers)} frames on disk")
+st.caption(f"{tables.caption(ctx.dataset, clip)} · onset {ann.onset} · {tables.apex_note(ctx.dataset, ann)} · offset {ann.offset} · "
+           f"{len(frames.numbers)} frames on disk")
 
 try:
     bar = st.progress(0.0, text="MTCNN on every frame…")
@@ -37,6 +45,8 @@ try:
         aligned = ui.alignment(ctx, clip)
     bar.empty()
     figure = ui.pair_figure(ctx, clip, a, b, threshold, track)
+    with st.spinner("Measuring the motion of every frame…"):
+        curve = ui.motion_curve(ctx, clip)
 except ClipError as exc:
     st.error(str(exc))
     st.stop()
@@ -67,3 +77,11 @@ else:
                   f"residual ≤ {ctx.params.align.max_residual:.2f} px (highest {aligned.alignment.max_residual:.3f}).", icon=":material/check_circle:")
 if aligned.warnings:
     right.info(" · ".join(aligned.warnings))
+
+spotted = ann.apex if ann.apex_source == "spotted" else None
+annotated = tables.annotated_clip(ctx.dataset, clip)
+st.plotly_chart(charts.motion_chart(curve, ann.onset, ann.offset, apex=annotated.apex if annotated else None, spotted=spotted),
+                config=charts.plotly_config(f"motion_{clip}"))
+st.caption("Motion of each aligned frame from the onset frame (Farnebäck flow at 112 px, head motion removed, mean of the top 10 % of "
+           "the magnitude inside the face): the measure an apex is spotted with, at the peak of its 3-frame average. "
+           + ("" if spotted is not None else "The apex policy *spot* in the sidebar spots every clip's apex."))

@@ -1,10 +1,11 @@
-"""Batch export: every clip's flow map, manifest.csv and params.json, with live status."""
+"""Batch export: every clip's flow map, manifest.csv and params.json (and features.npz), with live status."""
 
 import json
 
 import streamlit as st
 
-from sammflow import access, export, export_choices, ui
+from sammflow import access, export, export_choices, tables, ui
+from sammflow.features import FEATURES_FILE
 
 ctx = ui.context()
 st.title("Batch export")
@@ -22,11 +23,14 @@ st.session_state["_out_default"] = default
 out_dir = st.text_input("Output folder", key="out_dir",
                         help=f"Default: one folder per dataset and parameter hash under {access.out_base()}. Inside the folders "
                              "this dashboard may open, outside the dataset; new, empty, or an earlier export.")
-with st.expander(f"Parameters (hash `{ctx.params.hash}`)"):
+arrays = st.checkbox("Also write features.npz (u, v, strain arrays with labels and folds)", key="export_arrays", bind="query-params",
+                     help=f"`{FEATURES_FILE}`: per clip u, v and optical strain at the map size, the normalised model input X, the "
+                          "MEGC2019 label, the action units and the leave-one-subject-out fold (numpy, no pickles); in the zip too.")
+with st.expander(f"Parameters (hash `{ctx.params.hash}`, preset {ctx.params.preset or 'none'})"):
     st.code(json.dumps(ctx.params.to_dict(), indent=2), language="json")
 
 try:
-    plan = export_choices.export_plan(ctx.dataset, out_dir, ctx.params)
+    plan = export_choices.export_plan(ctx.dataset, out_dir, ctx.params, arrays=arrays)
 except ValueError as exc:  # the folder breaks a rule: the message names it and the rule
     st.error(export_choices.page_message(str(exc)), icon=":material/error:")
     st.stop()
@@ -63,7 +67,7 @@ if run:
         table.dataframe(rows, hide_index=True, width="stretch")
 
     try:
-        st.session_state["export_result"] = ui.export_flows(ctx, target, on_row=on_row, force=force)
+        st.session_state["export_result"] = ui.export_flows(ctx, target, on_row=on_row, force=force, arrays=arrays)
     except ValueError as exc:  # the folder changed meanwhile (another export), or another run holds it
         bar.empty()
         st.error(export_choices.page_message(str(exc)), icon=":material/error:")
@@ -84,5 +88,12 @@ if result is not None:
                                                   f"→ `{result.out_dir}`{replaced}")
     st.dataframe([{"clip": r["clip"], "status": r["status"], "cause": r.get("error", ""), "output": r.get("output", "")} for r in result.rows],
                  hide_index=True, width="stretch")
-    st.download_button("Download maps + manifest + params (zip)", export.zip_outputs(result), file_name="sammflow_flows.zip",
-                       mime="application/zip", icon=":material/folder_zip:", on_click="ignore")
+    features = result.out_dir / FEATURES_FILE
+    if features.is_file():
+        try:
+            st.info(tables.features_summary(features), icon=":material/dataset:")
+        except (OSError, ValueError) as exc:  # removed or replaced by hand since
+            st.warning(f"Cannot read `{features}`: {exc}")
+    st.download_button(f"Download maps + manifest + params{' + features.npz' if features.is_file() else ''} (zip)",
+                       export.zip_outputs(result), file_name="sammflow_flows.zip", mime="application/zip",
+                       icon=":material/folder_zip:", on_click="ignore")

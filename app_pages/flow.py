@@ -1,15 +1,20 @@
-"""Flow samples: random onset→apex flow maps, and one clip large with arrows and the colour legend."""
+"""Flow samples: random onset→apex flow maps, and one clip large with arrows, the map's legend and
+its u, v, strain and magnitude at crop resolution."""
 
 import random
 
 import streamlit as st
 
-from sammflow import figures, tables, ui
+from sammflow import charts, figures, tables, ui
 from sammflow.pipeline import ClipError
 
 ctx = ui.context()
+METHODS = {"farneback": "Farnebäck", "tvl1": "TV-L1", "dis": "DIS"}
+MAPS = {"hsv": "HSV-encoded: hue = direction, brightness = magnitude",
+        "uvs": "red = u, green = v, blue = optical strain, each min-max normalised (the STSTNet / HTNet input)",
+        "uv": "red = u, green = v, each min-max normalised, blue 0 (the OFF-ApexNet input)"}
 st.title("Flow samples")
-st.caption("Farnebäck flow between the aligned onset and apex crops, HSV-encoded: hue = direction, brightness = magnitude. "
+st.caption(f"{METHODS[ctx.params.flow.method]} flow between the aligned onset and apex crops; maps {MAPS[ctx.params.encode.channels]}. "
            "Flow and map parameters are in the sidebar; maps are recomputed from cached crops.")
 
 table = tables.annotation_table(ctx.dataset)
@@ -72,15 +77,16 @@ try:
 except ClipError as exc:
     st.error(str(exc))
     st.stop()
-ann = ctx.dataset.annotations.by_clip[clip]
+ann = result.normalized.clip  # its apex spotted where the sidebar's apex policy says so
 size = ctx.params.align.crop_size
 figure = [(result.onset_crop, f"aligned onset (frame {ann.onset})"),
           (figures.resize(figures.flow_arrows(result.apex_crop, result.flow.uv, step=step, scale=scale), size), f"aligned apex (frame {ann.apex}) + flow"),
           (figures.enlarge(result.map_rgb, size), f"flow map ({result.flow_map.shape[1]}×{result.flow_map.shape[0]})"),
-          (figures.colour_wheel(size), "colour legend (direction)")]
+          figures.map_legend(result.flow, params=ctx.params.encode, size=size)]
+st.caption(f"{tables.caption(ctx.dataset, clip)} · onset {ann.onset} · {tables.apex_note(ctx.dataset, ann)}")
 for column, (image, text) in zip(st.columns(4), figure):
     column.image(image, caption=text, width=size)
-stats = figures.flow_stats(result)
+stats = figures.flow_stats(result, ctx.params.encode)
 m1, m2, m3 = st.columns(3)
 m1.metric("Mean flow (crop px)", f"{stats['mean']:.3f}")
 m2.metric("99th percentile (crop px)", f"{stats['p99']:.3f}")
@@ -90,3 +96,10 @@ d1.download_button("Download map (PNG)", figures.png(result.map_rgb), file_name=
                    icon=":material/download:", on_click="ignore")
 d2.download_button("Download figure (PNG)", figures.png(figures.panel(figure, columns=4, tile=size, title=tables.caption(ctx.dataset, clip))),
                    file_name=f"flow_{clip}.png", mime="image/png", icon=":material/download:", on_click="ignore")
+
+st.subheader("Flow channels (crop resolution)")
+st.caption(f"The flow the map is made from, {size}×{size} crop px: u and v (px, + right / + down), optical strain (px per px, "
+           "dimensionless) and magnitude (px). Colours span the 99th percentile of the face without its border; stronger values "
+           "saturate, the hover shows them.")
+for column, chart, name in zip(st.columns(4), charts.channel_charts(result.flow), ("u", "v", "strain", "magnitude")):
+    column.plotly_chart(chart, config=charts.plotly_config(f"{name}_{clip}"), key=f"channel_{name}")

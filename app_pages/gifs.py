@@ -30,7 +30,6 @@ params = GifParams(fps=float(fps), step=step, to_offset=to_offset, size=size, la
 if not chosen:
     st.info("Choose one or more clips.")
 for clip in chosen:
-    ann = ctx.dataset.annotations.by_clip[clip]
     st.subheader(tables.caption(ctx.dataset, clip))
     try:
         with st.spinner(f"Aligning the frames of {clip}…"):
@@ -39,8 +38,9 @@ for clip in chosen:
     except ClipError as exc:
         st.error(str(exc))
         continue
+    ann = result.normalized.clip  # its apex spotted where the sidebar's apex policy says so
     left, right, info = st.columns([1, 1, 1.2])
-    end = f"offset {ann.offset}" if to_offset else f"apex {ann.apex}"
+    end = f"offset {ann.offset}" if to_offset else (f"apex {ann.apex}" + (" (spotted)" if ann.apex_source == "spotted" else ""))
     left.image(data, caption=f"{count} frames, onset {ann.onset} → {end}", width=size)
     right.image(figures.enlarge(result.map_rgb, size), caption="flow map (onset → apex)", width=size)
     info.download_button("Download GIF", data, file_name=f"sub{ann.subject}_{clip}.gif", mime="image/gif",

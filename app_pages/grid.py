@@ -20,7 +20,7 @@ bar = st.progress(0.0, text="Aligning…")
 clips = tables.grid_clips(ctx.dataset, per)
 for i, clip in enumerate(clips):
     try:
-        number = tables.frame_number(ctx.dataset, clip, which)
+        number = tables.frame_number(ctx.dataset, clip, which, clip=ui.annotation(ctx, clip))  # a spotted apex where there is one
         tiles.append((ui.crops(ctx, clip, [number]).crops[number], f"{clip} · {which} {number}"))
     except ClipError as exc:
         failed.append(str(exc))

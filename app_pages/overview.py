@@ -6,7 +6,7 @@ from sammflow import charts, tables, ui
 
 ctx = ui.context()
 st.title("Overview")
-st.caption(f"{ctx.ref.label} · `{ctx.ref.root}` · annotations `{ctx.ref.annotations}`")
+st.caption(f"{ctx.ref.label} · kind: **{ctx.dataset.kind}** · `{ctx.ref.root}` · annotations `{ctx.ref.annotations}`")
 
 counts = tables.summary(ctx.dataset)
 for column, (label, value, help_text) in zip(st.columns(6), [
@@ -43,3 +43,17 @@ left.plotly_chart(charts.count_chart(shown, "emotion", "Estimated emotion"), con
 right.plotly_chart(charts.count_chart(shown, "objective class", "Objective class"), config=charts.plotly_config("objective_classes"))
 left.plotly_chart(charts.histogram(shown, "duration", "Clip duration (onset → offset)", label="duration"), config=charts.plotly_config("durations"))
 right.plotly_chart(charts.histogram(shown, "latency", "Onset → apex latency", label="latency"), config=charts.plotly_config("latencies"))
+
+st.subheader("Labels")
+annotations = ctx.params.annotations
+resolved = tables.resolution_counts(ctx.dataset)
+st.caption(f"Valid annotation rows by MEGC2019 class (the composite benchmark's mapping of {ctx.dataset.kind}'s emotions) and "
+           f"what the sidebar's annotation settings did: published fixes {'applied' if annotations.fix else 'off'}, "
+           f"apex policy *{annotations.apex}*.")
+metrics = [(f"MEGC2019: {name}", count, f"Clips whose estimated emotion is in the class {name}.")
+           for name, count in tables.megc_counts(ctx.dataset).items()]
+metrics += [("Fixes applied", resolved["fixed"], f"Clips changed by a published annotation fix ({resolved['fixed_apex']} of them their apex)."),
+            ("Apex to spot", resolved["to_spot"], "Clips whose apex is spotted (the frame of peak facial motion) before any flow.")]
+for column, (label, value, help_text) in zip(st.columns(len(metrics)), metrics):
+    column.metric(label, f"{value:,}", help=help_text, border=True)
+st.dataframe(tables.label_table(ctx.dataset), hide_index=True, width="stretch")

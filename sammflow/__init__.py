@@ -3,11 +3,12 @@ optical flow and the 28×28 flow maps that micro-expression models train on.
 
 Data flows one way, one module per stage::
 
-    annotations + dataset (frames on disk)
+    annotations + fixes + labels + dataset (frames on disk)
         → detect (one MTCNN face box per clip, on the apex frame)
         → align  (every frame template-matched to the apex crop, resized)
-        → flow   (Farnebäck between aligned onset and apex)
-        → encode (HSV flow map, resized to 28×28)
+        → spot   (the apex, where it is missing or asked for: peak facial motion)
+        → flow   (Farnebäck, TV-L1 or DIS between aligned onset and apex; optical strain)
+        → encode (HSV or u·v·strain flow map and arrays, resized to 28×28)
         → animate (onset→apex GIFs)
 
 Above the stages, imports run one way::
@@ -17,6 +18,7 @@ Above the stages, imports run one way::
     pipeline                           one clip through the stages: NormalizedClip, ClipFlow
     cache                              the on-disk store of apex boxes and aligned crops
     files, manifest, outfolder, workers  atomic files; rows and resume plan; the output folder; worker processes
+    features                           features.npz: u, v, strain, X, labels, folds
     export                             the batch jobs
     cli | access, tables, figures,     the command line | the dashboard: paths, tables, images,
           charts, export_choices, ui     charts, the export page's plan (Streamlit only in ui)

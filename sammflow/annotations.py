@@ -4,6 +4,16 @@
 Every row is validated. Problems are returned as data (``AnnotationProblem``), each naming
 the clip and the cause; rows with an error are kept apart in ``Annotations.rejected`` so
 they are reported (and appear in manifests) but never used for processing.
+
+``AnnotationParams`` says which values a run uses. With ``fix``, the published corrections
+shipped in ``sammflow.fixes`` are applied to a row's text before it is validated (an
+impossible row can become a valid clip). ``apex`` is the apex policy: ``"annotated"`` uses
+the file's apex and rejects a row whose apex is missing or impossible; ``"auto"`` keeps such
+a row, when its onset and offset are valid, as a clip whose apex is to be spotted
+(``ClipAnnotation.spot``; meanwhile ``apex`` is the middle frame); ``"spot"`` does the same
+and marks every other clip to be spotted too (its annotated apex stays as the reference).
+Spotting (``sammflow.spot``) is what sets ``apex_source="spotted"``; until then such clips
+say ``"annotated"``. ``Annotations.resolved`` re-reads the same rows with other params.
 """
 
 from __future__ import annotations
@@ -12,10 +22,13 @@ import csv
 import io
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sammflow.fixes import FIXES_VERSION, FixOutcome, apply_fixes, fixes_for
+from sammflow.params import AnnotationParams
 from sammflow.text import show_path
 
 #: Canonical column names, and what the SAMM files call them.
@@ -37,6 +50,10 @@ REQUIRED = ("subject", "clip", "onset", "apex", "offset")
 FRAME_FIELDS = ("onset", "apex", "offset")
 #: How far down a spreadsheet the header row is looked for (the official one has ~13 text rows above it).
 HEADER_SEARCH_ROWS = 40
+#: Dataset kinds whose annotation files this module reads.
+DATASETS = ("samm",)
+#: A table as read: ``(row_number, cells)`` per row, header (and any title rows) included.
+Table = Sequence[tuple[int, Sequence[str]]]
 
 
 class AnnotationError(ValueError):
@@ -63,7 +80,14 @@ class AnnotationProblem:
 
 @dataclass(frozen=True)
 class ClipAnnotation:
-    """One validated micro-movement clip: absolute frame numbers, onset ≤ apex ≤ offset."""
+    """One validated micro-movement clip: absolute frame numbers, onset ≤ apex ≤ offset.
+
+    ``apex_source`` says where ``apex`` comes from: ``"annotated"`` (the file), ``"fixed"``
+    (a shipped fix, ``sammflow.fixes``; ``fixes`` lists what was changed) or ``"spotted"``
+    (``sammflow.spot``). A clip with ``spot`` set must have its apex spotted before use:
+    until then ``apex`` is the frame detection and alignment take as reference (the annotated
+    apex where it is valid, else the middle frame).
+    """
 
     subject: str
     clip: str
@@ -78,6 +102,9 @@ class ClipAnnotation:
     duration: str = ""
     micro: str = ""
     notes: str = ""
+    apex_source: str = "annotated"
+    spot: bool = False
+    fixes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.onset <= self.apex <= self.offset:
@@ -86,7 +113,7 @@ class ClipAnnotation:
 
 @dataclass(frozen=True)
 class RejectedRow:
-    """A row that failed validation: its raw text values and why."""
+    """A row that failed validation: its text values (after any shipped fixes) and why."""
 
     row: int
     clip: str
@@ -101,12 +128,38 @@ class RejectedRow:
 
 @dataclass(frozen=True)
 class Annotations:
-    """The result of reading an annotation file."""
+    """The result of reading an annotation file.
+
+    Attributes
+    ----------
+    source : str
+        The file read (its path, to open again).
+    clips : tuple of ClipAnnotation
+        The valid clips, in file order.
+    rejected : tuple of RejectedRow
+        The rows with an error.
+    problems : tuple of AnnotationProblem
+        Every problem, in file order: the errors of rejected rows and the warnings of used ones.
+    dataset : str
+        Dataset kind (``"samm"``): which shipped fixes and label mapping apply.
+    params : AnnotationParams
+        What the rows were resolved with (shipped fixes, apex policy).
+    fix_log : tuple of FixOutcome
+        Every shipped fix met with ``params.fix``: applied, a no-op, or not applied (also a
+        warning in ``problems``).
+    table : tuple of (int, tuple of str)
+        The rows as read, header included, for ``resolved``; not compared. Empty when the
+        annotations were built by hand.
+    """
 
     source: str
     clips: tuple[ClipAnnotation, ...] = ()
     rejected: tuple[RejectedRow, ...] = ()
     problems: tuple[AnnotationProblem, ...] = ()
+    dataset: str = "samm"
+    params: AnnotationParams = field(default_factory=AnnotationParams)
+    fix_log: tuple[FixOutcome, ...] = ()
+    table: tuple[tuple[int, tuple[str, ...]], ...] = field(default=(), repr=False, compare=False)
     by_clip: dict[str, ClipAnnotation] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -120,8 +173,27 @@ class Annotations:
         """Valid clips as plain dicts (one per clip, canonical column names)."""
         return [dict(c.__dict__) for c in self.clips]
 
+    @property
+    def fixes_version(self) -> str:
+        """``sammflow.fixes.FIXES_VERSION`` when the shipped fixes were applied, else ``""``."""
+        return FIXES_VERSION if self.params.fix else ""
 
-def read_annotations(path: str | Path) -> Annotations:
+    def resolved(self, params: AnnotationParams) -> Annotations:
+        """The same rows parsed with other ``params`` (fixes, apex policy); ``self`` if they are equal.
+
+        Raises
+        ------
+        ValueError
+            If the params differ and these annotations have no ``table`` (built by hand).
+        """
+        if params == self.params:
+            return self
+        if not self.table:
+            raise ValueError(f"{show_path(self.source)}: annotations built without their table cannot be resolved with other params")
+        return parse_table(self.table, source=self.source, params=params, dataset=self.dataset)
+
+
+def read_annotations(path: str | Path, *, params: AnnotationParams = AnnotationParams(), dataset: str = "samm") -> Annotations:
     """Read and validate a SAMM annotation file (CSV of any common delimiter, or .xlsx).
 
     Parameters
@@ -129,6 +201,11 @@ def read_annotations(path: str | Path) -> Annotations:
     path : str or Path
         ``samm.csv`` (``;``-separated, CRLF, optional BOM) or ``SAMM_Micro_FACS_Codes_v2.xlsx``
         (the header row is found below the spreadsheet's title rows).
+    params : AnnotationParams, optional
+        Whether to apply the shipped fixes, and the apex policy (see the module docstring).
+        The default reads the file as it is.
+    dataset : str, optional
+        Dataset kind, one of ``DATASETS``: which shipped fixes apply.
 
     Returns
     -------
@@ -139,6 +216,8 @@ def read_annotations(path: str | Path) -> Annotations:
     ------
     AnnotationError
         If the file is missing, empty, not a table, or lacks a required column.
+    ValueError
+        If ``dataset`` is not one of ``DATASETS``.
     """
     path = Path(path)
     if not path.exists():
@@ -152,12 +231,31 @@ def read_annotations(path: str | Path) -> Annotations:
         table = _read_xlsx_rows(path)
     else:
         table = _read_csv_rows(path)
-    return parse_table(table, source=str(path))
+    return parse_table(table, source=str(path), params=params, dataset=dataset)
 
 
-def parse_table(table: list[tuple[int, list[str]]], *, source: str) -> Annotations:
-    """Validate rows already split into cells. ``table`` holds ``(row_number, cells)``,
-    header row first (title rows above it are skipped here)."""
+def parse_table(table: Table, *, source: str, params: AnnotationParams = AnnotationParams(), dataset: str = "samm") -> Annotations:
+    """Validate rows already split into cells.
+
+    Parameters
+    ----------
+    table : sequence of (int, sequence of str)
+        ``(row_number, cells)`` per row, header row first (title rows above it are skipped).
+    source : str
+        The file the rows come from, named in errors.
+    params : AnnotationParams, optional
+        Shipped fixes and apex policy, as in ``read_annotations``.
+    dataset : str, optional
+        Dataset kind, one of ``DATASETS``.
+
+    Returns
+    -------
+    Annotations
+        As ``read_annotations``; it keeps ``table`` for ``Annotations.resolved``.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
+    table = tuple((number, tuple(cells)) for number, cells in table)
     header_at = _find_header(table)
     if header_at is None:
         header_at = _find_partial_header(table)  # so the error below names the missing column(s)
@@ -177,26 +275,55 @@ def parse_table(table: list[tuple[int, list[str]]], *, source: str) -> Annotatio
     clips: list[ClipAnnotation] = []
     rejected: list[RejectedRow] = []
     problems: list[AnnotationProblem] = []
+    fix_log: list[FixOutcome] = []
     seen: dict[str, int] = {}
     for row_number, cells in table[header_at + 1:]:
         if not any(c.strip() for c in cells):
             continue
         values = {key: (cells[i].strip() if i < len(cells) else "") for key, i in columns.items()}
-        row_problems = _validate(values, row_number, seen)
-        problems.extend(row_problems)
         clip_id = values.get("clip", "")
+        applied: list[FixOutcome] = []
+        if params.fix and clip_id:
+            values, outcomes = apply_fixes(values, fixes_for(dataset, clip_id))
+            fix_log.extend(outcomes)
+            applied = [o for o in outcomes if o.status == "applied"]
+            problems.extend(AnnotationProblem(clip_id, row_number, o.fix.field, o.message, "warning")
+                            for o in outcomes if o.status == "not applied")
+        row_problems = _validate(values, row_number, seen)
+        reference = _reference_apex(values, row_problems) if params.apex in ("auto", "spot") else None
+        if reference is not None:
+            wrong = "; ".join(p.message for p in row_problems if p.severity == "error")
+            row_problems = [p for p in row_problems if p.severity != "error"]
+            row_problems.append(AnnotationProblem(clip_id, row_number, "apex", f"{wrong}: will be spotted (until then the middle "
+                                                                               f"frame {reference} is the reference)", "warning"))
+        problems.extend(row_problems)
         if any(p.severity == "error" for p in row_problems):
             rejected.append(RejectedRow(row_number, clip_id, _subject(values), values, tuple(row_problems)))
             continue
         seen[clip_id] = row_number
-        clips.append(_to_clip(values, row_number))
+        fixed_apex = reference is None and any(o.fix.field == "apex" for o in applied)
+        clips.append(_to_clip(values, row_number, apex=reference, spot=reference is not None or params.apex == "spot",
+                              apex_source="fixed" if fixed_apex else "annotated", fixes=tuple(o.change for o in applied)))
     if not clips and not rejected:
         raise AnnotationError(f"{show_path(source)}: header found but no data rows")
-    return Annotations(source=source, clips=tuple(clips), rejected=tuple(rejected), problems=tuple(problems))
+    return Annotations(source=source, clips=tuple(clips), rejected=tuple(rejected), problems=tuple(problems), dataset=dataset,
+                       params=params, fix_log=tuple(fix_log), table=table)
 
 
-def _preview(cells: list[str], limit: int = 60) -> str:
-    text = repr(cells[0]) if len(cells) == 1 else repr(cells[:4])
+def _reference_apex(values: dict[str, str], problems: list[AnnotationProblem]) -> int | None:
+    """The middle frame of a row whose only errors are about its apex (onset ≤ offset both
+    valid): the apex to spot starts from it. ``None`` for a valid row or any other error."""
+    errors = [p for p in problems if p.severity == "error"]
+    if not errors or any(p.field != "apex" for p in errors):
+        return None
+    onset, offset = _parse_int(values.get("onset", "")), _parse_int(values.get("offset", ""))
+    if onset is None or offset is None or not 0 <= onset <= offset:
+        return None
+    return (onset + offset) // 2
+
+
+def _preview(cells: Sequence[str], limit: int = 60) -> str:
+    text = repr(cells[0]) if len(cells) == 1 else repr(list(cells[:4]))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -208,7 +335,7 @@ _ALIASES = {_normalise_name(v): k for k, v in COLUMNS.items()}
 _ALIASES.update({"objective class": "objective_class", "emotion": "emotion", "clip": "clip", "au": "action_units", "aus": "action_units"})
 
 
-def _map_columns(header: list[str]) -> dict[str, int]:
+def _map_columns(header: Sequence[str]) -> dict[str, int]:
     columns: dict[str, int] = {}
     for i, name in enumerate(header):
         key = _ALIASES.get(_normalise_name(name))
@@ -217,7 +344,7 @@ def _map_columns(header: list[str]) -> dict[str, int]:
     return columns
 
 
-def _find_header(table: list[tuple[int, list[str]]]) -> int | None:
+def _find_header(table: Table) -> int | None:
     for i, (_, cells) in enumerate(table[:HEADER_SEARCH_ROWS]):
         found = _map_columns(cells)
         if all(k in found for k in REQUIRED):
@@ -225,7 +352,7 @@ def _find_header(table: list[tuple[int, list[str]]]) -> int | None:
     return None
 
 
-def _find_partial_header(table: list[tuple[int, list[str]]]) -> int | None:
+def _find_partial_header(table: Table) -> int | None:
     """The first row holding most (but not all) of the required columns: a header with a column missing."""
     for i, (_, cells) in enumerate(table[:HEADER_SEARCH_ROWS]):
         found = _map_columns(cells)
@@ -278,23 +405,27 @@ def _validate(values: dict[str, str], row: int, seen: dict[str, int]) -> list[An
             add(name, f"{COLUMNS[name]} {number} is negative")
         else:
             frames[name] = number
-    if len(frames) == 3:
-        onset, apex, offset = frames["onset"], frames["apex"], frames["offset"]
-        if apex < onset:
-            add("apex", f"apex frame {apex} is before onset frame {onset}")
-        if apex > offset:
-            add("apex", f"apex frame {apex} is after offset frame {offset}")
+    # each comparison whose two frames are valid: a row with a bad apex still has its span checked
+    onset, apex, offset = (frames.get(name) for name in FRAME_FIELDS)
+    if apex is not None and onset is not None and apex < onset:
+        add("apex", f"apex frame {apex} is before onset frame {onset}")
+    if apex is not None and offset is not None and apex > offset:
+        add("apex", f"apex frame {apex} is after offset frame {offset}")
+    if onset is not None and offset is not None:
+        duration = _parse_int(values.get("duration", ""))
         if offset < onset:
             add("offset", f"offset frame {offset} is before onset frame {onset}")
-        duration = _parse_int(values.get("duration", ""))
-        if duration is not None and onset <= offset and duration != offset - onset + 1:
+        elif duration is not None and duration != offset - onset + 1:
             add("duration", f"Duration {duration} != offset - onset + 1 = {offset - onset + 1}", "warning")
     if clip and clip in seen:
         add("clip", f"duplicate clip {clip!r}: already annotated in row {seen[clip]}")
     return problems
 
 
-def _to_clip(values: dict[str, str], row: int) -> ClipAnnotation:
+def _to_clip(values: dict[str, str], row: int, *, apex: int | None = None, spot: bool = False, apex_source: str = "annotated",
+             fixes: tuple[str, ...] = ()) -> ClipAnnotation:
+    """The clip of a valid row; ``apex``: the reference frame instead of the file's (a row to spot)."""
+
     def text(key: str) -> str:
         raw = values.get(key, "")
         number = _parse_int(raw) if key in ("inducement_code", "objective_class", "duration") else None
@@ -304,7 +435,7 @@ def _to_clip(values: dict[str, str], row: int) -> ClipAnnotation:
         subject=_subject(values),
         clip=values["clip"],
         onset=_parse_int(values["onset"]),  # type: ignore[arg-type]
-        apex=_parse_int(values["apex"]),  # type: ignore[arg-type]
+        apex=_parse_int(values["apex"]) if apex is None else apex,  # type: ignore[arg-type]
         offset=_parse_int(values["offset"]),  # type: ignore[arg-type]
         row=row,
         action_units=text("action_units"),
@@ -314,6 +445,9 @@ def _to_clip(values: dict[str, str], row: int) -> ClipAnnotation:
         duration=text("duration"),
         micro=text("micro"),
         notes=text("notes"),
+        apex_source=apex_source,
+        spot=spot,
+        fixes=fixes,
     )
 
 

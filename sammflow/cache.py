@@ -1,7 +1,8 @@
 """A plain on-disk cache of the per-clip work that is slow to redo: the apex face box
 (MTCNN), aligned crops, and per-frame MTCNN boxes.
 
-The dashboard reads through it (``apex_box``, ``aligned_crops``, ``mtcnn_track``), so a
+The dashboard reads through it (``apex_box``, ``aligned_crops``, ``mtcnn_track``, and
+``spotted_clip`` / ``motion``: a clip's spotted apex and motion curve, from the stored box), so a
 restart, or a change of a flow or encoding parameter, never re-detects nor re-aligns; its
 batch export passes the same store to the job (``boxes=``), so a box found by a page is not
 found again. Results are the pipeline's own types (``NormalizedClip``). It imports neither
@@ -16,7 +17,9 @@ Layout, under ``cache_dir()`` (``$SAMMFLOW_CACHE``, else ``$XDG_CACHE_HOME/sammf
     clips/<dataset key>/<clip>/<DetectParams hash>/<AlignParams hash>/f<frame>.png / .json
 
 Every entry records the size and modification time of the frame files it came from and
-is ignored when they differ, so an edited dataset is never served stale results. Files
+is ignored when they differ, so an edited dataset is never served stale results; a crop
+also records the frame it was aligned to (the apex: a spotted apex is another frame with the
+same box). Files
 are written atomically (``sammflow.files.write_atomic``): a crash leaves no half entry.
 """
 
@@ -40,7 +43,8 @@ from sammflow.detect import FaceBox, NoFaceError, detect_face
 from sammflow.files import read_json, write_atomic
 from sammflow.text import show_path
 from sammflow.params import DetectParams, PipelineParams, stable_hash
-from sammflow.pipeline import ClipError, NormalizedClip, find_apex_face, normalize_clip
+from sammflow.pipeline import ClipError, NormalizedClip, find_apex_face, normalize_clip, spot_clip
+from sammflow.spot import motion_curve
 
 #: Environment variable naming the cache folder.
 ENV_CACHE = "SAMMFLOW_CACHE"
@@ -161,7 +165,8 @@ class ClipStore:
         content = {"format": _FORMAT, "apex": [str(apex_path), *file_signature(apex_path)], "box": box.to_dict(), "warnings": list(warnings)}
         _write_json(self.detect_dir(clip.clip, params.hash) / "box.json", content)
 
-    def get_crop(self, clip: str, detect_hash: str, align_hash: str, number: int, frame_path: Path, box: FaceBox) -> tuple[np.ndarray, FrameMatch] | None:
+    def get_crop(self, clip: str, detect_hash: str, align_hash: str, number: int, frame_path: Path, box: FaceBox, *,
+                 apex: Path) -> tuple[np.ndarray, FrameMatch] | None:
         """A cached aligned crop and its match record.
 
         Parameters
@@ -174,6 +179,9 @@ class ClipStore:
             The frame's file; the entry is ignored if the file changed.
         box : FaceBox
             The apex box the crop must have been aligned to.
+        apex : Path
+            The frame whose crop it was aligned to (the apex: annotated, fixed or spotted); an
+            entry aligned to another frame, or to this one before it changed, is ignored.
 
         Returns
         -------
@@ -182,7 +190,8 @@ class ClipStore:
         """
         folder = self.align_dir(clip, detect_hash, align_hash)
         meta = _read_entry(folder / f"f{number}.json")
-        if not meta or meta.get("frame") != file_signature(frame_path) or meta.get("box") != _box_key(box):
+        if (not meta or meta.get("frame") != file_signature(frame_path) or meta.get("box") != _box_key(box)
+                or meta.get("apex") != _apex_key(apex)):
             return None
         try:
             data = np.fromfile(folder / f"f{number}.png", dtype=np.uint8)
@@ -196,7 +205,7 @@ class ClipStore:
         return (crop, match) if crop is not None else None
 
     def put_crop(self, clip: str, detect_hash: str, align_hash: str, number: int, frame_path: Path, box: FaceBox,
-                 crop: np.ndarray, match: FrameMatch) -> None:
+                 crop: np.ndarray, match: FrameMatch, *, apex: Path) -> None:
         """Store an aligned crop (lossless PNG) and its match record (see ``get_crop``); a failed
         write is ignored."""
         folder = self.align_dir(clip, detect_hash, align_hash)
@@ -209,7 +218,7 @@ class ClipStore:
         except OSError:
             return  # a read-only or full cache folder costs a recompute next time, never the result
         _write_json(folder / f"f{number}.json", {"format": _FORMAT, "frame": file_signature(frame_path), "box": _box_key(box),
-                                                    "match": dataclasses.asdict(match)})
+                                                    "apex": _apex_key(apex), "match": dataclasses.asdict(match)})
 
     def get_json(self, clip: str, detect_hash: str, name: str, sources: Any) -> Any:
         """A value stored with ``put_json``.
@@ -341,7 +350,8 @@ def apex_box(dataset: Dataset, clip_id: str, params: DetectParams, *, store: Cli
     return box, tuple(warnings)
 
 
-def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, numbers: Iterable[int], *, store: ClipStore) -> NormalizedClip:
+def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, numbers: Iterable[int], *, store: ClipStore,
+                  clip: ClipAnnotation | None = None) -> NormalizedClip:
     """Aligned crops of some frames of a clip, read through the store.
 
     Cached frames are read back; the others are aligned in one pass (``normalize_clip`` with
@@ -356,6 +366,10 @@ def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, number
     numbers : iterable of int
         Absolute frame numbers.
     store : ClipStore
+    clip : ClipAnnotation, optional
+        The clip as processed, when not the dataset's own annotation: one whose apex was
+        spotted (``spotted_clip``). Its frames are aligned to its apex's crop, with the face
+        box of the dataset's apex, as the export does.
 
     Returns
     -------
@@ -367,16 +381,21 @@ def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, number
     ClipError
         Unknown clip, a frame not on disk or unreadable, no face, frame smaller than the crop.
     """
-    clip, frames = clip_of(dataset, clip_id)
+    annotated, frames = clip_of(dataset, clip_id)
+    clip = clip or annotated
     box, warnings = apex_box(dataset, clip_id, params.detect, store=store)
     dh, ah = params.detect.hash, params.align.hash
+    try:
+        apex = frames.path(clip.apex)  # the template: the dataset's apex is on disk (apex_box), a spotted one too
+    except FrameError as exc:
+        raise ClipError(str(exc)) from exc
     crops: dict[int, np.ndarray] = {}
     matches: dict[int, FrameMatch] = {}
     missing = []
     for number in sorted({int(n) for n in numbers}):
         if number not in frames.frames:
             raise ClipError(f"{clip.clip}: frame {number} not on disk in {show_path(frames.folder)}")
-        hit = store.get_crop(clip.clip, dh, ah, number, frames.frames[number], box)
+        hit = store.get_crop(clip.clip, dh, ah, number, frames.frames[number], box, apex=apex)
         if hit is None:
             missing.append(number)
         else:
@@ -385,9 +404,74 @@ def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, number
         normalized = normalize_clip(clip, frames, params=params, numbers=missing, box=box)
         for number, match in normalized.alignment.matches().items():
             crops[number], matches[number] = normalized.crops[number], match
-            store.put_crop(clip.clip, dh, ah, number, frames.frames[number], box, normalized.crops[number], match)
+            store.put_crop(clip.clip, dh, ah, number, frames.frames[number], box, normalized.crops[number], match, apex=apex)
     store.touch(clip.clip, dh, ah)
     return NormalizedClip(clip, crops, Alignment.from_matches(box, matches), warnings)
+
+
+def spotted_clip(dataset: Dataset, clip_id: str, params: PipelineParams, *, store: ClipStore) -> tuple[ClipAnnotation, dict[int, float]]:
+    """A clip as it is processed: with its apex spotted (``sammflow.pipeline.spot_clip``) if it
+    is to be (``ClipAnnotation.spot``), from the face box of its provisional apex in the store.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Resolved with the run's ``AnnotationParams`` (``Dataset.resolved``).
+    clip_id : str
+    params : PipelineParams
+        ``detect`` and ``align`` matter.
+    store : ClipStore
+
+    Returns
+    -------
+    clip : ClipAnnotation
+        The dataset's own annotation, or, for a clip to be spotted, ``spot_clip``'s: the
+        spotted ``apex``, ``apex_source="spotted"``.
+    curve : dict of frame number → float
+        The motion curve the apex was spotted on (``sammflow.spot.motion_curve``, crop px);
+        empty for a clip that is not to be spotted.
+
+    Raises
+    ------
+    ClipError
+        Unknown clip, no face, fewer than 3 frames between onset and offset, a frame unreadable.
+    """
+    clip, frames = clip_of(dataset, clip_id)
+    if not clip.spot:
+        return clip, {}
+    box, _ = apex_box(dataset, clip_id, params.detect, store=store)
+    return spot_clip(clip, frames, params=params, box=box)
+
+
+def motion(dataset: Dataset, clip_id: str, params: PipelineParams, *, store: ClipStore) -> tuple[ClipAnnotation, dict[int, float]]:
+    """A clip's facial motion from its onset, frame by frame, between onset and offset.
+
+    For a clip to be spotted, the curve its apex was spotted on (``spotted_clip``); for the
+    others, ``sammflow.spot.motion_curve`` over its crops aligned to its apex (read through the
+    store): the same measure, so the annotated apex can be compared with the curve's peak.
+
+    Returns
+    -------
+    clip : ClipAnnotation
+        As ``spotted_clip``.
+    curve : dict of frame number → float
+        Crop px; 0.0 at the onset; every frame on disk in ``[onset, offset]``.
+
+    Raises
+    ------
+    ClipError
+        As ``spotted_clip`` and ``aligned_crops``.
+    """
+    clip, curve = spotted_clip(dataset, clip_id, params, store=store)
+    if curve:
+        return clip, curve
+    _, frames = clip_of(dataset, clip_id)
+    numbers = [clip.onset, *frames.span(clip.onset, clip.offset)]
+    aligned = aligned_crops(dataset, clip_id, params, numbers, store=store)
+    try:
+        return clip, motion_curve(aligned.crops, clip.onset)
+    except ValueError as exc:  # crops of different shapes cannot happen for one clip; named all the same
+        raise ClipError(f"{clip.clip}: {exc}") from exc
 
 
 def mtcnn_track(dataset: Dataset, clip_id: str, params: DetectParams, *, store: ClipStore,
@@ -435,6 +519,11 @@ def _safe(name: str) -> str:
 
 def _box_key(box: FaceBox) -> list[int]:
     return [box.x1, box.y1, box.x2, box.y2]
+
+
+def _apex_key(apex: Path) -> list[Any]:
+    # the template a crop was aligned to: a spotted or fixed apex is another frame, with the same box
+    return [str(apex), *file_signature(apex)]
 
 
 def _read_entry(path: Path) -> dict[str, Any] | None:

@@ -1,16 +1,19 @@
 """Charts of the dashboard (plotly), as plain functions: the overview's counts and histograms,
-the alignment page's face position and quality per frame. No Streamlit: the pages call these,
-and a notebook can too. Every chart downloads as a 2× PNG from its modebar.
+the alignment page's face position, quality and facial motion per frame, the flow page's u,
+v, strain and magnitude at crop resolution. No Streamlit: the pages call these, and a
+notebook can too. Every chart downloads as a 2× PNG from its modebar.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from sammflow.detect import FaceBox
+from sammflow.encode import interior
+from sammflow.flow import FlowField
 from sammflow.params import AlignParams
 from sammflow.pipeline import NormalizedClip
 
@@ -228,3 +231,124 @@ def score_chart(aligned: NormalizedClip, params: AlignParams, flagged: Iterable[
     fig.update_yaxes(title="residual (crop px)", rangemode="tozero", range=[0, max([*finite, params.max_residual]) * 1.2], row=2, col=1)
     fig.update_xaxes(title="frame", row=2, col=1)
     return style(fig, height=440, title="Alignment quality per frame", legend=True, right=LABEL_MARGIN)
+
+
+def motion_chart(curve: Mapping[int, float], onset: int, offset: int, *, apex: int | None, spotted: int | None = None) -> Any:
+    """Facial motion from the onset, frame by frame (``sammflow.spot.motion_curve``), with the
+    annotated apex and, if there is one, the spotted apex marked.
+
+    Parameters
+    ----------
+    curve : mapping of frame number → float
+        Crop px.
+    onset, offset : int
+        Marked with dotted lines.
+    apex : int or None
+        The annotated apex, a dashed line (``None``: the annotation has no usable apex).
+    spotted : int, optional
+        The spotted apex (the curve's smoothed peak), a solid line and a marker on the curve.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One trace, "motion from onset"; with ``spotted``, a second one, the spotted apex's point.
+    """
+    import plotly.graph_objects as go
+
+    frames = sorted(int(n) for n in curve)
+    values = [float(curve[n]) for n in frames]
+    fig = go.Figure(go.Scatter(x=frames, y=values, mode="lines+markers", name="motion from onset", line={"color": ACCENT, "width": 2},
+                               marker={"size": 5}, hovertemplate="frame %{x}<br>%{y:.3f} px<extra></extra>"))
+    lines = [(onset, "onset", "#999", "dot", "top left"), (offset, "offset", "#999", "dot", "top right")]
+    if apex is not None:  # labels of close lines kept apart: the earlier to the left
+        lines.append((apex, "annotated apex", BEFORE, "dash", "top left" if spotted is not None and spotted > apex else "top right"))
+    if spotted is not None:
+        lines.append((spotted, "spotted apex", FLAG, "solid", "top right" if apex is None or spotted >= apex else "top left"))
+        fig.add_trace(go.Scatter(x=[spotted], y=[float(curve[spotted])] if spotted in curve else [None], mode="markers",
+                                 name="spotted apex", marker={"size": 11, "color": FLAG, "symbol": "diamond"},
+                                 hovertemplate="spotted apex: frame %{x}<extra></extra>"))
+    for number, label, colour, dash, side in lines:
+        fig.add_vline(x=number, line={"color": colour, "dash": dash, "width": 1.5}, annotation_text=label,
+                      annotation_position=side, annotation_font={"color": colour, "size": 11})
+    fig.update_xaxes(title="frame")
+    fig.update_yaxes(title="motion (crop px)", rangemode="tozero")
+    return style(fig, height=340, title="Facial motion from the onset (top 10 % of the flow magnitude)", legend=spotted is not None)
+
+
+#: The channels of ``channel_charts``: title, colour-bar title, diverging (signed, centred on 0).
+CHANNELS = (("u: horizontal flow (+ right)", "px", True), ("v: vertical flow (+ down)", "px", True),
+            ("optical strain", "strain<br>(px/px)", False), ("magnitude", "px", False))
+#: The share of the interior's values inside a chart's colour range (the rest saturate).
+COLOUR_PERCENTILE = 99.0
+
+
+def channel_range(values: np.ndarray, *, signed: bool) -> tuple[float, float]:
+    """The colour range of a channel: the 99th percentile of its (absolute) values over the
+    interior (``sammflow.encode.interior``, as the maps' robust scale), so a border artefact
+    of the flow cannot wash out the face; symmetric about 0 for a signed channel.
+
+    Parameters
+    ----------
+    values : ndarray, (H, W)
+    signed : bool
+
+    Returns
+    -------
+    (float, float)
+        ``(-r, r)`` or ``(0, r)``; ``r`` is at least 1e-6 (a field of zeros has a range).
+    """
+    inner = np.abs(interior(np.asarray(values, np.float64)))
+    top = float(np.percentile(inner, COLOUR_PERCENTILE)) if inner.size else 0.0
+    if not top > 0:
+        top = float(inner.max()) if inner.size else 0.0
+    top = max(top, 1e-6)
+    return (-top, top) if signed else (0.0, top)
+
+
+def channel_chart(values: np.ndarray, title: str, unit: str, *, signed: bool, height: int = 330) -> Any:
+    """One channel of a flow as a heatmap at its own resolution, image orientation (row 0 at
+    the top), with a colour bar.
+
+    Parameters
+    ----------
+    values : ndarray, (H, W)
+    title : str
+    unit : str
+        The colour bar's title.
+    signed : bool
+        A diverging colour scale centred on 0 (u, v), else a sequential one from 0.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One ``Heatmap`` trace: ``z`` the values (float32), ``zmin``/``zmax`` from
+        ``channel_range``; values beyond saturate, the hover shows the true value.
+    """
+    import plotly.graph_objects as go
+
+    low, high = channel_range(values, signed=signed)
+    z = np.asarray(values, np.float32)
+    fig = go.Figure(go.Heatmap(z=z, zmin=low, zmax=high, colorscale="RdBu_r" if signed else "Viridis",
+                               colorbar={"title": {"text": unit}, "thickness": 12},
+                               hovertemplate="x %{x}, y %{y}<br>%{z:.3f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", showticklabels=False)
+    fig.update_xaxes(constrain="domain", showticklabels=False)
+    return style(fig, height=height, title=title)
+
+
+def channel_charts(flow: FlowField) -> list[Any]:
+    """The u, v, optical strain and magnitude of a flow at crop resolution: four heatmaps
+    (``channel_chart``), in ``CHANNELS`` order.
+
+    Parameters
+    ----------
+    flow : FlowField
+        (H, W) crop flow, crop px.
+
+    Returns
+    -------
+    list of plotly.graph_objects.Figure
+        u and v (px, diverging), strain (px per px: dimensionless) and magnitude (px).
+    """
+    fields = (flow.uv[..., 0], flow.uv[..., 1], flow.strain, flow.magnitude)
+    return [channel_chart(values, title, unit, signed=signed) for values, (title, unit, signed) in zip(fields, CHANNELS)]

@@ -35,7 +35,7 @@ from sammflow.annotations import AnnotationError, read_annotations
 from sammflow.dataset import Dataset, InputError, load_dataset
 from sammflow.files import append_text
 from sammflow.text import one_line, printable
-from sammflow.params import STAGES, AlignParams, DetectParams, EncodeParams, FlowParams, GifParams, PipelineParams, declared
+from sammflow.params import PRESETS, STAGE_CLASSES, STAGES, GifParams, PipelineParams, declared
 
 #: ``--workers`` above this many times the cores is refused as a mistake (a typo, a value for another machine).
 MAX_WORKERS_PER_CORE = 4
@@ -69,22 +69,29 @@ def flag_of(cls: type, name: str) -> str:
     raise KeyError(name)
 
 
-def _add_params(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """One flag per declared parameter of ``cls`` (``sammflow.params.param``): its flag name, help and default."""
+def _preset_values(stage: str, name: str) -> str:
+    """What the presets other than seed set a parameter to, for its help: ``; ststnet: tvl1``."""
+    told = [f"{key}: {preset.values[stage][name]}" for key, preset in PRESETS.items() if name in preset.values.get(stage, {})]
+    return f"; --preset {', '.join(told)}" if told else ""
+
+
+def _add_params(parser: argparse.ArgumentParser, cls: type, title: str, stage: str = "") -> None:
+    """One flag per declared parameter of ``cls`` (``sammflow.params.param``): its flag name, help and default.
+
+    A flag not given is absent from the parsed namespace (``argparse.SUPPRESS``), so that a
+    preset's value applies unless the flag is given (``_build``).
+    """
     group = parser.add_argument_group(title)
     for f, p in declared(cls):
         flag = flag_of(cls, f.name)
         choices = f"; one of {', '.join(map(str, p.choices))}" if p.choices and not isinstance(f.default, str) else ""
-        help_text = f"{p.help}{choices} (default: {f.default})"
+        help_text = f"{p.help}{choices} (default: {f.default}{_preset_values(stage, f.name)})"
         dest = f"{cls.__name__}.{f.name}"
         if isinstance(f.default, bool):
-            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
             kind = _number if isinstance(f.default, float) else type(f.default)
-            group.add_argument(flag, dest=dest, type=kind, default=f.default, metavar=f.name.upper(), help=help_text)
-
-
-_STAGE_CLASSES = {"detect": DetectParams, "align": AlignParams, "flow": FlowParams, "encode": EncodeParams}
+            group.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
 
 
 def _flagged(cls: type, message: str, name: str | None = None) -> str:
@@ -101,26 +108,51 @@ def _flagged(cls: type, message: str, name: str | None = None) -> str:
     return message
 
 
-def _build(cls: type, args: argparse.Namespace) -> Any:
-    """A parameter set from the flags of the command (defaults for a stage the command has no flags of).
+def given(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The parameters of ``cls`` given on the command line, by field name."""
+    return {f.name: getattr(args, f"{cls.__name__}.{f.name}") for f, _ in declared(cls) if hasattr(args, f"{cls.__name__}.{f.name}")}
 
-    Each value is checked on its own first, so that a bad one is named by its flag
+
+def _build(cls: type, args: argparse.Namespace, base: dict[str, Any] | None = None) -> Any:
+    """A parameter set from the flags given, over ``base`` (a preset's values), over the defaults.
+
+    Each given value is checked on its own first, so that a bad one is named by its flag
     (``--winsize must be odd``, not the field name); raises ``InputError``.
     """
-    values = {f.name: getattr(args, f"{cls.__name__}.{f.name}") for f, _ in declared(cls) if hasattr(args, f"{cls.__name__}.{f.name}")}
+    values = given(cls, args)
     for name, value in values.items():
         try:
             cls(**{name: value})
         except ValueError as exc:
             raise InputError(_flagged(cls, str(exc), name)) from None
     try:
-        return cls(**values)
+        return cls(**{**(base or {}), **values})
     except ValueError as exc:  # a rule between two values
         raise InputError(_flagged(cls, str(exc))) from None
 
 
 def _pipeline_params(args: argparse.Namespace) -> PipelineParams:
-    return PipelineParams(**{stage: _build(cls, args) for stage, cls in _STAGE_CLASSES.items()})
+    """Every parameter: the ``--preset``'s values (commands that have one), overridden by the flags given."""
+    preset = getattr(args, "preset", "seed")  # commands without flow parameters: the defaults, which are seed's
+    if preset not in PRESETS:
+        raise InputError(f"--preset must be one of {list(PRESETS)}, got {preset!r}")
+    values = PRESETS[preset].values
+    stages = {stage: _build(cls, args, values.get(stage)) for stage, cls in STAGE_CLASSES.items()}
+    try:
+        params = PipelineParams(**stages, preset=preset)
+    except ValueError as exc:  # a rule between two stages (DIS scales a crop size cannot hold)
+        message = str(exc)
+        for cls in STAGE_CLASSES.values():
+            message = _flagged(cls, message)
+        raise InputError(message) from None
+    if args.command in ("export", "flows"):  # a flow method this OpenCV lacks is one line, before any work
+        from sammflow.flow import FlowMethodUnavailable, require_method
+
+        try:
+            require_method(params.flow.method)
+        except FlowMethodUnavailable as exc:
+            raise InputError(str(exc)) from None
+    return params
 
 
 def _workers(requested: int | None) -> int:
@@ -201,26 +233,37 @@ def build_parser(prog: str = "python -m sammflow") -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default: 0)")
     demo.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
+    def stages(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
+        for stage in names:
+            _add_params(p, STAGE_CLASSES[stage], STAGES[stage], stage)
+
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--preset", default="seed", metavar="|".join(PRESETS),
+                       help="set every flow and map parameter at once; flags given override it. "
+                            + "; ".join(f"{name}: {preset.title}" for name, preset in PRESETS.items()) + " (default: seed)")
+        p.add_argument("--arrays", action="store_true",
+                       help="also write OUT/features.npz: u, v, optical strain (N, S, S) float32 in crop px, X (N, S, S, 3) = "
+                            "u, v, strain each min-max normalised, with labels (emotion, label_megc, objective_class), subjects "
+                            "and leave-one-subject-out folds, for the clips that succeeded")
+
     p = dataset_command("normalize", "align every frame of every annotated clip to its apex face crop",
                         "dataset folder: DATA/<subject>/<clip>/<subject>_<frame>.jpg")
-    for stage in ("detect", "align"):
-        _add_params(p, _STAGE_CLASSES[stage], STAGES[stage])
+    stages(p, ("annotations", "detect", "align"))
 
     p = dataset_command("flows", "flow maps sub{SUBJECT}_{CLIP}.png from aligned crops (a normalize output)",
                         "a folder written by 'normalize'")
-    for stage in ("flow", "encode"):
-        _add_params(p, _STAGE_CLASSES[stage], STAGES[stage])
+    model_options(p)
+    stages(p, ("flow", "encode"))
 
     p = dataset_command("gif", "onset→apex GIFs of aligned crops", "dataset folder or a 'normalize' output")
     p.add_argument("--clip", "-c", action="append", dest="clips", metavar="CLIP", help="clip id, e.g. 006_1_2 (repeatable; default: all)")
     _add_params(p, GifParams, "animation")
-    for stage in ("detect", "align"):
-        _add_params(p, _STAGE_CLASSES[stage], STAGES[stage])
+    stages(p, ("annotations", "detect", "align"))
 
     p = dataset_command("export", "raw frames → flow maps + manifest.csv + params.json (aligns only onset and apex)",
                         "dataset folder: DATA/<subject>/<clip>/<subject>_<frame>.jpg")
-    for stage, cls in _STAGE_CLASSES.items():
-        _add_params(p, cls, STAGES[stage])
+    model_options(p)
+    stages(p, list(STAGE_CLASSES))
     return parser
 
 
@@ -431,7 +474,7 @@ def _run(args: argparse.Namespace) -> int:
     workers = _workers(args.workers)
     if args.command == "flows" and not export.is_normalized(args.data):
         raise InputError(f"{args.data}: not a 'normalize' output (no params.json of kind 'normalized'); use 'export' for raw frames")
-    dataset = _load(args.data, args.annotations)
+    dataset = _load(args.data, args.annotations).resolved(params.annotations)
     if args.command == "gif" and args.clips:
         known = set(dataset.annotations.by_clip) | {r.clip for r in dataset.annotations.rejected}
         unknown = sorted(set(args.clips) - known)
@@ -439,6 +482,8 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(f"--clip {', '.join(unknown)}: not annotated in {dataset.annotations.source}")
     _print_issues(dataset)
     common = {"params": params, "workers": workers, "force": args.force}
+    if args.command in ("export", "flows"):
+        common["arrays"] = args.arrays
     bar = _Bar("clip", args.quiet)
     try:
         if args.command == "normalize":

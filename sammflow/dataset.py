@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sammflow.annotations import Annotations, ClipAnnotation
 from sammflow.frames import MAX_FRAME_PIXELS, FrameError, frame_size, read_grey, undecodable
+from sammflow.params import AnnotationParams
 from sammflow.text import show_path
 
 __all__ = ["ClipFrames", "Dataset", "DatasetIssue", "FrameError", "InputError", "MAX_FRAME_PIXELS", "discover", "frame_size",
@@ -80,13 +81,16 @@ class Dataset:
     """Annotations joined with the clip folders found under ``root``.
 
     ``clips_on_disk`` maps a clip id to its folder: for an annotated clip, the folder under
-    its annotated subject (a clip name may be under several subject folders).
+    its annotated subject (a clip name may be under several subject folders). ``_scanned``
+    keeps what ``load_dataset`` found on disk, so ``resolved`` joins other annotations
+    without scanning again.
     """
 
     root: Path
     annotations: Annotations
     clips_on_disk: dict[str, ClipFrames]
     issues: tuple[DatasetIssue, ...] = ()
+    _scanned: tuple[tuple[_Folder, ...], tuple[DatasetIssue, ...]] | None = field(default=None, repr=False, compare=False)
     _issue_index: dict[str, list[DatasetIssue]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +98,25 @@ class Dataset:
         for issue in self.issues:
             index.setdefault(issue.clip, []).append(issue)
         object.__setattr__(self, "_issue_index", index)
+
+    @property
+    def kind(self) -> str:
+        """Dataset kind (``"samm"``), as its annotations say."""
+        return self.annotations.dataset
+
+    def resolved(self, params: AnnotationParams) -> Dataset:
+        """The same folders joined with ``annotations.resolved(params)`` (shipped fixes, apex
+        policy); ``self`` when that changes nothing. Issues are recomputed from the scan kept
+        by ``load_dataset`` (a dataset built otherwise is scanned again)."""
+        annotations = self.annotations.resolved(params)
+        return self if annotations is self.annotations else self.with_annotations(annotations)
+
+    def with_annotations(self, annotations: Annotations) -> Dataset:
+        """The same folders joined with other annotations (from the scan kept by
+        ``load_dataset``; a dataset built otherwise is scanned again)."""
+        if self._scanned is None:
+            return load_dataset(self.root, annotations)
+        return _join(self.root, annotations, *self._scanned)
 
     def issues_for(self, clip: str) -> list[DatasetIssue]:
         return self._issue_index.get(clip, [])
@@ -278,6 +301,12 @@ def load_dataset(root: str | Path, annotations: Annotations) -> Dataset:
     name under several subject folders (the annotated subject's folder is used)."""
     root = Path(root)
     folders, issues = _scan(root)
+    return _join(root, annotations, tuple(folders), tuple(issues))
+
+
+def _join(root: Path, annotations: Annotations, folders: tuple[_Folder, ...], scan_issues: tuple[DatasetIssue, ...]) -> Dataset:
+    """The dataset of ``annotations`` and the folders ``_scan`` found (``load_dataset``)."""
+    issues = list(scan_issues)
     by_name: dict[str, list[_Folder]] = {}
     for folder in folders:
         by_name.setdefault(folder.frames.clip, []).append(folder)
@@ -344,7 +373,7 @@ def load_dataset(root: str | Path, annotations: Annotations) -> Dataset:
     # a folder whose files are all unnumbered is one "has no frames" issue, not one per file
     unusable = {i.clip for i in issues if i.kind == "no_folder" and i.folder is not None}
     issues = [i for i in issues if not (i.kind == "bad_name" and i.clip in unusable)]
-    return Dataset(root, annotations, clips, tuple(issues))
+    return Dataset(root, annotations, clips, tuple(issues), _scanned=(folders, scan_issues))
 
 
 def safe_path(root: str | Path, user_path: str | Path) -> Path:

@@ -1,13 +1,24 @@
-"""HSV encoding of a flow field into the colour flow map models train on.
+"""Encoding of a flow field into the map models train on, and into model-ready arrays.
 
-Convention of the original scripts (OpenCV HSV, hue 0–180):
-hue = angle° / 2 (0° = +x right, 90° = +y down), saturation = 255, value = brightness from
-the magnitude (below); HSV → BGR; resized with INTER_AREA. ``decode_map`` inverts the
-direction and the relative magnitude.
+What a map PNG holds (``EncodeParams.channels``); every map is ``params.size`` square, uint8,
+BGR (``cv2.imwrite`` order):
 
-Brightness scale (``EncodeParams.scale``), per map as in the original scripts and in the
-STSTNet / HTNet preprocessing (each map is normalised on its own: what a model sees is the
-*pattern* of motion, not its absolute size):
+``hsv`` (default: the original scripts)
+    Direction as hue, magnitude as brightness, at crop resolution, then resized
+    (``params.interpolation``, area by default). OpenCV HSV, hue 0–180: hue = angle° / 2
+    (0° = +x right, 90° = +y down), saturation = 255, value = brightness from the magnitude
+    (below); HSV → BGR. ``decode_map`` inverts the direction and the relative magnitude.
+``uvs`` (the STSTNet / HTNet input)
+    R = u, G = v, B = optical strain (``sammflow.flow.optical_strain``): the arrays of
+    ``flow_arrays`` (u and v in crop px, strain computed at crop resolution, each resized to
+    the map size), each min-max normalised to [0, 1] on its own (``normalise_channels``),
+    times 255, rounded. In the BGR array the strain is channel 0 and u channel 2, so the
+    PNG's red is u. What the map shows is each quantity's pattern, not its size: a constant
+    channel (no motion) is 0.
+``uv`` (OFF-ApexNet)
+    R = u, G = v as in ``uvs``, B = 0.
+
+Brightness scale of an ``hsv`` map (``EncodeParams.scale``):
 
 ``robust`` (default)
     ``value = min(255, round(255 · |uv| / s))`` with ``s`` = the 99th percentile of ``|uv|``
@@ -24,9 +35,15 @@ STSTNet / HTNet preprocessing (each map is normalised on its own: what a model s
 ``minmax`` (the original scripts)
     ``value = round(255 · (|uv| − min) / (max − min))`` over the whole field; a uniform
     magnitude (including no motion) is black.
+``fixed``
+    ``value = min(255, round(255 · |uv| / EncodeParams.fixed_scale))``: one scale for every
+    clip, so that brightness compares across clips (the same motion is equally bright in a
+    subtle and in a strong clip); motion above ``fixed_scale`` px saturates.
 
-``map_scale`` says which magnitudes (crop px) black and full brightness stand for, for the
-legend ("full brightness = 2.41 px").
+``robust`` and ``minmax`` normalise each map on its own, as the original scripts and the
+STSTNet / HTNet preprocessing do: what a model sees is the *pattern* of motion, not its
+absolute size. ``map_scale`` says which magnitudes (crop px) black and full brightness
+stand for, for the legend ("full brightness = 2.41 px").
 """
 
 from __future__ import annotations
@@ -36,15 +53,19 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from sammflow.flow import FlowField
-from sammflow.params import INTERPOLATIONS, EncodeParams
+from sammflow.flow import FlowField, optical_strain
+from sammflow.params import INTERPOLATIONS, MAP_SCALES, EncodeParams
 
-#: The brightness scales of ``EncodeParams.scale``.
-SCALES = ("robust", "minmax")
+#: The brightness scales of ``EncodeParams.scale`` (declared there).
+SCALES = MAP_SCALES
 #: Percentile of the interior magnitude shown at full brightness (``robust``).
 PERCENTILE = 99.0
 #: The border left out of the robust scale, as a fraction of the field's shorter side (floored).
 BORDER_FRACTION = 1 / 16
+#: A channel whose values differ by at most this fraction of its largest |value| is constant
+#: (``normalise_channels``): a resize leaves a constant float32 field a few ULPs uneven, and
+#: min-max would blow that rounding up to the full 0–1 range.
+CONSTANT_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -54,12 +75,14 @@ class MapScale:
     Attributes
     ----------
     method : str
-        ``"robust"`` or ``"minmax"`` (``EncodeParams.scale``).
+        ``"robust"``, ``"minmax"`` or ``"fixed"`` (``EncodeParams.scale``).
     zero : float
-        Magnitude shown black: 0 for ``robust``, the field's smallest magnitude for ``minmax``.
+        Magnitude shown black: 0 for ``robust`` and ``fixed``, the field's smallest magnitude
+        for ``minmax``.
     full : float
-        Magnitude shown at full brightness (``robust``: larger magnitudes are clipped to it).
-        ``full <= zero`` means no brightness at all: the whole map is black.
+        Magnitude shown at full brightness (``robust``, ``fixed``: larger magnitudes are
+        clipped to it; ``fixed``: ``EncodeParams.fixed_scale``). ``full <= zero`` means no
+        brightness at all: the whole map is black.
     """
 
     method: str
@@ -81,6 +104,8 @@ class MapScale:
             return "no motion: all black" if self.method == "robust" else "uniform magnitude: all black"
         if self.method == "robust":
             return f"full brightness = {_px(self.full)} px"
+        if self.method == "fixed":
+            return f"full brightness = {_px(self.full)} px (fixed)"
         return f"black = {_px(self.zero)} px, full = {_px(self.full)} px"
 
 
@@ -102,14 +127,14 @@ def map_scale(flow: FlowField, *, params: EncodeParams = EncodeParams()) -> MapS
     ----------
     flow : FlowField
     params : EncodeParams
-        Only ``scale`` is used.
+        Only ``scale`` and ``fixed_scale`` are used (the scale of an ``hsv`` map).
 
     Returns
     -------
     MapScale
         ``full`` is the magnitude (crop px) shown at full brightness: what a legend shows.
     """
-    return _scale(_polar(flow)[0], params.scale)
+    return _scale(_polar(flow)[0], params)
 
 
 def _polar(flow: FlowField) -> tuple[np.ndarray, np.ndarray]:
@@ -117,8 +142,10 @@ def _polar(flow: FlowField) -> tuple[np.ndarray, np.ndarray]:
     return cv2.cartToPolar(flow.uv[..., 0], flow.uv[..., 1], angleInDegrees=True)
 
 
-def _scale(magnitude: np.ndarray, method: str) -> MapScale:
-    if method == "minmax":
+def _scale(magnitude: np.ndarray, params: EncodeParams) -> MapScale:
+    if params.scale == "fixed":
+        return MapScale("fixed", 0.0, float(params.fixed_scale))
+    if params.scale == "minmax":
         return MapScale("minmax", float(magnitude.min()), float(magnitude.max()))
     inner = interior(magnitude)
     full = float(np.percentile(inner, PERCENTILE))
@@ -148,23 +175,78 @@ def encode_hsv(flow: FlowField, *, params: EncodeParams = EncodeParams(), scale:
     hsv = np.empty(flow.uv.shape[:2] + (3,), dtype=np.uint8)
     hsv[..., 0] = np.round(angle / 2.0).astype(np.int32) % 180
     hsv[..., 1] = 255
-    hsv[..., 2] = (scale or _scale(magnitude, params.scale)).value(magnitude)
+    hsv[..., 2] = (scale or _scale(magnitude, params)).value(magnitude)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
 
 
+def flow_arrays(flow: FlowField, *, params: EncodeParams = EncodeParams()) -> np.ndarray:
+    """u, v and optical strain at the map size: the model-ready arrays.
+
+    Parameters
+    ----------
+    flow : FlowField
+        (H, W) crop flow.
+    params : EncodeParams
+        ``size`` and ``interpolation`` (area by default: each map pixel is the mean over the
+        crop pixels it covers).
+
+    Returns
+    -------
+    ndarray, float32, shape (3, size, size)
+        u (+x right) and v (+y down) in crop px (not rescaled by the resize factor), and the
+        optical strain (``sammflow.flow.optical_strain``) computed at crop resolution, each
+        resized.
+    """
+    size, interpolation = (params.size, params.size), INTERPOLATIONS[params.interpolation]
+    uv = cv2.resize(np.ascontiguousarray(flow.uv, dtype=np.float32), size, interpolation=interpolation)
+    strain = cv2.resize(optical_strain(flow.uv), size, interpolation=interpolation)
+    return np.stack([uv[..., 0], uv[..., 1], strain]).astype(np.float32)
+
+
+def normalise_channels(arrays: np.ndarray) -> np.ndarray:
+    """Each channel min-max normalised to [0, 1] on its own, channels last (the STSTNet / HTNet ``X``).
+
+    Parameters
+    ----------
+    arrays : ndarray, shape (C, H, W)
+        E.g. ``flow_arrays``' u, v, strain.
+
+    Returns
+    -------
+    ndarray, float32, shape (H, W, C)
+        ``(a − min) / (max − min)`` per channel; a constant channel (up to float rounding:
+        ``CONSTANT_TOLERANCE``) is all 0.
+    """
+    if arrays.ndim != 3:
+        raise ValueError(f"expected channels first (C, H, W), got shape {arrays.shape}")
+    values = arrays.astype(np.float64)
+    low = values.min(axis=(1, 2), keepdims=True)
+    span = values.max(axis=(1, 2), keepdims=True) - low
+    varies = span > CONSTANT_TOLERANCE * np.abs(values).max(axis=(1, 2), keepdims=True)
+    scaled = np.divide(values - low, span, out=np.zeros_like(values), where=varies)
+    return np.moveaxis(scaled, 0, -1).astype(np.float32)
+
+
 def encode_flow(flow: FlowField, *, params: EncodeParams = EncodeParams()) -> np.ndarray:
-    """The flow map: HSV-encoded flow resized to ``params.size``.
+    """The flow map: what ``params.channels`` says (module docstring), at ``params.size``.
 
     Returns
     -------
     ndarray, uint8, shape (size, size, 3), BGR (write with ``cv2.imwrite``)
+        ``hsv``: the HSV encoding, resized. ``uvs``: red u, green v, blue strain, each
+        min-max normalised. ``uv``: red u, green v, blue 0.
     """
-    bgr = encode_hsv(flow, params=params)
-    return cv2.resize(bgr, (params.size, params.size), interpolation=INTERPOLATIONS[params.interpolation])
+    if params.channels == "hsv":
+        bgr = encode_hsv(flow, params=params)
+        return cv2.resize(bgr, (params.size, params.size), interpolation=INTERPOLATIONS[params.interpolation])
+    normalised = normalise_channels(flow_arrays(flow, params=params)[:3 if params.channels == "uvs" else 2])
+    rgb = np.zeros((params.size, params.size, 3), np.uint8)
+    rgb[..., :normalised.shape[2]] = np.round(255 * normalised)
+    return np.ascontiguousarray(rgb[..., ::-1])
 
 
 def decode_map(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Invert the encoding of a flow map.
+    """Invert the encoding of an ``hsv`` flow map.
 
     Parameters
     ----------
@@ -176,7 +258,7 @@ def decode_map(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         Direction in degrees [0, 360), 0° = +x, 90° = +y (down); quantised to 2°.
     value : ndarray, float64, shape (H, W)
         Relative magnitude in [0, 1]: magnitude / ``MapScale.full`` of the map (``robust``,
-        clipped at 1), or min-max normalised (``minmax``).
+        ``fixed``: clipped at 1), or min-max normalised (``minmax``).
     """
     if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) BGR map, got {bgr.dtype} {bgr.shape}")
@@ -185,7 +267,7 @@ def decode_map(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dominant_direction(bgr: np.ndarray, *, top_fraction: float = 0.05) -> float:
-    """Magnitude-weighted circular mean direction (degrees) of the strongest pixels of a map."""
+    """Magnitude-weighted circular mean direction (degrees) of the strongest pixels of an ``hsv`` map."""
     angle, value = decode_map(bgr)
     threshold = np.quantile(value, 1.0 - top_fraction)
     mask = value >= max(threshold, 1e-9)

@@ -26,6 +26,7 @@ per-clip work and the jobs themselves.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zipfile
 from collections.abc import Callable, Sequence
@@ -37,11 +38,13 @@ from sammflow.animate import encode_gif, gif_frame_numbers
 from sammflow.annotations import ClipAnnotation, RejectedRow
 from sammflow.dataset import ClipFrames, Dataset, FrameError, InputError, read_grey
 from sammflow.detect import FaceBox
+from sammflow.encode import flow_arrays
+from sammflow.features import FEATURES_FILE, array_name, encode_npy, gather
 from sammflow.files import encode_image, read_csv, read_json, write_atomic, write_csv
 from sammflow.manifest import ALIGNMENT_COLUMNS, MANIFEST_COLUMNS, alignment_fields, annotated_in_order
 from sammflow.outfolder import ALIGNMENT_FILE, MANIFEST_FILE, PARAMS_FILE, JobReport, OutputFolder
-from sammflow.params import GifParams, PipelineParams
-from sammflow.pipeline import BoxCache, ClipError, clip_flow, find_apex_face, flow_from_crops, normalize_clip
+from sammflow.params import AnnotationParams, GifParams, PipelineParams
+from sammflow.pipeline import BoxCache, ClipError, clip_flow, find_apex_face, flow_from_crops, normalize_clip, spot_clip
 from sammflow.workers import Prepare, Progress, RowCallback, default_workers, run_clips
 
 __all__ = ["MANIFEST_COLUMNS", "JobReport", "default_workers", "export_flows", "export_gifs", "flow_map_name", "flows_from_normalized",
@@ -63,14 +66,31 @@ def gif_name(clip: ClipAnnotation | RejectedRow) -> str:
 # ---------------------------------------------------------------- per-clip work (runs in worker processes)
 
 
-def _flow_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox, warnings: list[str], params: PipelineParams, out_dir: Path) -> dict[str, Any]:
+def _spotted(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox, params: PipelineParams) -> tuple[ClipAnnotation, dict[str, Any]]:
+    """The clip with its apex spotted, if it is to be (``ClipAnnotation.spot``), and the row columns that say so."""
+    if not clip.spot:
+        return clip, {}
+    spotted, _ = spot_clip(clip, frames, params=params, box=box)
+    return spotted, {"apex": spotted.apex, "apex_source": spotted.apex_source}
+
+
+def _write_arrays(out_dir: Path, clip: ClipAnnotation, flow: Any, params: PipelineParams) -> None:
+    write_atomic(out_dir / array_name(clip.subject, clip.clip), encode_npy(flow_arrays(flow, params=params.encode)))
+
+
+def _flow_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox, warnings: list[str], params: PipelineParams, out_dir: Path,
+               arrays: bool = False) -> dict[str, Any]:
+    clip, spotted = _spotted(clip, frames, box, params)
     result = clip_flow(clip, frames, params=params, box=box)
     name = flow_map_name(clip)
     write_atomic(out_dir / "flows" / name, encode_image(result.flow_map))
-    return {**alignment_fields(result.normalized, warnings), "output": f"flows/{name}"}
+    if arrays:
+        _write_arrays(out_dir, clip, result.flow, params)
+    return {**alignment_fields(result.normalized, warnings), **spotted, "output": f"flows/{name}"}
 
 
 def _normalize_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox, warnings: list[str], params: PipelineParams, out_dir: Path) -> dict[str, Any]:
+    clip, spotted = _spotted(clip, frames, box, params)
     normalized = normalize_clip(clip, frames, params=params, box=box)
     clip_dir = out_dir / clip.subject / clip.clip
     names = {f"{frames.frames[number].stem}.png": crop for number, crop in normalized.crops.items()}
@@ -81,22 +101,26 @@ def _normalize_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox, warn
     for name, crop in names.items():
         write_atomic(clip_dir / name, encode_image(crop))
     write_csv(clip_dir / ALIGNMENT_FILE, normalized.alignment.to_records(), ALIGNMENT_COLUMNS)
-    return {**alignment_fields(normalized, warnings), "output": f"{clip.subject}/{clip.clip}"}
+    return {**alignment_fields(normalized, warnings), **spotted, "output": f"{clip.subject}/{clip.clip}"}
 
 
-def _aligned_flow_work(clip: ClipAnnotation, frames: ClipFrames, box: None, warnings: list[str], params: PipelineParams, out_dir: Path) -> dict[str, Any]:
+def _aligned_flow_work(clip: ClipAnnotation, frames: ClipFrames, box: None, warnings: list[str], params: PipelineParams, out_dir: Path,
+                       arrays: bool = False) -> dict[str, Any]:
     try:
         onset, apex = read_grey(frames.path(clip.onset)), read_grey(frames.path(clip.apex))
-        _, flow_map = flow_from_crops(onset, apex, params=params)
+        flow, flow_map = flow_from_crops(onset, apex, params=params)
     except (FrameError, ValueError) as exc:
         raise ClipError(f"{clip.clip}: {exc}") from exc
     name = flow_map_name(clip)
     write_atomic(out_dir / "flows" / name, encode_image(flow_map))
+    if arrays:
+        _write_arrays(out_dir, clip, flow, params)
     return {"output": f"flows/{name}", "frames": 2}
 
 
 def _gif_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox | None, warnings: list[str], params: PipelineParams, out_dir: Path,
               gif: GifParams) -> dict[str, Any]:
+    clip, spotted = _spotted(clip, frames, box, params) if box is not None else (clip, {})
     numbers = gif_frame_numbers(frames.numbers, clip, params=gif)
     if box is None:  # a normalize output: the frames are aligned crops already
         try:
@@ -113,7 +137,7 @@ def _gif_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox | None, war
         write_atomic(out_dir / name, encode_gif(crops, params=gif, numbers=numbers, clip=clip))
     except ValueError as exc:
         raise ClipError(f"{clip.clip}: {exc}") from exc
-    return {**extra, "frames": len(crops), "output": name}
+    return {**extra, **spotted, "frames": len(crops), "output": name}
 
 
 # ---------------------------------------------------------------- jobs
@@ -147,21 +171,28 @@ def export_flows(
     workers: int = 1,
     force: bool = False,
     on_row: RowCallback | None = None,
+    arrays: bool = False,
 ) -> JobReport:
     """Raw frames → ``OUT/flows/sub{S}_{C}.png``, ``OUT/manifest.csv``, ``OUT/alignment.csv``, ``OUT/params.json``.
 
-    Only the onset and apex frames of each clip are decoded and aligned. Resumes a folder made
-    with the same parameters (see the module docstring); ``force`` recomputes every clip, and
-    replaces the outputs of other parameters instead of refusing them.
+    Only the onset and apex frames of each clip are decoded and aligned (and, for a clip whose
+    apex is to be spotted, the frames between onset and offset). Resumes a folder made with the
+    same parameters (see the module docstring); ``force`` recomputes every clip, and replaces
+    the outputs of other parameters instead of refusing them.
 
     Parameters
     ----------
+    dataset : Dataset
+        Resolved here with ``params.annotations`` (fixes, apex policy).
     detector : MTCNN, optional
         The process-wide one for ``params.detect`` if omitted.
     boxes : BoxCache, optional
         Apex boxes found earlier (the dashboard's disk cache): used, and added to.
     on_row : callable(done, total, row), optional
         Called with each clip's manifest row as it finishes.
+    arrays : bool
+        Also write ``OUT/features.npz`` (``sammflow.features``): u, v, strain and the model
+        input ``X`` of every clip that succeeded, with labels and folds.
 
     Raises
     ------
@@ -169,12 +200,25 @@ def export_flows(
         Unusable output folder (inside the dataset, not writable, not a sammflow folder, in use
         by another run, holding outputs of other parameters without ``force``), a full disk.
     """
+    dataset = dataset.resolved(params.annotations)
     with OutputFolder(out_dir, dataset, kind="flows", params=params, force=force, sources=sources_of(dataset),
-                      items=annotated_in_order(dataset.annotations)) as folder:
-        run_clips(folder, _flow_work, (params, folder.out), prepare=_face_step(folder, params, detector, boxes), workers=workers,
+                      items=annotated_in_order(dataset.annotations), arrays=arrays) as folder:
+        run_clips(folder, _flow_work, (params, folder.out, arrays), prepare=_face_step(folder, params, detector, boxes), workers=workers,
                   progress=progress, on_row=on_row)
+        _gather(folder, arrays)
     assert folder.report is not None
     return folder.report
+
+
+def _gather(folder: OutputFolder, arrays: bool) -> None:
+    """``features.npz`` of the finished clips, when the job writes arrays. (One an earlier run
+    with the same parameters wrote stays as it is: the same parameters give the same arrays.)"""
+    if not arrays:
+        return
+    try:
+        gather(folder.out, folder.rows, folder.params)
+    except ValueError as exc:  # an array file removed or damaged by hand since its clip finished
+        raise InputError(f"{folder.out / FEATURES_FILE}: not written: {exc}; re-run with --force to recompute") from exc
 
 
 def normalize_dataset(
@@ -191,8 +235,9 @@ def normalize_dataset(
 
     ``OUT/<subject>/<clip>/<frame file stem>.png`` (lossless), ``OUT/<subject>/<clip>/alignment.csv``
     (frame, dx, dy, score, residual, angle, scale), ``OUT/manifest.csv`` and ``OUT/params.json``.
-    Resumes and ``force`` as ``export_flows``.
+    Resumes and ``force`` as ``export_flows``; ``dataset`` is resolved with ``params.annotations``.
     """
+    dataset = dataset.resolved(params.annotations)
     with OutputFolder(out_dir, dataset, kind="normalized", params=params, force=force, sources=sources_of(dataset),
                       items=annotated_in_order(dataset.annotations)) as folder:
         run_clips(folder, _normalize_work, (params, folder.out), prepare=_face_step(folder, params, detector, None), workers=workers,
@@ -211,6 +256,20 @@ def normalized_params(root: str | Path) -> dict[str, Any]:
     """The ``params.json`` of a normalized-crops folder (empty if it cannot be read)."""
     content = read_json(Path(root) / NORMALIZED_MARKER)
     return content if isinstance(content, dict) else {}
+
+
+def _with_recorded_apexes(dataset: Dataset) -> Dataset:
+    """A normalized folder as a dataset with the annotation parameters its normalize run used,
+    and the apexes it spotted: its crops were aligned to those."""
+    recorded = normalized_params(dataset.root)
+    dataset = dataset.resolved(AnnotationParams(**(recorded.get("params") or {}).get("annotations", {})))
+    spotted = {r["clip"]: int(r["apex"]) for r in read_csv(dataset.root / MANIFEST_FILE)
+               if r.get("status") == "ok" and r.get("apex_source") == "spotted" and r.get("apex", "").isdigit()}
+    if not spotted:
+        return dataset
+    clips = tuple(dataclasses.replace(c, apex=spotted[c.clip], apex_source="spotted", spot=False)
+                  if c.spot and c.clip in spotted and c.onset <= spotted[c.clip] <= c.offset else c for c in dataset.annotations.clips)
+    return dataset.with_annotations(dataclasses.replace(dataset.annotations, clips=clips))
 
 
 def _not_normalized(root: Path) -> dict[str, str]:
@@ -233,21 +292,27 @@ def flows_from_normalized(
     progress: Progress | None = None,
     workers: int = 1,
     force: bool = False,
+    arrays: bool = False,
 ) -> JobReport:
-    """Aligned crops (a ``normalize`` output) → flow maps, manifest and params.json.
+    """Aligned crops (a ``normalize`` output) → flow maps, manifest and params.json (and
+    ``features.npz`` with ``arrays``, as ``export_flows``).
 
-    ``dataset`` is the normalized folder loaded as a dataset; the detection and alignment
-    parameters recorded there are kept in this job's params.json. Clips the normalized
-    folder's manifest does not mark ``ok`` fail with that reason.
+    ``dataset`` is the normalized folder loaded as a dataset; the annotation, detection and
+    alignment parameters recorded there are kept in this job's params.json, and the apexes it
+    spotted are used. Clips the normalized folder's manifest does not mark ``ok`` fail with
+    that reason.
     """
     recorded = normalized_params(dataset.root)
     settings = recorded.get("settings") or {}
-    stages = {stage: {**(recorded.get("params") or {}).get(stage, {}), **settings.get(stage, {})} for stage in ("detect", "align")}
-    params = PipelineParams.from_dict({**stages, "flow": params.flow.to_dict(), "encode": params.encode.to_dict()})
+    stages = {stage: {**(recorded.get("params") or {}).get(stage, {}), **settings.get(stage, {})} for stage in ("annotations", "detect", "align")}
+    params = PipelineParams.from_dict({**stages, "flow": params.flow.to_dict(), "encode": params.encode.to_dict()}, preset=params.preset)
+    dataset = _with_recorded_apexes(dataset)
     sources = {"dataset": recorded.get("dataset", ""), "normalized": str(dataset.root), "annotations": dataset.annotations.source}
     with OutputFolder(out_dir, dataset, kind="flows", params=params, force=force, sources=sources,
-                      items=annotated_in_order(dataset.annotations)) as folder:
-        run_clips(folder, _aligned_flow_work, (params, folder.out), workers=workers, blocked=_not_normalized(dataset.root), progress=progress)
+                      items=annotated_in_order(dataset.annotations), arrays=arrays) as folder:
+        run_clips(folder, _aligned_flow_work, (params, folder.out, arrays), workers=workers, blocked=_not_normalized(dataset.root),
+                  progress=progress)
+        _gather(folder, arrays)
     assert folder.report is not None
     return folder.report
 
@@ -270,12 +335,13 @@ def export_gifs(
     GIFs of other clips made earlier into the same folder with the same parameters stay (and
     keep their manifest rows).
     """
+    aligned = is_normalized(dataset.root)
+    dataset = _with_recorded_apexes(dataset) if aligned else dataset.resolved(params.annotations)
     wanted = set(clips) if clips else None
     if wanted:
         unknown = wanted - set(dataset.annotations.by_clip) - {r.clip for r in dataset.annotations.rejected}
         if unknown:
             raise InputError(f"unknown clip(s): {', '.join(sorted(unknown))}")
-    aligned = is_normalized(dataset.root)
     items = [c for c in annotated_in_order(dataset.annotations) if wanted is None or c.clip in wanted]
     with OutputFolder(out_dir, dataset, kind="gifs", params=params, force=force, sources=sources_of(dataset), items=items,
                       extra={"gif": gif.to_dict()}, keep_others=True) as folder:
@@ -287,10 +353,10 @@ def export_gifs(
 
 def zip_outputs(report: JobReport) -> bytes:
     """The outputs of a job's ``ok`` clips with its ``manifest.csv`` and ``params.json`` (and
-    ``alignment.csv`` if there is one), as a zip archive."""
+    ``alignment.csv`` and ``features.npz`` where there are), as a zip archive."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in (MANIFEST_FILE, PARAMS_FILE, ALIGNMENT_FILE):
+        for name in (MANIFEST_FILE, PARAMS_FILE, ALIGNMENT_FILE, FEATURES_FILE):
             if (report.out_dir / name).is_file():
                 archive.write(report.out_dir / name, name)
         for row in report.rows:

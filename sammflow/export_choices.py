@@ -108,7 +108,7 @@ def _files(paths: Sequence[str]) -> str:
     return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts) or "outputs (none found)"
 
 
-def export_plan(dataset: Dataset, out_dir: str | Path, params: PipelineParams) -> ExportPlan:
+def export_plan(dataset: Dataset, out_dir: str | Path, params: PipelineParams, *, arrays: bool = False) -> ExportPlan:
     """What ``sammflow.export.export_flows`` would do with ``out_dir``: the page's choices.
 
     Reads only the folder's ``params.json`` and ``manifest.csv`` and tests which output files
@@ -122,6 +122,8 @@ def export_plan(dataset: Dataset, out_dir: str | Path, params: PipelineParams) -
     out_dir : str or Path
         As typed.
     params : PipelineParams
+    arrays : bool
+        The export also writes ``features.npz``: a finished clip without its arrays is not kept.
 
     Returns
     -------
@@ -136,7 +138,7 @@ def export_plan(dataset: Dataset, out_dir: str | Path, params: PipelineParams) -
     items = annotated_in_order(dataset.annotations)
     clips = sum(isinstance(item, ClipAnnotation) for item in items)
     # the job's own planning (sammflow.outfolder), run dry: the page says what the export will do
-    preview = OutputFolder(out, dataset, kind="flows", params=params, sources=sources_of(dataset), items=items).preview()
+    preview = OutputFolder(out, dataset, kind="flows", params=params, sources=sources_of(dataset), items=items, arrays=arrays).preview()
     if not preview.holds:
         return ExportPlan(out, "new", clips)
     if preview.why:

@@ -1,6 +1,7 @@
 """Figures of the dashboard, as plain functions: numpy images (PNG bytes, enlarged maps, colour
-wheel with the brightness scale, flow arrows, difference images, captioned panels, the alignment
-before/after figure, the slide figure of a clip) and flow statistics; the plotly charts are in
+wheel with the brightness scale, the legend of a map of any channels, flow arrows, difference
+images, captioned panels, the alignment before/after figure, the slide figure of a clip) and
+flow statistics; the plotly charts are in
 ``sammflow.charts``. No Streamlit: the pages call these, and a notebook can too.
 
 All text drawn into an image goes through ``sammflow.animate.drawable`` (Pillow's built-in
@@ -10,6 +11,7 @@ empty box, offline.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +21,7 @@ import numpy as np
 
 from sammflow.animate import drawable, label_frame, text_font
 from sammflow.detect import FaceBox
-from sammflow.encode import MapScale, dominant_direction, encode_hsv, map_scale
+from sammflow.encode import MapScale, dominant_direction, encode_flow, encode_hsv, flow_arrays, map_scale
 from sammflow.files import encode_image
 from sammflow.flow import FlowField
 from sammflow.params import EncodeParams
@@ -123,6 +125,84 @@ def colour_wheel(size: int = 200, *, scale: MapScale | None = None) -> np.ndarra
         fitted = _fit(draw, line, size - 4, font.size)
         draw.text((size / 2, size - 3), fitted[0], fill=(20, 20, 20), font=fitted[1], anchor="md")
     return np.asarray(image)
+
+
+#: What each channel of a ``uvs`` / ``uv`` map holds: colour, quantity, unit.
+MAP_CHANNELS = (("red", "u (horizontal, + right)", "px"), ("green", "v (vertical, + down)", "px"), ("blue", "optical strain", "px/px"))
+
+
+def map_channels(flow: FlowField, *, params: EncodeParams = EncodeParams()) -> list[tuple[str, str, float, float, str]]:
+    """What 0 and 255 stand for in each channel of a ``uvs`` / ``uv`` map: each channel is its
+    quantity at the map size (``sammflow.encode.flow_arrays``), min-max normalised on its own.
+
+    Parameters
+    ----------
+    flow : FlowField
+    params : EncodeParams
+        ``channels`` (``uvs``: three channels, ``uv``: two, blue 0), ``size``, ``interpolation``.
+
+    Returns
+    -------
+    list of (colour, quantity, low, high, unit)
+        ``low`` is shown as 0 and ``high`` as 255 (both equal: a constant channel, all 0).
+    """
+    arrays = flow_arrays(flow, params=params)
+    count = 3 if params.channels == "uvs" else 2
+    return [(colour, quantity, float(arrays[i].min()), float(arrays[i].max()), unit)
+            for i, (colour, quantity, unit) in enumerate(MAP_CHANNELS[:count])]
+
+
+def map_legend(flow: FlowField, *, params: EncodeParams = EncodeParams(), size: int = 224) -> tuple[np.ndarray, str]:
+    """The legend of a flow map, as an image and a caption.
+
+    Parameters
+    ----------
+    flow : FlowField
+        The flow the map was made from.
+    params : EncodeParams
+        The map's encoding.
+    size : int
+        Side of the square image, px.
+
+    Returns
+    -------
+    image : ndarray, uint8, (size, size, 3), RGB
+        ``hsv``: the colour wheel with the map's brightness scale written under it
+        (``colour_wheel``); ``uvs`` / ``uv``: each channel's colour with the range of its
+        quantity that 0–255 spans (``map_channels``).
+    caption : str
+        ``"colour legend (direction = hue): full brightness = 2.41 px"``, or ``"channels: R = u,
+        G = v, B = strain, each min-max normalised"`` (``B = 0`` for ``uv``).
+    """
+    if params.channels == "hsv":
+        scale = map_scale(flow, params=params)
+        return colour_wheel(size, scale=scale), f"colour legend (direction = hue): {scale.label()}"
+    from PIL import Image, ImageDraw
+
+    rows = map_channels(flow, params=params)
+    if params.channels == "uv":
+        rows.append(("blue", "0 (not used)", 0.0, 0.0, ""))
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    colours = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (40, 70, 220)}
+    line = max(11, size // 16)
+    step = (size - 8) // len(rows)
+    for i, (colour, quantity, low, high, unit) in enumerate(rows):
+        top = 4 + i * step
+        draw.rectangle((6, top + 2, 6 + line, top + 2 + line), fill=colours[colour])
+        text, font = _fit(draw, f"{colour[0].upper()} = {quantity}", size - line - 16, line)
+        draw.text((line + 12, top + 2), text, fill=(20, 20, 20), font=font)
+        if unit:  # what 0 and 255 stand for (a constant channel is all 0)
+            span = f"0 = {_number(low)}, 255 = {_number(high)} {unit}" if high > low else f"constant {_number(low)} {unit}: 0"
+            text, font = _fit(draw, span, size - line - 16, line - 1)
+            draw.text((line + 12, top + 4 + line), text, fill=(70, 70, 70), font=font)
+    blue = "B = strain" if params.channels == "uvs" else "B = 0"
+    return np.asarray(image), f"channels: R = u, G = v, {blue}, each min-max normalised"
+
+
+def _number(value: float) -> str:
+    """A value with three significant digits (-1.23, 0.0456, 12.3)."""
+    return f"{value:.3g}"
 
 
 def flow_arrows(image: np.ndarray, uv: np.ndarray, *, step: int = 14, scale: float = 4.0, upscale: int = 2,
@@ -287,7 +367,8 @@ def clip_figure(result: ClipFlow, *, params: EncodeParams = EncodeParams(), tile
                 arrow_scale: float = 4.0) -> np.ndarray:
     """One clip on one slide-ready row: the aligned onset and apex as GIF stills (frame number and
     onset / apex marker, ``sammflow.animate.label_frame``), the apex with flow arrows, the flow
-    map (its real pixels, enlarged) and the colour legend with the map's brightness scale.
+    map (its real pixels, enlarged) and its legend (``map_legend``: the colour wheel with the
+    map's brightness scale, or what the channels of a ``uvs`` / ``uv`` map hold).
 
     Parameters
     ----------
@@ -308,14 +389,14 @@ def clip_figure(result: ClipFlow, *, params: EncodeParams = EncodeParams(), tile
     ndarray, uint8, RGB, shape (30 + tile + 42, 5·tile + 60, 3) (``panel`` of five tiles)
     """
     clip = result.normalized.clip
-    scale = map_scale(result.flow, params=params)
     onset, apex = (label_frame(resize(crop, tile), number, marker) for crop, number, marker in
                    ((result.onset_crop, clip.onset, "onset"), (result.apex_crop, clip.apex, "apex")))
     arrows = resize(flow_arrows(result.apex_crop, result.flow.uv, step=arrow_step, scale=arrow_scale), tile)
     size = result.flow_map.shape
+    legend, _ = map_legend(result.flow, params=params, size=tile)
     tiles = [(onset, f"aligned onset (frame {clip.onset})"), (apex, f"aligned apex (frame {clip.apex})"),
              (arrows, "apex + flow arrows"), (enlarge(result.map_rgb, tile), f"flow map ({size[1]}×{size[0]})"),
-             (colour_wheel(tile, scale=scale), "direction = hue, motion = brightness")]
+             (legend, "direction = hue, motion = brightness" if params.channels == "hsv" else "map channels")]
     return panel(tiles, columns=len(tiles), tile=tile, title=title or f"{clip.clip}: onset {clip.onset} → apex {clip.apex}")
 
 
@@ -332,12 +413,14 @@ def flow_stats(result: ClipFlow, params: EncodeParams = EncodeParams()) -> dict[
     -------
     dict of str → float
         ``mean`` and ``p99`` magnitude (crop px), ``direction`` (degrees, 0° = right,
-        90° = down; nan without motion, and with the ``minmax`` scale for a uniform motion),
+        90° = down; nan without motion, and with the ``minmax`` scale for a uniform motion;
+        read from the HSV map, which a ``uvs`` / ``uv`` map is encoded as for this),
         ``full``: the magnitude shown at full brightness (crop px, ``sammflow.encode.map_scale``).
     """
     magnitude = result.flow.magnitude
+    hsv = result.flow_map if params.channels == "hsv" else encode_flow(result.flow, params=dataclasses.replace(params, channels="hsv"))
     try:
-        direction = dominant_direction(result.flow_map)
+        direction = dominant_direction(hsv)
     except ValueError:
         direction = float("nan")
     return {"mean": float(magnitude.mean()), "p99": float(np.percentile(magnitude, 99)), "direction": direction,

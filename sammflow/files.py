@@ -32,7 +32,7 @@ import sammflow
 from sammflow.text import printable
 
 #: Packages whose versions ``params.json`` records.
-PACKAGES = ("numpy", "opencv-python-headless", "facenet-pytorch", "torch", "torchvision", "scikit-image", "imageio", "pillow")
+PACKAGES = ("numpy", "opencv-contrib-python-headless", "facenet-pytorch", "torch", "torchvision", "scikit-image", "imageio", "pillow")
 #: The marker at the start of ``write_atomic``'s temporary files: only names carrying it are ever removed.
 TEMP_PREFIX = ".sammflow-"
 #: ``write_atomic``'s temporary files: ``.sammflow-<name>.<8 random chars>.tmp`` beside the target.

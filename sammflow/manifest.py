@@ -19,13 +19,15 @@ from typing import Any
 
 from sammflow.annotations import Annotations, ClipAnnotation, RejectedRow
 from sammflow.detect import FaceBox
-from sammflow.params import AlignParams
+from sammflow.labels import megc_label, parse_action_units
+from sammflow.params import AlignParams, PipelineParams
 from sammflow.pipeline import NormalizedClip
 from sammflow.text import one_line
 
 #: Columns of ``manifest.csv``, one row per annotated clip.
 MANIFEST_COLUMNS = [
     "subject", "clip", "onset", "apex", "offset", "action_units", "emotion", "objective_class",
+    "dataset", "apex_source", "fixes", "aus", "label_megc", "fold",
     "x1", "y1", "x2", "y2", "face_prob", "face_frame", "match_score_min", "residual_max", "align_trusted",
     "flagged_frames", "frames", "output", "status", "error", "warnings",
 ]
@@ -37,17 +39,30 @@ ALIGNMENT_COLUMNS = ["frame", "dx", "dy", "score", "residual", "angle", "scale"]
 #: Row key of a clip's per-frame records (never a manifest column).
 RECORDS = "_records"
 _ANNOTATED = ("onset", "apex", "offset", "action_units", "emotion", "objective_class")
-_DESCRIPTIVE = ("action_units", "emotion", "objective_class")
+#: Columns that follow the annotation file when a finished clip is kept (they describe, not make, its outputs).
+_DESCRIPTIVE = ("action_units", "emotion", "objective_class", "dataset", "fixes", "aus", "label_megc")
+
+
+def label_fields(clip: ClipAnnotation | RejectedRow, dataset: str = "samm") -> dict[str, Any]:
+    """The label columns of a clip's row: ``dataset``, ``aus`` (parsed action units,
+    space-separated), ``label_megc`` (0 negative, 1 positive, 2 surprise, −1 not in MEGC2019)
+    and, for a valid clip, ``apex_source`` and ``fixes``. ``fold`` is the job's (``fold_of``)."""
+    values = clip.values if isinstance(clip, RejectedRow) else clip.__dict__
+    fields = {"dataset": dataset, "aus": " ".join(parse_action_units(str(values.get("action_units", "")))),
+              "label_megc": megc_label(dataset, str(values.get("emotion", "")))}
+    if isinstance(clip, ClipAnnotation):
+        fields.update(apex_source=clip.apex_source, fixes=one_line("; ".join(clip.fixes)))
+    return fields
 
 
 def clip_row(clip: ClipAnnotation | RejectedRow, status: str, error: str = "") -> dict[str, Any]:
-    """A clip's manifest row with its annotation columns, status and error."""
+    """A clip's manifest row with its annotation and label columns, status and error."""
     if isinstance(clip, RejectedRow):
         error = f"{clip.clip or '?'} (annotation row {clip.row}): {error}"
         base = {k: clip.values.get(k, "") for k in _ANNOTATED}
     else:
         base = {k: getattr(clip, k) for k in _ANNOTATED}
-    return {"subject": clip.subject, "clip": clip.clip, **base, "status": status, "error": one_line(error)}
+    return {"subject": clip.subject, "clip": clip.clip, **base, **label_fields(clip), "status": status, "error": one_line(error)}
 
 
 def box_fields(box: FaceBox) -> dict[str, Any]:
@@ -114,8 +129,17 @@ def _same_path(a: str, b: str) -> bool:
         return a == b
 
 
+#: Every parameter's default, as ``params.<stage>.<name>``: what an older params.json that lacks
+#: a parameter (added to sammflow since) made its outputs with.
+_DEFAULTS = _flatten({"params": PipelineParams().to_dict()})
+
+
 def differences(old: dict[str, Any], new: dict[str, Any], *, unhashed: Sequence[str] = ()) -> list[str]:
     """What makes ``old`` (a params.json) and ``new`` describe different outputs, in words.
+
+    A parameter ``new`` has and ``old`` lacks counts as its default in ``old``: parameters
+    added to sammflow later (a flow method, the map's channels) default to what it did before.
+    A parameter ``old`` lists that has no effect with ``new``'s values is not compared.
 
     Parameters
     ----------
@@ -129,6 +153,11 @@ def differences(old: dict[str, Any], new: dict[str, Any], *, unhashed: Sequence[
     a = {k: v for k, v in _flatten({"params": old.get("params") or {}, "gif": old.get("gif") or {}}).items()
          if k.removeprefix("params.") not in unhashed}
     b = _flatten({"params": new.get("params") or {}, "gif": new.get("gif") or {}})
+    if old.get("params"):
+        # a parameter new lacks but sammflow knows has no effect with new's values (a Farnebäck
+        # parameter under TV-L1: a difference in what gives it effect is named itself)
+        a = {k: v for k, v in a.items() if k in b or k not in _DEFAULTS}
+        a = {**{k: _DEFAULTS[k] for k in b if k not in a and k in _DEFAULTS}, **a}
     changed = [f"{k.removeprefix('params.')} {a.get(k, '-')} → {b.get(k, '-')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     if changed:
         found.append(f"made with other parameters ({', '.join(changed[:4])}" + (f", +{len(changed) - 4} more" if len(changed) > 4 else "") + ")")
@@ -233,10 +262,14 @@ def plan(
 
 
 def same_annotation(clip: ClipAnnotation, old: dict[str, str]) -> bool:
-    """Whether a manifest row was made for this clip's subject, onset, apex and offset."""
-    return old.get("subject") == clip.subject and all(old.get(k) == str(getattr(clip, k)) for k in ("onset", "apex", "offset"))
+    """Whether a manifest row was made for this clip's subject, onset, apex and offset (for a
+    clip whose apex is to be spotted: onset and offset, and a row whose apex was spotted)."""
+    if old.get("subject") != clip.subject or old.get("apex_source", "annotated") != ("spotted" if clip.spot else clip.apex_source):
+        return False
+    return all(old.get(k) == str(getattr(clip, k)) for k in (("onset", "offset") if clip.spot else ("onset", "apex", "offset")))
 
 
 def _carry(clip: ClipAnnotation, old: dict[str, str]) -> dict[str, Any]:
     # descriptive columns follow the (possibly edited) annotation; the rest describes the outputs
-    return {**old, **{k: getattr(clip, k) for k in _DESCRIPTIVE}}
+    described = clip_row(clip, "ok")
+    return {**old, **{k: str(described[k]) for k in _DESCRIPTIVE}}  # as read back from manifest.csv

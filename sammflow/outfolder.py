@@ -37,6 +37,8 @@ from sammflow.files import (
 from sammflow.manifest import (
     ALIGNMENT_COLUMNS, MANIFEST_COLUMNS, RECORDS, Plan, Refused, annotated_in_order, judge, plan, same_annotation,
 )
+from sammflow.features import FEATURES_FILE, array_name
+from sammflow.labels import loso_folds
 from sammflow.params import PipelineParams
 from sammflow.pipeline import ClipError
 from sammflow.text import one_line
@@ -106,6 +108,7 @@ def write_params(out_dir: Path, kind: str, params: PipelineParams | None, source
         "params": params.output_dict() if params else None,
         "params_hash": params.hash if params else None,
         "settings": params.judging_dict() if params else None,
+        **({"preset": params.preset or None, "preset_changes": params.preset_changes()} if params else {}),
         **sources,
         **(extra or {}),
         "versions": package_versions(),
@@ -201,8 +204,8 @@ def clip_files(kind: str, out: Path, subject: str, clip: str) -> list[Path]:
         if not folder.is_dir():
             return []
         return sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix == ".png" or p.name == ALIGNMENT_FILE))
-    path = out / "flows" / f"sub{subject}_{clip}.png" if kind == "flows" else out / f"sub{subject}_{clip}.gif"
-    return [path] if path.is_file() else []
+    paths = [out / "flows" / f"sub{subject}_{clip}.png", out / array_name(subject, clip)] if kind == "flows" else [out / f"sub{subject}_{clip}.gif"]
+    return [path for path in paths if path.is_file()]
 
 
 def outputs_present(kind: str, out: Path, row: dict[str, Any]) -> bool:
@@ -285,6 +288,9 @@ class OutputFolder:
     force : bool
     keep_others : bool
         Rows of clips not in ``items`` made earlier (a GIF subset) stay in the manifest.
+    arrays : bool
+        The job also writes each clip's ``arrays/sub{S}_{C}.npy`` (``sammflow.features``): a
+        finished clip without one is computed again.
 
     Use as ``with OutputFolder(...) as folder:``; then ``folder.todo`` lists the clips to do,
     ``folder.record(index, row)`` records each, and ``folder.report`` is set on leaving.
@@ -292,10 +298,11 @@ class OutputFolder:
 
     def __init__(self, out_dir: str | Path, dataset: Dataset, *, kind: str, params: PipelineParams, sources: dict[str, str],
                  items: Sequence[ClipAnnotation | RejectedRow], extra: dict[str, Any] | None = None, force: bool = False,
-                 keep_others: bool = False) -> None:
+                 keep_others: bool = False, arrays: bool = False) -> None:
         self.out = Path(out_dir).expanduser()
         self.dataset, self.kind, self.params, self.sources, self.extra = dataset, kind, params, sources, extra or {}
-        self.items, self.force, self.keep_others = list(items), force, keep_others
+        self.items, self.force, self.keep_others, self.arrays = list(items), force, keep_others, arrays
+        self.folds = loso_folds(clip.subject for clip in dataset.annotations.clips)  # of every valid clip: a GIF subset numbers them alike
         self.rows: list[dict[str, Any]] = []
         self.todo: list[tuple[int, ClipAnnotation]] = []
         self.resumed = self.replaced = self.unexpected = 0
@@ -373,7 +380,8 @@ class OutputFolder:
         new = {"params": self.params.output_dict(), **self.sources, **self.extra}
         order = annotated_in_order(self.dataset.annotations) if self.keep_others else self.items
         return plan(self.items, order, old_params, old_rows, new, force=force, unhashed=UNHASHED,
-                    resumable=lambda clip, old: same_annotation(clip, old) and outputs_present(self.kind, self.out, old))
+                    resumable=lambda clip, old: same_annotation(clip, old) and outputs_present(self.kind, self.out, old)
+                    and (not self.arrays or (self.out / array_name(clip.subject, clip.clip)).is_file()))
 
     def preview(self) -> Preview:
         """What entering the folder would do, without doing it: no lock, nothing written or removed.
@@ -431,9 +439,8 @@ class OutputFolder:
         earlier manifest's clips and of this job's), and the top-level ``alignment.csv``."""
         names = {(r.get("subject", ""), r.get("clip", "")) for r in old_rows} | {(i.subject, i.clip) for i in self.items}
         files = [path for subject, clip in sorted(names) for path in clip_files(self.kind, self.out, subject, clip)]
-        if self.kind != "normalized" and (self.out / ALIGNMENT_FILE).is_file():
-            files.append(self.out / ALIGNMENT_FILE)
-        return files
+        shared = {"flows": (ALIGNMENT_FILE, FEATURES_FILE), "gifs": (ALIGNMENT_FILE,)}.get(self.kind, ())
+        return files + [self.out / name for name in shared if (self.out / name).is_file()]
 
     def _remove_old_outputs(self, old_rows: list[dict[str, str]], why: list[str]) -> None:
         """``force`` with other parameters: the outputs of the earlier run go before any new one is
@@ -445,7 +452,7 @@ class OutputFolder:
             for folder in sorted({p.parent for p in old} | {p.parent.parent for p in old}, key=lambda p: -len(p.parts)):
                 if folder != self.out and folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
-        removed = sum(p.name != ALIGNMENT_FILE or self.kind == "normalized" for p in old)
+        removed = sum(p.name not in (ALIGNMENT_FILE, FEATURES_FILE) or self.kind == "normalized" for p in old)
         self.replaced = removed
         how = "--force" if self.force else "nothing was finished there"
         self.log.write(f"replacing ({how}): {'; '.join(why)}; removed {removed} output file(s) of the earlier run")
@@ -472,6 +479,7 @@ class OutputFolder:
 
     def _write_manifest(self) -> None:
         for row in self.rows:
+            row["fold"] = self.folds.get(str(row["subject"]), "") if row.get("status") != "invalid_annotation" else ""
             if row.get(RECORDS):
                 row.update(judge(row[RECORDS], self.params.align))
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,10 @@ class Param:
         Values the sidebar offers in a selectbox, when not all ``choices``.
     key : str
         Widget key and URL query parameter (default: the field name).
+    applies : tuple of (str, value)
+        Conditions on other fields of the same set under which this parameter has an effect
+        (``(("method", "tvl1"),)``: a TV-L1 parameter). Where one does not hold, the value
+        is left out of the hash (changing it changes no output) and the sidebar hides it.
     """
 
     help: str
@@ -69,6 +74,7 @@ class Param:
     slider: tuple[float, float, float] | None = None
     options: tuple[Any, ...] = ()
     key: str = ""
+    applies: tuple[tuple[str, Any], ...] = ()
 
 
 def param(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002 - "help" is the word every reader expects
@@ -85,8 +91,10 @@ def _document(cls: type) -> type:
     """Append a numpydoc "Attributes" section generated from the declarations."""
     lines = ["", "    Attributes", "    ----------"]
     for f, p in declared(cls):
+        when = " and ".join(f"{k} = {v!r}" for k, v in p.applies)
         lines.append(f"    {f.name} : {type(f.default).__name__}, default {f.default!r}")
-        lines.append(f"        {p.help[:1].upper()}{p.help[1:]}.{'' if p.output else ' Not part of the output hash.'}")
+        lines.append(f"        {p.help[:1].upper()}{p.help[1:]}.{'' if p.output else ' Not part of the output hash.'}"
+                     f"{f' Used when {when}.' if when else ''}")
     cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n" + "\n".join(lines) + "\n"
     return cls
 
@@ -110,9 +118,15 @@ class _ParamSet:
         """Every parameter, by name."""
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
+    def active(self, name: str) -> bool:
+        """Whether parameter ``name`` has an effect with the other values of this set (its ``applies``)."""
+        p = next(p for f, p in declared(type(self)) if f.name == name)
+        return all(getattr(self, key) == value for key, value in p.applies)
+
     def output_dict(self) -> dict[str, Any]:
-        """The parameters that change output bytes (what ``hash`` covers)."""
-        return {f.name: getattr(self, f.name) for f, p in declared(type(self)) if p.output}
+        """The parameters that change output bytes (what ``hash`` covers): those declared
+        ``output`` and active with the other values (a TV-L1 parameter is not, under Farnebäck)."""
+        return {f.name: getattr(self, f.name) for f, p in declared(type(self)) if p.output and self.active(f.name)}
 
     def judging_dict(self) -> dict[str, Any]:
         """The parameters that do not change output bytes (device, quality thresholds)."""
@@ -191,22 +205,73 @@ class AlignParams(_ParamSet):
             raise ValueError(f"max_residual must be > 0, got {self.max_residual}")
 
 
+#: Dense optical flow methods (``sammflow.flow``): OpenCV's Farnebäck (the original scripts),
+#: Dual TV-L1 (the STSTNet / HTNet / OFF-ApexNet preprocessing; opencv-contrib) and DIS (fast).
+FLOW_METHODS = ("farneback", "tvl1", "dis")
+_FARNEBACK = (("method", "farneback"),)
+_TVL1 = (("method", "tvl1"),)
+_DIS = (("method", "dis"),)
+
+
 @_document
 @dataclass(frozen=True)
 class FlowParams(_ParamSet):
-    """Farnebäck dense optical flow (``cv2.calcOpticalFlowFarneback``); defaults are the original script's."""
+    """Dense optical flow from the aligned onset crop to the apex crop.
 
-    pyr_scale: float = param(0.5, "image scale between pyramid levels, in (0, 1)", label="Pyramid scale", slider=(0.1, 0.9, 0.05))
-    levels: int = param(3, "pyramid levels (OpenCV stops adding levels below 32 px)", minimum=1, maximum=50, label="Pyramid levels",
-                        slider=(1, 6, 1))
-    winsize: int = param(15, "averaging window size, px, odd (OpenCV averages over winsize + 1 px when it is even)", minimum=3,
-                         maximum=2047, label="Window size", slider=(3, 61, 2))
-    iterations: int = param(3, "iterations at each pyramid level", minimum=1, maximum=100, label="Iterations", slider=(1, 10, 1))
-    poly_n: int = param(5, "pixel neighbourhood of the polynomial expansion", choices=(5, 7), label="Polynomial neighbourhood")
-    poly_sigma: float = param(1.2, "Gaussian sigma of the polynomial expansion (below 0.25 the expansion degenerates: zero flow)",
-                              minimum=0.25, maximum=10.0, label="Polynomial sigma", slider=(0.5, 2.0, 0.05))
-    flags: int = param(0, "OpenCV flags: 0, or 256 (OPTFLOW_FARNEBACK_GAUSSIAN)", choices=(0, cv2.OPTFLOW_FARNEBACK_GAUSSIAN),
-                       flag="flow-flags")
+    ``method`` picks the algorithm; each method's own parameters only count when it is the
+    one picked. Farnebäck defaults are the original script's; TV-L1 and DIS defaults are
+    OpenCV's (``DualTVL1OpticalFlow_create()``, ``DISOpticalFlow_create(PRESET_MEDIUM)``).
+    """
+
+    method: str = param("farneback", "optical flow method: farneback (the original scripts), tvl1 (Dual TV-L1, what STSTNet, HTNet "
+                                     "and OFF-ApexNet use), dis (DIS, fast)", choices=FLOW_METHODS, flag="flow-method",
+                        label="Flow method", key="flow_method")
+    pyr_scale: float = param(0.5, "Farnebäck: image scale between pyramid levels, in (0, 1)", label="Pyramid scale",
+                             slider=(0.1, 0.9, 0.05), applies=_FARNEBACK)
+    levels: int = param(3, "Farnebäck: pyramid levels (OpenCV stops adding levels below 32 px)", minimum=1, maximum=50,
+                        label="Pyramid levels", slider=(1, 6, 1), applies=_FARNEBACK)
+    winsize: int = param(15, "Farnebäck: averaging window size, px, odd (OpenCV averages over winsize + 1 px when it is even)",
+                         minimum=3, maximum=2047, label="Window size", slider=(3, 61, 2), applies=_FARNEBACK)
+    iterations: int = param(3, "Farnebäck: iterations at each pyramid level", minimum=1, maximum=100, label="Iterations",
+                            slider=(1, 10, 1), applies=_FARNEBACK)
+    poly_n: int = param(5, "Farnebäck: pixel neighbourhood of the polynomial expansion", choices=(5, 7), label="Polynomial neighbourhood",
+                        applies=_FARNEBACK)
+    poly_sigma: float = param(1.2, "Farnebäck: Gaussian sigma of the polynomial expansion (below 0.25 the expansion degenerates: "
+                                   "zero flow)", minimum=0.25, maximum=10.0, label="Polynomial sigma", slider=(0.5, 2.0, 0.05),
+                              applies=_FARNEBACK)
+    flags: int = param(0, "Farnebäck: OpenCV flags, 0 or 256 (OPTFLOW_FARNEBACK_GAUSSIAN)", choices=(0, cv2.OPTFLOW_FARNEBACK_GAUSSIAN),
+                       flag="flow-flags", applies=_FARNEBACK)
+    tvl1_tau: float = param(0.25, "TV-L1: time step of the numerical scheme", minimum=0.01, maximum=0.25, label="Time step (tau)",
+                            slider=(0.05, 0.25, 0.01), applies=_TVL1)
+    tvl1_lambda: float = param(0.15, "TV-L1: weight of the data term (smaller: smoother flow)", minimum=0.001, maximum=10.0,
+                               label="Data weight (lambda)", slider=(0.01, 1.0, 0.01), applies=_TVL1)
+    tvl1_theta: float = param(0.3, "TV-L1: tightness of the coupling between the two sub-problems", minimum=0.01, maximum=1.0,
+                              label="Tightness (theta)", slider=(0.05, 1.0, 0.05), applies=_TVL1)
+    tvl1_scales: int = param(5, "TV-L1: pyramid levels", minimum=1, maximum=10, label="Scales", slider=(1, 8, 1), applies=_TVL1)
+    tvl1_warps: int = param(5, "TV-L1: warpings per level", minimum=1, maximum=20, label="Warps", slider=(1, 10, 1), applies=_TVL1)
+    tvl1_epsilon: float = param(0.01, "TV-L1: stopping threshold of the inner iterations", minimum=1e-5, maximum=1.0, applies=_TVL1)
+    tvl1_inner_iterations: int = param(30, "TV-L1: inner iterations at each warp", minimum=1, maximum=500, applies=_TVL1)
+    tvl1_outer_iterations: int = param(10, "TV-L1: outer iterations at each level", minimum=1, maximum=100, applies=_TVL1)
+    tvl1_scale_step: float = param(0.8, "TV-L1: image scale between pyramid levels, in (0, 1)", minimum=0.1, maximum=0.95,
+                                   applies=_TVL1)
+    tvl1_gamma: float = param(0.0, "TV-L1: weight of the illumination-change term (0: none)", minimum=0.0, maximum=10.0, applies=_TVL1)
+    tvl1_median_filtering: int = param(5, "TV-L1: median filter applied to the flow between warps, px (1: none)", choices=(1, 3, 5),
+                                       applies=_TVL1)
+    dis_finest_scale: int = param(1, "DIS: finest pyramid level computed (0: full resolution; OpenCV's medium preset: 1)", minimum=0,
+                                  maximum=6, label="Finest scale", slider=(0, 3, 1), applies=_DIS)
+    dis_patch_size: int = param(8, "DIS: patch side, px", minimum=3, maximum=64, label="Patch size", slider=(4, 16, 1), applies=_DIS)
+    dis_patch_stride: int = param(3, "DIS: distance between patches, px (at most the patch size)", minimum=1, maximum=64,
+                                  label="Patch stride", slider=(1, 8, 1), applies=_DIS)
+    dis_iterations: int = param(25, "DIS: gradient-descent iterations per patch", minimum=1, maximum=500, applies=_DIS)
+    dis_refine_iterations: int = param(5, "DIS: variational refinement iterations (0: none)", minimum=0, maximum=100, applies=_DIS)
+    dis_refine_alpha: float = param(20.0, "DIS: smoothness weight of the variational refinement", minimum=0.0, maximum=1000.0,
+                                    applies=_DIS)
+    dis_refine_delta: float = param(5.0, "DIS: colour-constancy weight of the variational refinement", minimum=0.0, maximum=1000.0,
+                                    applies=_DIS)
+    dis_refine_gamma: float = param(10.0, "DIS: gradient-constancy weight of the variational refinement", minimum=0.0, maximum=1000.0,
+                                    applies=_DIS)
+    dis_mean_normalization: bool = param(True, "DIS: normalise patch means (robust to illumination change)", applies=_DIS)
+    dis_spatial_propagation: bool = param(True, "DIS: propagate good patch estimates to neighbours", applies=_DIS)
     head_motion: bool = param(False, "subtract the median flow of the nose region (residual head motion, as SoftNet / MTSN do)",
                               label="Subtract residual head motion (nose median)")
 
@@ -217,20 +282,46 @@ class FlowParams(_ParamSet):
         if self.winsize % 2 == 0:  # OpenCV's window is 2 * (winsize // 2) + 1 px: an even one is the next odd one
             raise ValueError(f"winsize must be odd (OpenCV averages over winsize + 1 px when it is even: "
                              f"{self.winsize} would give the flow of {self.winsize + 1}), got {self.winsize}")
+        if self.dis_patch_stride > self.dis_patch_size:
+            raise ValueError(f"dis_patch_stride must be <= dis_patch_size ({self.dis_patch_size}), got {self.dis_patch_stride}")
+
+
+def dis_coarsest_scale(shape: tuple[int, int], patch_size: int) -> int:
+    """The coarsest pyramid level OpenCV's DIS builds for a crop of ``shape`` (H, W) and
+    ``patch_size`` (OpenCV 4.14's own rule: motion up to a quarter of the width, patches no
+    larger than the level). A finer ``dis_finest_scale`` than this would be silently replaced
+    by OpenCV (and its patch size too): not the parameters recorded."""
+    h, w = shape
+    return min(int(math.log(max(h, w) / (4.0 * patch_size)) / math.log(2.0) + 0.5), int(math.log(min(h, w) / patch_size) / math.log(2.0)))
+
+
+#: What a flow map PNG holds (``EncodeParams.channels``).
+MAP_CHANNELS = ("hsv", "uvs", "uv")
+#: Brightness scales of an HSV map (``EncodeParams.scale``).
+MAP_SCALES = ("robust", "minmax", "fixed")
 
 
 @_document
 @dataclass(frozen=True)
 class EncodeParams(_ParamSet):
-    """HSV encoding of a flow field and the resize to the model's input size."""
+    """The flow map: what its channels hold, its brightness scale, and the resize to the model's input size."""
 
-    size: int = param(28, "side of the square flow map, px (original: 28)", minimum=4, maximum=1024, flag="map-size",
-                      label="Map size (px)", options=(14, 28, 32, 48, 64, 112), key="map_size")
+    size: int = param(28, "side of the square flow map and of the arrays of --arrays, px (original: 28)", minimum=4, maximum=1024,
+                      flag="map-size", label="Map size (px)", options=(14, 28, 32, 48, 64, 112), key="map_size")
     interpolation: str = param("area", "flow-map resize filter (original: area)", choices=_INTERPOLATION_NAMES, flag="map-interpolation",
                                label="Map resize filter", key="map_interp")
-    scale: str = param("robust", "brightness scale of each map: robust (magnitude / 99th percentile of the magnitude away from the "
-                                 "flow's border, clipped: border artefacts cannot darken the map) or minmax (the original scripts)",
-                       choices=("robust", "minmax"), flag="map-scale", label="Map brightness scale", key="map_scale")
+    channels: str = param("hsv", "what the map PNG holds: hsv (direction as hue, magnitude as brightness: the original scripts), "
+                                 "uvs (R = u, G = v, B = optical strain, each min-max normalised: the STSTNet / HTNet input), "
+                                 "uv (R = u, G = v, B = 0: OFF-ApexNet)", choices=MAP_CHANNELS, flag="map-channels",
+                          label="Map channels", key="map_channels")
+    scale: str = param("robust", "brightness scale of an hsv map: robust (magnitude / 99th percentile of the magnitude away from the "
+                                 "flow's border, clipped: border artefacts cannot darken the map), minmax (the original scripts), or "
+                                 "fixed (one scale for every clip, --map-fixed-scale px: maps compare across clips)",
+                       choices=MAP_SCALES, flag="map-scale", label="Map brightness scale", key="map_scale",
+                       applies=(("channels", "hsv"),))
+    fixed_scale: float = param(2.0, "magnitude shown at full brightness with --map-scale fixed, crop px (larger is clipped)",
+                               minimum=1e-3, maximum=1000.0, flag="map-fixed-scale", label="Full brightness at (crop px)",
+                               slider=(0.1, 10.0, 0.1), key="map_fixed_scale", applies=(("channels", "hsv"), ("scale", "fixed")))
 
 
 @_document
@@ -246,18 +337,109 @@ class GifParams(_ParamSet):
                          flag="gif-labels")
 
 
+#: Which apex each clip uses (``AnnotationParams.apex``).
+APEX_CHOICES = ("annotated", "auto", "spot")
+
+
+@_document
+@dataclass(frozen=True)
+class AnnotationParams(_ParamSet):
+    """Which annotation values a run uses: the shipped fixes, and the apex (``sammflow.labels``, ``sammflow.spot``)."""
+
+    fix: bool = param(False, "apply the versioned table of published annotation fixes shipped with sammflow "
+                             "(sammflow.fixes: each entry with its source); the manifest's apex_source says where a fix was used",
+                      flag="fix-annotations", label="Apply published annotation fixes", key="fix_annotations")
+    apex: str = param("annotated", "apex frame of each clip: annotated (the file's; a row with a missing or impossible apex is "
+                                   "rejected), auto (spot the apex of those rows only), spot (spot every clip's apex: the frame of "
+                                   "peak facial motion between onset and offset)", choices=APEX_CHOICES, label="Apex frame",
+                      key="apex_policy")
+
+    def output_dict(self) -> dict[str, Any]:
+        """As every set's, plus the version of the fixes table when fixes are applied: a new
+        table (other fixes) makes other outputs."""
+        values = super().output_dict()
+        if self.fix:
+            from sammflow.fixes import FIXES_VERSION
+
+            values["fixes_version"] = FIXES_VERSION
+        return values
+
+
 #: The stages of a ``PipelineParams``, by field name, with their titles.
-STAGES = {"detect": "face detection", "align": "alignment", "flow": "optical flow (Farnebäck)", "encode": "flow map encoding"}
+STAGES = {"annotations": "annotations", "detect": "face detection", "align": "alignment", "flow": "optical flow",
+          "encode": "flow map encoding"}
+#: The parameter class of each stage.
+STAGE_CLASSES: dict[str, type] = {"annotations": AnnotationParams, "detect": DetectParams, "align": AlignParams, "flow": FlowParams,
+                                  "encode": EncodeParams}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of parameter values: what a model's published preprocessing is known to use.
+
+    Attributes
+    ----------
+    name : str
+    title : str
+        One line for menus and ``--help``.
+    values : dict of stage → {parameter: value}
+        What the preset sets; every other parameter keeps its default.
+    basis : str
+        What the values are based on, and what is unknown about the original recipe.
+    """
+
+    name: str
+    title: str
+    values: dict[str, dict[str, Any]]
+    basis: str
+
+
+#: ``--preset``: the seed (today's default: the original SAMM scripts' Farnebäck + HSV picture,
+#: with sub-pixel alignment and the robust brightness scale), and the inputs of the reference
+#: models, TV-L1 between onset and apex.
+PRESETS = {
+    "seed": Preset("seed", "Farnebäck flow, HSV map 28×28 (the original SAMM scripts; sammflow's defaults)", {},
+                   "the original SAMM preprocessing scripts: MTCNN box on the apex, template-matched 224×224 crops, "
+                   "Farnebäck (0.5, 3, 15, 3, 5, 1.2, 0), HSV map, INTER_AREA to 28×28"),
+    "ststnet": Preset("ststnet", "TV-L1 flow, u·v·strain arrays and map 28×28 (STSTNet / HTNet input)",
+                      {"flow": {"method": "tvl1"}, "encode": {"channels": "uvs", "size": 28, "interpolation": "area"}},
+                      "STSTNet (Liong et al. 2019): TV-L1 optical flow between onset and apex, horizontal u, vertical v and "
+                      "optical strain, resized to 28×28, each channel min-max normalised. Not published: the TV-L1 parameters "
+                      "(OpenCV's defaults here), the face crop (sammflow's aligned 224 px crop here), the strain's differencing "
+                      "scheme, and whether strain is computed before or after the resize (before, at crop resolution, here)"),
+    "offapexnet": Preset("offapexnet", "TV-L1 flow, u·v arrays and map 28×28 (OFF-ApexNet input)",
+                         {"flow": {"method": "tvl1"}, "encode": {"channels": "uv", "size": 28, "interpolation": "area"}},
+                         "OFF-ApexNet (Gan et al. 2019): TV-L1 optical flow between onset and apex, horizontal and vertical "
+                         "components, 28×28, each normalised. Not published: the TV-L1 parameters (OpenCV's defaults here), the "
+                         "face crop and the normalisation's exact form (per-map min-max here)"),
+}
 
 
 @dataclass(frozen=True)
 class PipelineParams:
-    """Everything that determines an exported flow map."""
+    """Everything that determines an exported flow map.
 
+    ``preset`` names the ``PRESETS`` entry the values started from (``"seed"``, the defaults,
+    unless said otherwise; ``""``: none); it is a record for ``params.json``, with
+    ``preset_changes``, not part of the hash: the values are.
+    """
+
+    annotations: AnnotationParams = field(default_factory=AnnotationParams)
     detect: DetectParams = field(default_factory=DetectParams)
     align: AlignParams = field(default_factory=AlignParams)
     flow: FlowParams = field(default_factory=FlowParams)
     encode: EncodeParams = field(default_factory=EncodeParams)
+    preset: str = "seed"
+
+    def __post_init__(self) -> None:
+        if self.preset and self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {list(PRESETS)}, got {self.preset!r}")
+        if self.flow.method == "dis":
+            side, patch = self.align.crop_size, self.flow.dis_patch_size
+            coarsest = dis_coarsest_scale((side, side), patch)
+            if self.flow.dis_finest_scale > coarsest:
+                raise ValueError(f"dis_finest_scale {self.flow.dis_finest_scale} is coarser than the coarsest level DIS builds for a "
+                                 f"{side} px crop (crop_size) with {patch} px patches (dis_patch_size): at most {coarsest}")
 
     def to_dict(self) -> dict[str, Any]:
         """Every parameter, by stage."""
@@ -276,7 +458,33 @@ class PipelineParams:
         return stable_hash({"PipelineParams": self.output_dict()})
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PipelineParams:
+    def from_dict(cls, data: dict[str, Any], *, preset: str = "seed") -> PipelineParams:
         """Inverse of ``to_dict`` (or of ``output_dict`` + ``judging_dict`` merged), as read back from a ``params.json``."""
-        return cls(**{stage: kind(**data.get(stage, {})) for stage, kind in
-                      (("detect", DetectParams), ("align", AlignParams), ("flow", FlowParams), ("encode", EncodeParams))})
+        def known(kind: type, values: dict[str, Any]) -> dict[str, Any]:  # not what output_dict adds (fixes_version)
+            names = {f.name for f in dataclasses.fields(kind)}
+            return {k: v for k, v in values.items() if k in names}
+
+        return cls(**{stage: kind(**known(kind, data.get(stage, {}))) for stage, kind in STAGE_CLASSES.items()}, preset=preset)
+
+    @classmethod
+    def from_preset(cls, name: str, overrides: dict[str, dict[str, Any]] | None = None) -> PipelineParams:
+        """The preset's values, then ``overrides`` (by stage) on top: what ``--preset`` and explicit flags give.
+
+        Raises
+        ------
+        ValueError
+            Unknown preset, or a value out of range.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"preset must be one of {list(PRESETS)}, got {name!r}")
+        values = {stage: {**PRESETS[name].values.get(stage, {}), **(overrides or {}).get(stage, {})} for stage in STAGES}
+        return cls.from_dict(values, preset=name)
+
+    def preset_changes(self) -> list[str]:
+        """``stage.name`` of each output parameter set to another value than the preset's (empty
+        without a preset): what was changed after choosing it (the device and thresholds do not count)."""
+        if not self.preset:
+            return []
+        base, mine, judging = PipelineParams.from_preset(self.preset).to_dict(), self.to_dict(), self.judging_dict()
+        return [f"{stage}.{name}" for stage in STAGES for name in mine[stage]
+                if name not in judging.get(stage, {}) and base[stage][name] != mine[stage][name]]

@@ -7,6 +7,7 @@ cause, so a batch can record them and go on.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from sammflow.dataset import ClipFrames, FrameError, frame_size, read_grey
 from sammflow.detect import FaceBox, NoFaceError, detect_face
 from sammflow.encode import encode_flow
 from sammflow.flow import FlowField, compute_flow
+from sammflow.spot import motion_curve, spot_apex
 from sammflow.text import show_path
 from sammflow.params import DetectParams, PipelineParams
 
@@ -267,3 +269,40 @@ def clip_flow(
     normalized = normalize_clip(clip, frames, params=params, numbers=(clip.onset, clip.apex), detector=detector, box=box)
     flow, flow_map = flow_from_crops(normalized.crops[clip.onset], normalized.crops[clip.apex], params=params)
     return ClipFlow(normalized, flow, flow_map)
+
+
+#: Fewest frames between onset and offset that a motion curve can have a peak among.
+MIN_SPOT_FRAMES = 3
+
+
+def spot_clip(
+    clip: ClipAnnotation, frames: ClipFrames, *, params: PipelineParams = PipelineParams(), box: FaceBox, detector: Any = None
+) -> tuple[ClipAnnotation, dict[int, float]]:
+    """The clip with its apex spotted: the frame of peak facial motion between onset and offset
+    (``sammflow.spot``).
+
+    The frames on disk from onset to offset are aligned, as in ``normalize_clip``, to the crop
+    of ``box`` on frame ``clip.apex``: the provisional apex, the reference until one is spotted.
+
+    Returns
+    -------
+    clip : ClipAnnotation
+        ``clip`` with the spotted ``apex``, ``apex_source="spotted"`` and ``spot=False``.
+    curve : dict of frame number → float
+        The motion from the onset of every frame aligned, crop px (``motion_curve``).
+
+    Raises
+    ------
+    ClipError
+        Fewer than 3 frames on disk between onset and offset, the onset frame missing, or
+        any cause of ``normalize_clip``.
+    """
+    numbers = frames.span(clip.onset, clip.offset)
+    if len(numbers) < MIN_SPOT_FRAMES:
+        raise ClipError(f"{clip.clip}: only {len(numbers)} frame(s) on disk between onset {clip.onset} and offset {clip.offset}; "
+                        f"spotting the apex needs at least {MIN_SPOT_FRAMES}")
+    # the onset is asked for even when missing, so that normalize_clip names it
+    normalized = normalize_clip(clip, frames, params=params, numbers=[clip.onset, *numbers], detector=detector, box=box)
+    curve = motion_curve(normalized.crops, clip.onset)
+    found = spot_apex(curve, clip.onset, clip.offset)
+    return dataclasses.replace(clip, apex=found, apex_source="spotted", spot=False), curve

@@ -1,21 +1,26 @@
 """Tables and clip lists of the dashboard, as plain functions over a ``Dataset`` (no Streamlit).
 
-The overview's annotation and problem tables and counts, the clip filters and samples of
-the flow page, the grid's clips, captions: ``sammflow.ui``'s pages call these, and a
-notebook can too.
+The overview's annotation, problem and label tables and counts, the clip filters and samples
+of the flow page, the grid's clips, captions (how a clip's apex was chosen), the summary of
+an exported ``features.npz``: ``sammflow.ui``'s pages call these, and a notebook can too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sammflow.annotations import ClipAnnotation
 from sammflow.cache import clip_of
 from sammflow.dataset import Dataset
+from sammflow.labels import MEGC2019_CLASSES, NOT_IN_MEGC2019, megc_label
 
 
 def aus_of(text: str) -> list[int]:
@@ -135,6 +140,154 @@ def summary(dataset: Dataset) -> dict[str, int]:
     }
 
 
+#: The overview's name of the MEGC2019 label of an emotion outside the benchmark (label −1).
+NOT_IN_MEGC = "not in MEGC"
+
+
+def megc_class(dataset: Dataset, emotion: str) -> str:
+    """The MEGC2019 class of an estimated emotion, by name.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Its kind (``"samm"``) picks the mapping (``sammflow.labels.megc_label``).
+    emotion : str
+
+    Returns
+    -------
+    str
+        ``"negative"``, ``"positive"``, ``"surprise"`` or ``NOT_IN_MEGC``.
+    """
+    label = megc_label(dataset.kind, emotion or "")
+    return NOT_IN_MEGC if label == NOT_IN_MEGC2019 else MEGC2019_CLASSES[label]
+
+
+def label_table(dataset: Dataset) -> Any:
+    """Clips per estimated emotion, with each emotion's MEGC2019 class (valid annotation rows).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: emotion (``"—"`` for none), MEGC2019 class, clips. One row per emotion, in
+        class order (negative, positive, surprise, not in MEGC), then most clips first.
+    """
+    import pandas as pd
+
+    order = {name: i for i, name in enumerate((*MEGC2019_CLASSES, NOT_IN_MEGC))}
+    counts = Counter(ann.emotion or "—" for ann in dataset.annotations.clips)
+    rows = [{"emotion": emotion, "MEGC2019 class": megc_class(dataset, "" if emotion == "—" else emotion), "clips": n}
+            for emotion, n in counts.items()]
+    rows.sort(key=lambda r: (order[r["MEGC2019 class"]], -r["clips"], r["emotion"]))
+    return pd.DataFrame(rows, columns=["emotion", "MEGC2019 class", "clips"])
+
+
+def megc_counts(dataset: Dataset) -> dict[str, int]:
+    """Clips per MEGC2019 class (valid annotation rows).
+
+    Returns
+    -------
+    dict of str → int
+        ``negative``, ``positive``, ``surprise`` and ``NOT_IN_MEGC``, in that order, each
+        present (0 where no clip has it).
+    """
+    counts = Counter(megc_class(dataset, ann.emotion) for ann in dataset.annotations.clips)
+    return {name: counts.get(name, 0) for name in (*MEGC2019_CLASSES, NOT_IN_MEGC)}
+
+
+def resolution_counts(dataset: Dataset) -> dict[str, int]:
+    """What the annotation parameters (``AnnotationParams``) did to the clips.
+
+    Returns
+    -------
+    dict of str → int
+        ``fixed``: clips with a shipped fix applied (``ClipAnnotation.fixes``);
+        ``fixed_apex``: of those, clips whose apex is the fix's (``apex_source == "fixed"``);
+        ``to_spot``: clips whose apex is to be spotted (``ClipAnnotation.spot``).
+    """
+    clips = dataset.annotations.clips
+    return {"fixed": sum(bool(c.fixes) for c in clips), "fixed_apex": sum(c.apex_source == "fixed" for c in clips),
+            "to_spot": sum(c.spot for c in clips)}
+
+
+def annotated_clip(dataset: Dataset, clip_id: str) -> ClipAnnotation | None:
+    """A clip as the file annotates it, without the apex policy: its annotated apex (a shipped
+    fix's where the fixes are applied).
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Resolved with some ``AnnotationParams``; their ``fix`` is kept.
+    clip_id : str
+
+    Returns
+    -------
+    ClipAnnotation or None
+        ``None`` when the row's apex is missing or impossible (the policy ``auto`` or ``spot``
+        kept it to be spotted), or the clip is not a valid annotated clip.
+    """
+    if dataset.annotations.params.apex == "annotated":
+        return dataset.annotations.by_clip.get(clip_id)
+    params = dataclasses.replace(dataset.annotations.params, apex="annotated")
+    try:  # the same rows, read again without the policy (milliseconds)
+        return dataset.annotations.resolved(params).by_clip.get(clip_id)
+    except ValueError:  # annotations built without their table
+        return None
+
+
+def apex_note(dataset: Dataset, clip: ClipAnnotation) -> str:
+    """How a clip's apex was chosen, for a caption.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The resolved dataset the clip comes from (its annotation parameters).
+    clip : ClipAnnotation
+        The clip as processed (``sammflow.cache.spotted_clip``: spotted where it was to be).
+
+    Returns
+    -------
+    str
+        ``"apex 4664"``; ``"apex 4664 (fixed)"`` for a shipped fix's apex; ``"apex spotted: 4665
+        (annotated: 4664)"`` for a spotted one (``"annotated: none usable"`` when the file's
+        apex was missing or impossible; ``", fixed"`` after a fixed one).
+    """
+    if clip.apex_source != "spotted":
+        return f"apex {clip.apex}" + (" (fixed)" if clip.apex_source == "fixed" else "")
+    annotated = annotated_clip(dataset, clip.clip)
+    if annotated is None:
+        return f"apex spotted: {clip.apex} (annotated: none usable)"
+    return f"apex spotted: {clip.apex} (annotated: {annotated.apex}{', fixed' if annotated.apex_source == 'fixed' else ''})"
+
+
+def features_summary(path: str | Path) -> str:
+    """One line on an exported ``features.npz`` (``sammflow.features``): its shapes and labels.
+
+    Parameters
+    ----------
+    path : str or Path
+        Opened with numpy's defaults (``allow_pickle=False``).
+
+    Returns
+    -------
+    str
+        ``"features.npz: 4 clips × 28 × 28 (u, v, strain float32; X 4 × 28 × 28 × 3) · MEGC2019:
+        1 negative, 1 positive, 1 surprise, 1 not in MEGC · 2 subject folds"``.
+
+    Raises
+    ------
+    OSError, ValueError
+        The file is missing or not such an archive.
+    """
+    with np.load(path) as data:
+        u, x, labels, folds = data["u"], data["X"], data["label_megc"], data["fold"]
+    n, height, width = u.shape
+    classes = [f"{int(np.sum(labels == i))} {name}" for i, name in enumerate(MEGC2019_CLASSES)]
+    classes.append(f"{int(np.sum(labels == NOT_IN_MEGC2019))} {NOT_IN_MEGC}")
+    shape = " × ".join(str(d) for d in x.shape)
+    return (f"{Path(path).name}: {n} clips × {height} × {width} (u, v, strain {u.dtype}; X {shape}) · MEGC2019: "
+            f"{', '.join(classes)} · {len(set(folds.tolist()))} subject folds")
+
+
 def filter_clips(dataset: Dataset, subjects: Sequence[str] = (), emotions: Sequence[str] = (), aus: Sequence[int] = ()) -> list[str]:
     """Ready clips matching every non-empty filter.
 
@@ -226,7 +379,7 @@ def grid_clips(dataset: Dataset, per: str) -> list[str]:
     return list(first.values())
 
 
-def frame_number(dataset: Dataset, clip_id: str, which: str) -> int:
+def frame_number(dataset: Dataset, clip_id: str, which: str, *, clip: ClipAnnotation | None = None) -> int:
     """A clip's frame of a given role.
 
     Parameters
@@ -235,6 +388,8 @@ def frame_number(dataset: Dataset, clip_id: str, which: str) -> int:
     clip_id : str
     which : {"first", "onset", "apex"}
         ``first`` is the first frame of the clip folder.
+    clip : ClipAnnotation, optional
+        The clip as processed, when not the dataset's annotation (its apex spotted).
 
     Returns
     -------
@@ -247,7 +402,7 @@ def frame_number(dataset: Dataset, clip_id: str, which: str) -> int:
         ``clip_id`` is not a clip of the dataset with a folder.
     """
     ann, frames = clip_of(dataset, clip_id)
-    return frames.numbers[0] if which == "first" else getattr(ann, which)
+    return frames.numbers[0] if which == "first" else getattr(clip or ann, which)
 
 
 def _compare(value: float, sign: str, limit: float, unit: str = "") -> str:

@@ -5,16 +5,21 @@ It owns what the pages share and nothing else:
 * **the sidebar** (``sidebar``): which dataset — the generated demo by default, or a folder
   and annotation file typed in or given by ``SAMMFLOW_DATA`` / ``SAMMFLOW_ANNOTATIONS`` — and
   the processing parameters, one widget per parameter declared with a ``label`` in
-  ``sammflow.params``. Every widget is bound to the URL (``bind="query-params"``), so a
-  copied link reopens the same view. Paths are confined by ``sammflow.access`` (see there:
-  what a page user can reach).
-* **the session context** (``context``): the open dataset and the parameters, for the pages.
+  ``sammflow.params`` (``STAGE_CLASSES``: the annotation settings first), each shown only
+  where it has an effect (``Param.applies``), and a preset (``PRESETS``) above the flow
+  parameters that sets them all. Every widget is bound to the URL (``bind="query-params"``),
+  so a copied link reopens the same view. Paths are confined by ``sammflow.access`` (see
+  there: what a page user can reach).
+* **the session context** (``context``): the open dataset, resolved with the sidebar's
+  annotation settings (``Dataset.resolved``), and the parameters, for the pages.
 * **the cached compute layer**: ``st.cache_data`` around the pipeline's own functions and
-  types (``NormalizedClip``, ``ClipFlow``), keyed by dataset + clip id + the hashes of the
-  parameters that change the result (never by arrays); under it the on-disk
-  ``sammflow.cache.ClipStore``, the one cache of apex boxes, so a restart or a change of a
-  flow parameter or a quality threshold never re-detects nor re-aligns. MTCNN itself is the
-  process-wide detector of ``sammflow.detect.load_detector``.
+  types (``NormalizedClip``, ``ClipFlow``), keyed by dataset (+ annotation settings) + clip id
+  + the hashes of the parameters that change the result (never by arrays); under it the
+  on-disk ``sammflow.cache.ClipStore``, the one cache of apex boxes, so a restart or a change
+  of a flow parameter or a quality threshold never re-detects nor re-aligns. A clip whose
+  apex is to be spotted is spotted first (``spotted``, ``sammflow.pipeline.spot_clip``), and
+  every page then uses that apex, as the export does. MTCNN itself is the process-wide
+  detector of ``sammflow.detect.load_detector``.
 
 Tables, figures, paths and the export job are Streamlit-free modules (``sammflow.tables``,
 ``sammflow.figures``, ``sammflow.access``, ``sammflow.export``) that the pages call directly.
@@ -33,7 +38,8 @@ it, and a tab opened meanwhile shows its progress, then the dataset.
 
 Memory: every ``st.cache_data`` has ``max_entries``. At the default 224 px crops the
 in-memory caches hold at most about 512 × 0.1 MB (crops) + 128 × 0.6 MB (flows) + 32 × 1 MB
-(GIFs) + 8 datasets ≈ 200 MB, shared by all sessions, on top of torch and MTCNN (≈ 0.65 GB
+(GIFs) + 2 × 8 datasets (as read, and resolved) ≈ 200 MB, shared by all sessions (spotted
+apexes and motion curves are a few KB each), on top of torch and MTCNN (≈ 0.65 GB
 once loaded, only on a disk-cache miss); a session itself keeps only its page's images,
 after an export its manifest rows, and after *Prepare zip* on the GIF page that zip
 (``MAX_ZIP_BYTES`` at most).
@@ -47,7 +53,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import streamlit as st
@@ -56,13 +62,15 @@ from sammflow import __version__, access, export
 from sammflow.export import GifZip, zip_gifs
 from sammflow.access import ENV_DATA, ENV_ANNOTATIONS, ENV_DEVICE, ENV_ROOTS, DatasetRef, demo_config, demo_root
 from sammflow.animate import encode_gif, gif_frame_numbers
-from sammflow.cache import ENV_CACHE, ClipStore, aligned_crops, cache_dir, clip_of, mtcnn_track, prune
+from sammflow.annotations import ClipAnnotation
+from sammflow.cache import ENV_CACHE, ClipStore, aligned_crops, cache_dir, clip_of, motion, mtcnn_track, prune, spotted_clip
 from sammflow.dataset import Dataset, FrameError, read_grey
 from sammflow.demo import ANNOTATIONS
 from sammflow.detect import FaceBox
 from sammflow.figures import PairFigure, pair_figure as draw_pair
+from sammflow.flow import FlowMethodUnavailable
 from sammflow.outfolder import JobReport
-from sammflow.params import AlignParams, DetectParams, EncodeParams, FlowParams, GifParams, PipelineParams, declared
+from sammflow.params import PRESETS, STAGE_CLASSES, AnnotationParams, GifParams, Param, PipelineParams, declared
 from sammflow.pipeline import ClipError, ClipFlow, NormalizedClip, flow_from_crops
 from sammflow.tables import ready_ids
 from sammflow.workers import RowCallback
@@ -80,45 +88,78 @@ _CTX_KEY = "_sammflow_context"
 _LINKS_CHECKED = "_sammflow_links_checked"  # URL keys whose link values were checked (link_choice)
 #: Dataset sources of the sidebar (URL values) and their captions.
 _SOURCES = {"Demo": "generated SAMM-like dataset", "Folder": "a dataset on this machine"}
-_STAGE_CLASSES = {"detect": DetectParams, "align": AlignParams, "flow": FlowParams, "encode": EncodeParams}
-_GROUPS = {"detect": "Face detection", "align": "Alignment", "flow": "Optical flow (Farnebäck)", "encode": "Flow map"}
+#: The sidebar's expander of each stage's parameters (``sammflow.params.STAGE_CLASSES``), in order.
+_GROUPS = {"annotations": "Annotations", "detect": "Face detection", "align": "Alignment", "flow": "Optical flow", "encode": "Flow map"}
+#: The preset of a new session: sammflow's defaults (the command line's default too).
+DEFAULT_PRESET = "seed"
+#: Widget key and URL query parameter of the preset.
+PRESET_KEY = "preset"
+#: The stages whose widgets a chosen preset sets (every one: its value, else the default); the
+#: preset box is drawn above the first of them.
+PRESET_STAGES = tuple(stage for stage in STAGE_CLASSES if stage in ("flow", "encode")
+                      or any(stage in preset.values for preset in PRESETS.values()))
 
 
 # ============================================================== sidebar parameters, widget helpers
 
 
-def _widgets() -> list[tuple[str, dataclasses.Field[Any], Any]]:
+def _widgets() -> list[tuple[str, dataclasses.Field[Any], Param]]:
     """(stage, field, declaration) of every parameter the sidebar shows (declared with a ``label``)."""
-    return [(stage, f, p) for stage, cls in _STAGE_CLASSES.items() for f, p in declared(cls) if p.label]
+    return [(stage, f, p) for stage, cls in STAGE_CLASSES.items() for f, p in declared(cls) if p.label]
+
+
+def _key(f: dataclasses.Field[Any], p: Param) -> str:
+    return p.key or f.name
+
+
+def _chosen_preset() -> str:
+    name = st.session_state.get(PRESET_KEY, DEFAULT_PRESET)
+    return name if name in PRESETS else DEFAULT_PRESET
+
+
+def _set_widgets(stages: Iterable[str]) -> None:
+    """Put the chosen preset's values (the defaults where it sets none) in the widgets of ``stages``.
+
+    Through the widgets' keys: the widgets take no default argument (see ``_param_widget``),
+    so this is the Session State API's supported way, not the one Streamlit warns about. Only
+    the widgets holding another value: a key set this way is written to the link, explicitly;
+    a widget not drawn yet starts from the preset's value anyway.
+    """
+    values = PipelineParams.from_preset(_chosen_preset()).to_dict()
+    for stage, f, p in _widgets():
+        key = _key(f, p)
+        if stage in stages and key in st.session_state and st.session_state[key] != values[stage][f.name]:
+            st.session_state[key] = values[stage][f.name]
 
 
 def _reset_params() -> None:
-    # through the widgets' keys: the widgets take no default argument (see _param_widget), so
-    # this is the Session State API's supported way, not the one Streamlit warns about. Only the
-    # changed ones: a key set this way is written to the link, as the default, explicitly.
-    for _, f, p in _widgets():
-        key = p.key or f.name
-        if st.session_state.get(key, f.default) != f.default:
-            st.session_state[key] = f.default
+    # every parameter back to the preset's value (sammflow's defaults with seed)
+    _set_widgets(STAGE_CLASSES)
 
 
-def _param_widget(f: dataclasses.Field[Any], p: Any) -> Any:
+def _apply_preset() -> None:
+    # a chosen preset sets all the flow and map widgets: those it names to its values, the rest to the defaults
+    _set_widgets(PRESET_STAGES)
+
+
+def _param_widget(f: dataclasses.Field[Any], p: Param, start: Any) -> Any:
     """The widget of one declared parameter: a selectbox for options or choices, a toggle for a
     flag, else a slider over the declared slider range.
 
-    Its value lives under its key only: the declared default is put there before the widget is
-    first drawn (a link's value still wins on a fresh page load), and no ``value``/``index``
-    argument is passed. Passing one as well as setting the key (which *Reset parameters* does)
-    is the pattern Streamlit logs a warning with a stack trace about.
+    Its value lives under its key only: ``start`` (the preset's value, else the declared
+    default) is put there before the widget is first drawn (a link's value still wins on a
+    fresh page load), and no ``value``/``index`` argument is passed. Passing one as well as
+    setting the key (which *Reset parameters* and the preset do) is the pattern Streamlit logs
+    a warning with a stack trace about.
     """
     default = f.default
-    key = p.key or f.name
-    st.session_state.setdefault(key, default)
+    key = _key(f, p)
+    st.session_state.setdefault(key, start)
     common = {"key": key, "help": p.help[:1].upper() + p.help[1:] + ".", "bind": "query-params"}
     options = list(p.options or p.choices)
     if options:
-        options = options if default in options else [default, *options]
-        return st.selectbox(p.label, options, **common)
+        options = [*(v for v in (default, start) if v not in options), *options]
+        return st.selectbox(p.label, list(dict.fromkeys(options)), **common)
     if isinstance(default, bool):
         return st.toggle(p.label, **common)
     kind = type(default)
@@ -126,18 +167,52 @@ def _param_widget(f: dataclasses.Field[Any], p: Any) -> Any:
     return st.slider(p.label, kind(low), kind(high), step=kind(step), **common)
 
 
+def _preset_box() -> str:
+    """The preset selectbox and its title; returns the chosen preset's name."""
+    st.session_state.setdefault(PRESET_KEY, DEFAULT_PRESET)
+    # plain names as options: a bound widget's link holds what a format_func would return
+    name = st.selectbox("Preset", list(PRESETS), key=PRESET_KEY, bind="query-params", on_change=_apply_preset,
+                        help="The parameters of a model's published preprocessing. Choosing one sets every flow and flow-map "
+                             "parameter (its values, the defaults for the rest); any of them can be changed after. "
+                             + " ".join(f"**{n}**: {preset.title}." for n, preset in PRESETS.items()))
+    st.caption(PRESETS[name].title)
+    return name
+
+
 def params_sidebar() -> PipelineParams:
     """Render the processing parameters (in the sidebar) and build the parameter set.
+
+    One widget per parameter declared with a ``label``, in an expander per stage; a parameter
+    is shown only where it has an effect with the values above it (``Param.applies``: the
+    TV-L1 parameters under ``method = tvl1``), and the hidden ones keep the preset's values.
+    The preset box stands above the flow parameters; the set carries its name, and the
+    parameters changed from it are listed under it (``PipelineParams.preset_changes``).
+
+    Raises
+    ------
+    ValueError
+        An invalid combination (``PipelineParams``' own checks), for the sidebar's message.
     """
-    values: dict[str, dict[str, Any]] = {stage: {} for stage in _STAGE_CLASSES}
-    values["detect"]["device"] = os.environ.get(ENV_DEVICE, "cpu")
+    chosen: dict[str, dict[str, Any]] = {stage: {} for stage in STAGE_CLASSES}
+    chosen["detect"]["device"] = os.environ.get(ENV_DEVICE, "cpu")
+    start = PipelineParams().to_dict()  # the preset's values once it is drawn (the stages above it: the defaults)
+    name, changed = DEFAULT_PRESET, None
     st.subheader("Processing parameters")
     for stage, title in _GROUPS.items():
+        if stage == PRESET_STAGES[0]:
+            name = _preset_box()
+            start = PipelineParams.from_preset(name).to_dict()
+            changed = st.empty()
         with st.expander(title):
             for _, f, p in (w for w in _widgets() if w[0] == stage):
-                values[stage][f.name] = _param_widget(f, p)
-    st.button("Reset parameters", key="reset_params", on_click=_reset_params, width="stretch")
-    return PipelineParams(**{stage: cls(**values[stage]) for stage, cls in _STAGE_CLASSES.items()})
+                if all(chosen[stage].get(other, start[stage][other]) == value for other, value in p.applies):
+                    chosen[stage][f.name] = _param_widget(f, p, start[stage][f.name])
+    st.button("Reset parameters", key="reset_params", on_click=_reset_params, width="stretch",
+              help="Every parameter back to the preset's value (with seed: sammflow's defaults).")
+    params = PipelineParams.from_preset(name, chosen)
+    if changed is not None and params.preset_changes():
+        changed.caption(f":material/tune: changed from preset: {', '.join(params.preset_changes())}")
+    return params
 
 
 def preset(key: str, options: Sequence[Any], default: Any) -> None:
@@ -211,7 +286,8 @@ def run_page(page: Any) -> None:
 
 @dataclass(frozen=True)
 class Context:
-    """What every page needs: the dataset (loaded) and the processing parameters."""
+    """What every page needs: the dataset (loaded, and resolved with ``params.annotations``:
+    ``open_dataset``) and the processing parameters."""
 
     ref: DatasetRef
     dataset: Dataset
@@ -219,8 +295,10 @@ class Context:
 
     @property
     def key(self) -> str:
-        """The dataset part of every in-memory cache key: paths + annotation file and folder signatures."""
-        return f"{self.ref.root}|{self.ref.annotations}|{access.signature(self.ref.root, self.ref.annotations)}"
+        """The dataset part of every in-memory cache key: paths + annotation file and folder
+        signatures + the annotation parameters (fixes and apex policy change the clips)."""
+        return (f"{self.ref.root}|{self.ref.annotations}|{access.signature(self.ref.root, self.ref.annotations)}"
+                f"|{self.params.annotations.hash}")
 
 
 #: How often a page watching the demo's generation redraws its progress bar (s).
@@ -263,9 +341,25 @@ def _load(root: str, annotations: str, signature: tuple[Any, ...]) -> Dataset:
     return access.load(root, annotations, signature)
 
 
-def open_dataset(ref: DatasetRef) -> Dataset:
-    """``sammflow.access.open_dataset``, read through the in-memory cache (10 min, or until *Rescan*)."""
-    return access.open_dataset(ref, _load)
+@st.cache_data(max_entries=MAX_DATASET_ENTRIES, ttl=600, show_spinner="Applying the annotation settings…")
+def _resolve(root: str, annotations: str, signature: tuple[Any, ...], key: str, _dataset: Dataset, _params: AnnotationParams) -> Dataset:
+    # keyed by the dataset's paths and signature + the annotation parameters' hash; the objects come along
+    return _dataset.resolved(_params)
+
+
+def open_dataset(ref: DatasetRef, params: AnnotationParams = AnnotationParams()) -> Dataset:
+    """``sammflow.access.open_dataset``, read through the in-memory cache (10 min, or until *Rescan*),
+    resolved with ``params`` (``Dataset.resolved``: shipped fixes, apex policy), cached alike.
+
+    Raises
+    ------
+    ValueError
+        As ``sammflow.access.open_dataset``, with a message for ``st.error``.
+    """
+    dataset = access.open_dataset(ref, _load)
+    if params == dataset.annotations.params:
+        return dataset
+    return _resolve(ref.root, ref.annotations, access.signature(ref.root, ref.annotations), params.hash, dataset, params)
 
 
 def _dataset_sidebar(notice: Any) -> DatasetRef:
@@ -305,7 +399,7 @@ def sidebar() -> Context | None:
             ref, error = None, f"Cannot create the demo dataset in {cache_dir()}: {exc}.{hint}"
         if st.button("Rescan dataset", help="Read the annotation file and the frames on disk again.", width="stretch"):
             # results in memory too (failures included); the disk cache checks its files itself
-            for cached in (_load, _crops, _alignment, _flow, _gif):
+            for cached in (_load, _resolve, _spotted, _motion, _crops, _alignment, _flow, _gif):
                 cached.clear()
         try:
             params = params_sidebar()
@@ -315,7 +409,7 @@ def sidebar() -> Context | None:
     if error is None and ref is not None:
         try:
             ref = access.checked_ref(ref)
-            dataset = open_dataset(ref)
+            dataset = open_dataset(ref, params.annotations)
         except ValueError as exc:
             error = f"{exc}\n\nFix the path in the sidebar, or choose the demo dataset."
     if error is not None or ref is None or params is None:
@@ -325,7 +419,7 @@ def sidebar() -> Context | None:
     st.session_state[_CTX_KEY] = context
     with st.sidebar:
         n = len(dataset.annotations.clips)
-        st.caption(f"**{ref.label}** · {n} annotated clips · {len(ready_ids(dataset))} ready · `{ref.root}`")
+        st.caption(f"**{ref.label}** ({dataset.kind}) · {n} annotated clips · {len(ready_ids(dataset))} ready · `{ref.root}`")
     return context
 
 
@@ -360,17 +454,6 @@ def _crops_key(params: PipelineParams) -> str:
     return f"{params.detect.hash}-{params.align.hash}"
 
 
-@st.cache_data(max_entries=MAX_CLIP_ENTRIES, show_spinner=False)
-def _crops(dataset_key: str, clip_id: str, key: str, numbers: tuple[int, ...], _ctx: Context) -> NormalizedClip | str:
-    # keyed by dataset + clip + detection/alignment hashes + frames; _ctx only supplies the
-    # objects. A failure is cached as its message, so a faceless clip is not re-detected
-    # on every rerun.
-    try:
-        return aligned_crops(_ctx.dataset, clip_id, _ctx.params, numbers, store=_store(_ctx.ref))
-    except ClipError as exc:
-        return str(exc)
-
-
 def clip_error(clip_id: str, message: str, ctx: Context | None = None) -> ClipError:
     """A ``ClipError`` whose message starts with the clip id (``"006_1_1: <file>: <cause>"``).
     """
@@ -379,18 +462,91 @@ def clip_error(clip_id: str, message: str, ctx: Context | None = None) -> ClipEr
     return ClipError(message if message.startswith(f"{clip_id}:") else f"{clip_id}: {message}")
 
 
+T = TypeVar("T")
+
+
+def _succeeded(result: T | str, clip_id: str, ctx: Context) -> T:
+    """A cached result, or the ``ClipError`` of a failure cached as its message."""
+    if isinstance(result, str):
+        raise clip_error(clip_id, result, ctx)
+    return result
+
+
+@st.cache_data(max_entries=MAX_ALIGNMENT_ENTRIES, show_spinner=False)
+def _spotted(dataset_key: str, clip_id: str, key: str, _ctx: Context) -> tuple[ClipAnnotation, dict[int, float]] | str:
+    # keyed by dataset (+ annotation parameters) + clip + detection/alignment hashes: what spotting depends on
+    try:
+        return spotted_clip(_ctx.dataset, clip_id, _ctx.params, store=_store(_ctx.ref))
+    except ClipError as exc:
+        return str(exc)
+
+
+def spotted(ctx: Context, clip_id: str) -> tuple[ClipAnnotation, dict[int, float]]:
+    """``sammflow.cache.spotted_clip``: the clip with its apex spotted if it is to be (the
+    sidebar's apex policy), and the motion curve it was spotted on (empty if it was not).
+
+    Spotting aligns every frame from onset to offset (seconds for a SAMM clip), once per clip
+    and parameter set: every page then uses the spotted apex, as the export does.
+
+    Raises
+    ------
+    ClipError
+        Unknown clip, no face, too few frames to spot from.
+    """
+    return _succeeded(_spotted(ctx.key, clip_id, _crops_key(ctx.params), ctx), clip_id, ctx)
+
+
+def annotation(ctx: Context, clip_id: str) -> ClipAnnotation:
+    """A clip as the pages process it: the dataset's annotation, its apex spotted where it is to
+    be (``spotted``; a clip not to be spotted costs nothing).
+
+    Raises
+    ------
+    ClipError
+    """
+    return spotted(ctx, clip_id)[0]
+
+
+@st.cache_data(max_entries=MAX_ALIGNMENT_ENTRIES, show_spinner=False)
+def _motion(dataset_key: str, clip_id: str, key: str, _ctx: Context) -> dict[int, float] | str:
+    try:
+        return motion(_ctx.dataset, clip_id, _ctx.params, store=_store(_ctx.ref))[1]
+    except ClipError as exc:
+        return str(exc)
+
+
+def motion_curve(ctx: Context, clip_id: str) -> dict[int, float]:
+    """The clip's facial motion from its onset, per frame from onset to offset (crop px;
+    ``sammflow.cache.motion``): the curve a spotted apex is the peak of.
+
+    Raises
+    ------
+    ClipError
+    """
+    return _succeeded(_motion(ctx.key, clip_id, _crops_key(ctx.params), ctx), clip_id, ctx)
+
+
+@st.cache_data(max_entries=MAX_CLIP_ENTRIES, show_spinner=False)
+def _crops(dataset_key: str, clip_id: str, key: str, numbers: tuple[int, ...], _ctx: Context) -> NormalizedClip | str:
+    # keyed by dataset + clip + detection/alignment hashes + frames; _ctx only supplies the
+    # objects. A failure is cached as its message, so a faceless clip is not re-detected
+    # on every rerun.
+    try:
+        return aligned_crops(_ctx.dataset, clip_id, _ctx.params, numbers, store=_store(_ctx.ref), clip=annotation(_ctx, clip_id))
+    except ClipError as exc:
+        return str(exc)
+
+
 def crops(ctx: Context, clip_id: str, numbers: Iterable[int]) -> NormalizedClip:
-    """Aligned crops of some frames of a clip (memory cache → disk cache → compute).
+    """Aligned crops of some frames of a clip (memory cache → disk cache → compute), aligned to
+    its apex (``annotation``: a spotted one where the apex policy says so).
 
     Raises
     ------
     ClipError
         With the reason (no face, frame missing ...).
     """
-    result = _crops(ctx.key, clip_id, _crops_key(ctx.params), tuple(sorted({int(n) for n in numbers})), ctx)
-    if isinstance(result, str):
-        raise clip_error(clip_id, result, ctx)
-    return result
+    return _succeeded(_crops(ctx.key, clip_id, _crops_key(ctx.params), tuple(sorted({int(n) for n in numbers})), ctx), clip_id, ctx)
 
 
 @st.cache_data(max_entries=MAX_ALIGNMENT_ENTRIES, show_spinner=False)
@@ -399,7 +555,8 @@ def _alignment(dataset_key: str, clip_id: str, key: str, _ctx: Context) -> Norma
     # memory: a long clip's crops are megabytes
     try:
         _, frames = clip_of(_ctx.dataset, clip_id)
-        aligned = aligned_crops(_ctx.dataset, clip_id, _ctx.params, frames.numbers, store=_store(_ctx.ref))
+        aligned = aligned_crops(_ctx.dataset, clip_id, _ctx.params, frames.numbers, store=_store(_ctx.ref),
+                                clip=annotation(_ctx, clip_id))
     except ClipError as exc:
         return str(exc)
     return dataclasses.replace(aligned, crops={})
@@ -412,15 +569,13 @@ def alignment(ctx: Context, clip_id: str) -> NormalizedClip:
     ------
     ClipError
     """
-    result = _alignment(ctx.key, clip_id, _crops_key(ctx.params), ctx)
-    if isinstance(result, str):
-        raise clip_error(clip_id, result, ctx)
-    return result
+    return _succeeded(_alignment(ctx.key, clip_id, _crops_key(ctx.params), ctx), clip_id, ctx)
 
 
 def onset_apex(ctx: Context, clip_id: str) -> NormalizedClip:
-    """Aligned onset and apex crops of a clip (``ClipError`` if it has none)."""
-    ann, _ = clip_of(ctx.dataset, clip_id)  # ClipError for an id that is not a clip of the dataset
+    """Aligned onset and apex crops of a clip (``ClipError`` if it has none); the apex spotted
+    where it is to be."""
+    ann = annotation(ctx, clip_id)  # ClipError for an id that is not a clip of the dataset
     return crops(ctx, clip_id, (ann.onset, ann.apex))
 
 
@@ -429,26 +584,25 @@ def _flow(dataset_key: str, clip_id: str, key: str, _ctx: Context) -> ClipFlow |
     # key = crop key + flow + encoding hashes: a flow parameter change recomputes only this
     try:
         pair = onset_apex(_ctx, clip_id)
-    except ClipError as exc:
+        field, flow_map = flow_from_crops(pair.crops[pair.clip.onset], pair.crops[pair.clip.apex], params=_ctx.params)
+    except (ClipError, FlowMethodUnavailable) as exc:  # FlowMethodUnavailable: TV-L1 without OpenCV's contrib build
         return str(exc)
-    field, flow_map = flow_from_crops(pair.crops[pair.clip.onset], pair.crops[pair.clip.apex], params=_ctx.params)
     return ClipFlow(pair, field, flow_map)
 
 
 def flow(ctx: Context, clip_id: str) -> ClipFlow:
-    """Onset→apex flow and map of a clip, as the export computes it. Only the flow and encoding
-    run again when only flow or encoding parameters change: the crops come from the caches.
+    """Onset→apex flow and map of a clip, as the export computes it (the apex spotted where it is
+    to be). Only the flow and encoding run again when only flow or encoding parameters change:
+    the crops come from the caches.
 
     Raises
     ------
     ClipError
-        If the clip's crops cannot be made (no face, frame missing ...).
+        If the clip's crops cannot be made (no face, frame missing ...) or the flow method
+        cannot run here.
     """
     p = ctx.params
-    result = _flow(ctx.key, clip_id, f"{_crops_key(p)}-{p.flow.hash}-{p.encode.hash}", ctx)
-    if isinstance(result, str):
-        raise clip_error(clip_id, result, ctx)
-    return result
+    return _succeeded(_flow(ctx.key, clip_id, f"{_crops_key(p)}-{p.flow.hash}-{p.encode.hash}", ctx), clip_id, ctx)
 
 
 def mtcnn_boxes(ctx: Context, clip_id: str, progress: Callable[[int, int], None] | None = None) -> dict[int, FaceBox | None]:
@@ -470,10 +624,11 @@ def mtcnn_boxes(ctx: Context, clip_id: str, progress: Callable[[int, int], None]
 @st.cache_data(max_entries=MAX_GIF_ENTRIES, show_spinner=False)
 def _gif(dataset_key: str, clip_id: str, key: str, gif_key: str, _ctx: Context, _params: GifParams) -> tuple[bytes, int] | str:
     try:
-        ann, frames = clip_of(_ctx.dataset, clip_id)
+        _, frames = clip_of(_ctx.dataset, clip_id)
+        ann = annotation(_ctx, clip_id)
         numbers = gif_frame_numbers(frames.numbers, ann, params=_params)
         # straight from the disk cache: only the GIF bytes are worth keeping in memory
-        aligned = aligned_crops(_ctx.dataset, clip_id, _ctx.params, numbers, store=_store(_ctx.ref))
+        aligned = aligned_crops(_ctx.dataset, clip_id, _ctx.params, numbers, store=_store(_ctx.ref), clip=ann)
         return encode_gif([aligned.crops[n] for n in numbers], params=_params, numbers=numbers, clip=ann), len(numbers)
     except (ClipError, ValueError) as exc:
         return str(exc)
@@ -487,10 +642,7 @@ def gif(ctx: Context, clip_id: str, params: GifParams) -> tuple[bytes, int]:
     ------
     ClipError
     """
-    result = _gif(ctx.key, clip_id, _crops_key(ctx.params), params.hash, ctx, params)
-    if isinstance(result, str):
-        raise clip_error(clip_id, result, ctx)
-    return result
+    return _succeeded(_gif(ctx.key, clip_id, _crops_key(ctx.params), params.hash, ctx, params), clip_id, ctx)
 
 
 #: The page's "all GIFs" zip: at most this many clips (each is aligned frame by frame), and this
@@ -536,13 +688,15 @@ def pair_figure(ctx: Context, clip_id: str, a: int, b: int, threshold: int, trac
     return draw_pair(frames, boxes, [aligned.crops[a], aligned.crops[b]], threshold)
 
 
-def export_flows(ctx: Context, out_dir: str | Path, on_row: RowCallback | None = None, *, force: bool = False) -> JobReport:
+def export_flows(ctx: Context, out_dir: str | Path, on_row: RowCallback | None = None, *, force: bool = False,
+                 arrays: bool = False) -> JobReport:
     """The command line's export (``sammflow.export.export_flows``) into a checked folder.
 
     The folder is checked by ``sammflow.access.export_folder`` first (allowed roots, outside the
     datasets); the job then resumes, or with ``force`` (the page's *Replace* and *Start over*)
     recomputes every clip and replaces the outputs of other parameters. Apex boxes the pages
-    already found come from the disk cache, and boxes the export finds go there.
+    already found come from the disk cache, and boxes the export finds go there. With
+    ``arrays`` the job also writes ``features.npz`` (``sammflow.features``).
 
     Raises
     ------
@@ -552,4 +706,4 @@ def export_flows(ctx: Context, out_dir: str | Path, on_row: RowCallback | None =
         another run writing to it.
     """
     out = access.export_folder(ctx.dataset.root, out_dir)
-    return export.export_flows(ctx.dataset, out, params=ctx.params, boxes=_store(ctx.ref), on_row=on_row, force=force)
+    return export.export_flows(ctx.dataset, out, params=ctx.params, boxes=_store(ctx.ref), on_row=on_row, force=force, arrays=arrays)

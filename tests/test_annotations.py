@@ -11,7 +11,9 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from sammflow.annotations import AnnotationError, Annotations, read_annotations
+from sammflow.annotations import AnnotationError, Annotations, ClipAnnotation, read_annotations
+from sammflow.fixes import FIXES_VERSION
+from sammflow.params import AnnotationParams
 
 #: The real SAMM annotation file, byte-for-byte (``;``-separated, CRLF, 159 clips, 29 subjects).
 REAL = Path(__file__).parent / "data" / "samm.csv"
@@ -67,8 +69,9 @@ def write_csv(
     return path
 
 
-def read_rows(path: Path, rows: list[list[str]], **kwargs) -> Annotations:
-    return read_annotations(write_csv(path, rows, **kwargs))
+def read_rows(path: Path, rows: list[list[str]], *, params: AnnotationParams = AnnotationParams(), dataset: str = "samm",
+              **kwargs) -> Annotations:
+    return read_annotations(write_csv(path, rows, **kwargs), params=params, dataset=dataset)
 
 
 def only_problem(result: Annotations, clip: str):
@@ -565,3 +568,246 @@ def test_csv_that_is_really_an_xlsx_raises(tmp_path):
     with pytest.raises(AnnotationError) as exc:
         read_annotations(path)
     assert "looks like an .xlsx spreadsheet" in message_after_path(exc, path)
+
+
+# --------------------------------------------------------------------------- shipped fixes (AnnotationParams.fix)
+
+
+FIX = AnnotationParams(fix=True)
+
+
+@pytest.fixture(scope="module")
+def fixed() -> Annotations:
+    return read_annotations(REAL, params=FIX)
+
+
+def test_real_file_as_read_records_its_params_and_no_fixes(real):
+    assert (real.dataset, real.params, real.fix_log, real.fixes_version) == ("samm", AnnotationParams(), (), "")
+    assert {(c.apex_source, c.spot, c.fixes) for c in real.clips} == {("annotated", False, ())}
+    assert real.by_clip["032_3_2"].apex == 5127 and real.by_clip["007_6_1"].action_units == "(R6 or R12)+R15"
+
+
+def test_real_file_with_fixes_has_159_valid_clips_and_no_problems(fixed):
+    assert len(fixed.clips) == 159 and fixed.rejected == () and fixed.problems == ()
+    assert fixed.params == FIX and fixed.fixes_version == FIXES_VERSION
+    assert [c.clip for c in fixed.clips] == sorted([c.clip for c in fixed.clips], key=lambda c: fixed.by_clip[c].row)
+
+
+def test_real_file_with_fixes_repairs_the_two_impossible_rows(fixed):
+    clip = fixed.by_clip["028_4_1"]
+    assert (clip.onset, clip.apex, clip.offset, clip.apex_source, clip.spot) == (1071, 1105, 1134, "fixed", False)
+    assert clip.fixes == ("apex 1143 → 1105 (MEB)",) and clip.row == 127
+    clip = fixed.by_clip["032_3_1"]
+    assert (clip.onset, clip.apex, clip.offset, clip.apex_source) == (4896, 4945, 4970, "fixed")
+
+
+def test_real_file_with_fixes_moves_the_apex_of_032_3_2(fixed):
+    clip = fixed.by_clip["032_3_2"]
+    assert (clip.apex, clip.apex_source, clip.fixes) == (5130, "fixed", ("apex 5127 → 5130 (MEB)",))
+
+
+def test_real_file_with_fixes_replaces_the_or_action_units(fixed):
+    assert {c: fixed.by_clip[c].action_units for c in ("007_6_1", "007_6_5", "011_4_2", "014_5_2", "035_7_2")} == {
+        "007_6_1": "R12 + R15", "007_6_5": "R12 + R15", "011_4_2": "L14", "014_5_2": "R14", "035_7_2": "R14A"}
+    clip = fixed.by_clip["011_4_2"]
+    assert (clip.apex_source, clip.fixes) == ("annotated", ("action_units 'L12 or L14' → 'L14' (MEB)",))
+    assert not any(" or " in c.action_units for c in fixed.clips)
+
+
+def test_real_file_with_fixes_leaves_013_1_9_alone_and_logs_the_no_op(fixed, real):
+    assert fixed.by_clip["013_1_9"] == real.by_clip["013_1_9"]  # offset 5739 already; fixes () and "annotated"
+    assert [(o.fix.clip, o.status) for o in fixed.fix_log if o.status != "applied"] == [("013_1_9", "no-op")]
+    assert sum(o.status == "applied" for o in fixed.fix_log) == 8
+
+
+def test_real_file_with_fixes_changes_nothing_else(fixed, real):
+    touched = {"028_4_1", "032_3_1", "032_3_2", "007_6_1", "007_6_5", "011_4_2", "014_5_2", "035_7_2"}
+    assert [c for c in fixed.clips if c.clip not in touched] == [c for c in real.clips if c.clip not in touched]
+
+
+def test_a_fix_that_does_not_find_its_value_is_a_warning_and_not_applied(tmp_path):
+    """Another version of the file: 028_4_1's apex is not the 1143 the fix corrects."""
+    row = samm_row("028_4_1", subject="028", onset="1071", apex="1140", offset="1134", duration="64", aus="A14C")
+    result = read_rows(tmp_path / "samm.csv", [samm_row(), row], params=FIX)
+    (warning, error) = [p for p in result.problems if p.clip == "028_4_1"]
+    assert (warning.field, warning.severity, warning.row) == ("apex", "warning", 3)
+    assert warning.message == ("fix apex 1143 → 1105 (MEB) not applied: the file says 1140, the fix expects 1143 "
+                               "(already corrected, or another version of the file)")
+    assert error.message == "apex frame 1140 is after offset frame 1134"  # still rejected: the fix was not used
+    assert [r.clip for r in result.rejected] == ["028_4_1"] and result.rejected[0].values["apex"] == "1140"
+    assert [o.status for o in result.fix_log] == ["not applied"]
+
+
+def test_a_fix_already_in_the_file_is_a_silent_no_op(tmp_path):
+    row = samm_row("028_4_1", subject="028", onset="1071", apex="1105", offset="1134", duration="64")
+    result = read_rows(tmp_path / "samm.csv", [row], params=FIX)
+    clip = result.by_clip["028_4_1"]
+    assert (clip.apex, clip.apex_source, clip.fixes, result.problems) == (1105, "annotated", (), ())
+    assert [o.status for o in result.fix_log] == ["no-op"]
+
+
+def test_fixes_apply_to_spreadsheet_numbers(tmp_path):
+    rows = [[28, "028_4_1", 4, 1071, 1143.0, 1134, 64, "Micro - 1/2", "A14C", "Contempt", 7, None]]
+    result = read_annotations(write_xlsx(tmp_path / "samm.xlsx", rows), params=FIX)
+    assert result.by_clip["028_4_1"].apex == 1105 and result.rejected == ()
+
+
+def test_fixes_are_for_their_dataset_only(tmp_path):
+    with pytest.raises(ValueError, match=r"dataset must be one of \['samm'\], got 'casme2'"):
+        read_rows(tmp_path / "samm.csv", GOOD_ROWS, params=FIX, dataset="casme2")
+
+
+# --------------------------------------------------------------------------- apex policy (AnnotationParams.apex)
+
+
+#: A good row, then rows whose only errors are about the apex, then rows with other errors too.
+POLICY_ROWS = [
+    samm_row(),  # 5562 ≤ 5588 ≤ 5632
+    samm_row("006_1_3", onset="100", apex="300", offset="200", duration="101"),  # apex after offset
+    samm_row("006_1_4", onset="100", apex="50", offset="200", duration="101"),  # apex before onset
+    samm_row("006_1_5", onset="100", apex="", offset="200", duration="101"),  # no apex
+    samm_row("006_1_6", onset="100", apex="1x", offset="200", duration="101"),  # not a number
+    samm_row("006_1_7", onset="100", apex="-5", offset="200", duration="101"),  # negative
+    samm_row("006_1_8", onset="300", apex="", offset="200", duration=""),  # no apex, and offset before onset
+    samm_row("006_1_9", onset="", apex="150", offset="200", duration=""),  # no onset
+    samm_row("006_2_1", onset="100", apex="", offset="200", duration="101", subject="abc"),  # no apex, and a bad subject
+]
+APEX_ONLY = {"006_1_3": 150, "006_1_4": 150, "006_1_5": 150, "006_1_6": 150, "006_1_7": 150}
+
+
+@pytest.fixture()
+def policy_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "samm.csv", POLICY_ROWS)
+
+
+def test_annotated_policy_rejects_every_row_with_a_bad_apex(policy_csv):
+    result = read_annotations(policy_csv, params=AnnotationParams(apex="annotated"))
+    assert result == read_annotations(policy_csv)
+    assert [c.clip for c in result.clips] == ["006_1_2"] and not result.clips[0].spot
+    assert [r.clip for r in result.rejected] == [r[1] for r in POLICY_ROWS[1:]]
+    assert result.rejected[0].cause == "apex frame 300 is after offset frame 200"
+
+
+def test_a_row_without_apex_still_has_its_span_checked(policy_csv):
+    rejected = {r.clip: r for r in read_annotations(policy_csv).rejected}
+    assert rejected["006_1_8"].cause == "empty Apex Frame; offset frame 200 is before onset frame 300"
+    assert rejected["006_1_9"].cause == "empty Onset Frame"
+
+
+def test_auto_policy_keeps_rows_whose_only_error_is_the_apex_as_clips_to_spot(policy_csv):
+    result = read_annotations(policy_csv, params=AnnotationParams(apex="auto"))
+    assert [c.clip for c in result.clips] == ["006_1_2", *APEX_ONLY]
+    assert [r.clip for r in result.rejected] == ["006_1_8", "006_1_9", "006_2_1"]
+    assert not result.by_clip["006_1_2"].spot and result.by_clip["006_1_2"].apex == 5588
+    for name, middle in APEX_ONLY.items():
+        clip = result.by_clip[name]
+        assert (clip.onset, clip.apex, clip.offset, clip.spot, clip.apex_source) == (100, middle, 200, True, "annotated"), clip
+    warnings = {p.clip: p for p in result.problems if p.severity == "warning"}
+    assert set(warnings) == set(APEX_ONLY)
+    assert warnings["006_1_3"].field == "apex" and warnings["006_1_3"].row == 3
+    assert warnings["006_1_3"].message == ("apex frame 300 is after offset frame 200: will be spotted "
+                                           "(until then the middle frame 150 is the reference)")
+    assert warnings["006_1_5"].message.startswith("empty Apex Frame: will be spotted")
+    assert warnings["006_1_6"].message.startswith("Apex Frame '1x' is not an integer: will be spotted")
+    assert warnings["006_1_7"].message.startswith("Apex Frame -5 is negative: will be spotted")
+    assert not any(p.severity == "error" and p.clip in APEX_ONLY for p in result.problems)
+
+
+def test_auto_policy_middle_frame_rounds_down(tmp_path):
+    row = samm_row(onset="10", apex="", offset="13", duration="4")
+    result = read_rows(tmp_path / "samm.csv", [row], params=AnnotationParams(apex="auto"))
+    assert result.by_clip["006_1_2"].apex == 11
+
+
+def test_spot_policy_marks_every_clip_and_keeps_the_annotated_apex_as_reference(policy_csv):
+    result = read_annotations(policy_csv, params=AnnotationParams(apex="spot"))
+    auto = read_annotations(policy_csv, params=AnnotationParams(apex="auto"))
+    assert [c.clip for c in result.clips] == [c.clip for c in auto.clips]
+    assert all(c.spot and c.apex_source == "annotated" for c in result.clips)
+    assert result.by_clip["006_1_2"].apex == 5588
+    assert [c.apex for c in result.clips[1:]] == list(APEX_ONLY.values())
+    assert result.problems == auto.problems and result.rejected == auto.rejected
+
+
+def test_auto_policy_on_the_real_file_spots_the_two_impossible_rows(real):
+    result = read_annotations(REAL, params=AnnotationParams(apex="auto"))
+    assert len(result.clips) == 159 and result.rejected == ()
+    spotted = [(c.clip, c.apex, c.spot) for c in result.clips if c.spot]
+    assert spotted == [("028_4_1", (1071 + 1134) // 2, True), ("032_3_1", (4896 + 4970) // 2, True)]
+    assert [(p.clip, p.severity) for p in result.problems] == [("028_4_1", "warning"), ("032_3_1", "warning")]
+
+
+def test_fixes_come_before_the_apex_policy(fixed):
+    """A fixed apex is valid, so nothing is left to spot under "auto"; "spot" keeps it as the reference."""
+    auto = read_annotations(REAL, params=AnnotationParams(fix=True, apex="auto"))
+    assert auto.clips == fixed.clips
+    spot = read_annotations(REAL, params=AnnotationParams(fix=True, apex="spot"))
+    clip = spot.by_clip["028_4_1"]
+    assert (clip.apex, clip.apex_source, clip.spot) == (1105, "fixed", True)
+
+
+def test_a_fixed_apex_that_is_still_impossible_is_spotted_not_fixed(tmp_path):
+    """Another file version where onset is after MEB's apex: the fix is applied but the apex is
+    still wrong, so "auto" spots it from the middle frame and the source stays "annotated"."""
+    row = samm_row("028_4_1", subject="028", onset="1110", apex="1143", offset="1134", duration="25")
+    annotated = read_rows(tmp_path / "a.csv", [row], params=FIX)
+    assert annotated.rejected[0].cause == "apex frame 1105 is before onset frame 1110"
+    clip = read_rows(tmp_path / "b.csv", [row], params=AnnotationParams(fix=True, apex="auto")).by_clip["028_4_1"]
+    assert (clip.apex, clip.spot, clip.apex_source, clip.fixes) == (1122, True, "annotated", ("apex 1143 → 1105 (MEB)",))
+
+
+# --------------------------------------------------------------------------- resolved
+
+
+def test_resolved_with_the_same_params_is_the_same_object(real, fixed):
+    assert real.resolved(AnnotationParams()) is real
+    assert fixed.resolved(AnnotationParams(fix=True)) is fixed
+
+
+def test_resolved_with_other_params_reparses_the_kept_table(real, fixed):
+    again = real.resolved(FIX)
+    assert again is not real and again == fixed and again.params == FIX and again.source == real.source
+    back = again.resolved(AnnotationParams())
+    assert back == real and back.to_records() == real.to_records()
+    assert len(real.table) == 160 and real.table[0][1][:2] == ("Subject", "Filename")  # the rows as read, header first
+
+
+def test_resolved_xlsx_keeps_its_row_numbers(tmp_path):
+    rows = [[28, "028_4_1", 4, 1071, 1143, 1134, 64, "Micro - 1/2", "A14C", "Contempt", 7, None]]
+    result = read_annotations(write_xlsx(tmp_path / "samm.xlsx", rows))
+    assert result.rejected[0].row == 15
+    assert result.resolved(AnnotationParams(apex="auto")).by_clip["028_4_1"].row == 15
+
+
+def test_annotations_built_by_hand_resolve_only_to_their_own_params():
+    by_hand = Annotations("x", clips=(ClipAnnotation("006", "006_1_2", 1, 2, 3),))
+    assert by_hand.resolved(AnnotationParams()) is by_hand
+    with pytest.raises(ValueError, match="x: annotations built without their table cannot be resolved"):
+        by_hand.resolved(FIX)
+
+
+def test_dataset_resolved_joins_the_same_folders_without_scanning_again(tmp_path, monkeypatch):
+    import sammflow.dataset as dataset_module
+
+    root = tmp_path / "DATA"
+    for clip, frames in {"006_1_2": (5562, 5588, 5632), "028_4_1": (1071, 1105, 1134)}.items():
+        folder = root / clip[:3] / clip
+        folder.mkdir(parents=True)
+        for n in frames:
+            (folder / f"{clip[:3]}_{n:05d}.jpg").write_bytes(b"")  # found by name; never decoded here
+    rows = [samm_row(), samm_row("028_4_1", subject="028", onset="1071", apex="1143", offset="1134", duration="64")]
+    dataset = dataset_module.load_dataset(root, read_annotations(write_csv(tmp_path / "samm.csv", rows)))
+    assert dataset.kind == "samm" and [a.clip for a, _ in dataset.ready()] == ["006_1_2"]
+
+    def no_scan(*_):
+        raise AssertionError("resolved scanned the disk again")
+
+    monkeypatch.setattr(dataset_module, "_scan", no_scan)
+    assert dataset.resolved(AnnotationParams()) is dataset
+    fixed = dataset.resolved(FIX)
+    assert fixed.root == dataset.root and fixed.clips_on_disk == dataset.clips_on_disk and fixed.kind == "samm"
+    assert fixed.annotations == dataset.annotations.resolved(FIX)
+    assert [a.clip for a, _ in fixed.ready()] == ["006_1_2", "028_4_1"] and fixed.issues == ()
+    spot = dataset.resolved(AnnotationParams(apex="auto"))  # the middle frame 1102 is not on disk
+    assert [i.message for i in spot.issues] == ["028_4_1: apex frame 1102 not on disk"]
+    assert spot.resolved(AnnotationParams()).issues == dataset.issues == ()

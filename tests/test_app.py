@@ -19,17 +19,19 @@ import threading
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from sammflow import cache as disk
-from sammflow import access, detect, export_choices, figures, tables, ui
+from sammflow import access, detect, export, export_choices, figures, tables, ui
 from sammflow.annotations import read_annotations
 from sammflow.dataset import load_dataset
 from sammflow.export import export_flows
-from sammflow.params import AlignParams, GifParams, PipelineParams
+from sammflow.params import PRESETS, AlignParams, AnnotationParams, GifParams, PipelineParams
+from sammflow.pipeline import spot_clip
 
 from app_helpers import open_page
 
@@ -250,7 +252,7 @@ def test_a_failed_demo_generation_is_an_error_and_is_retried(tmp_path: Path, mon
 def test_alignment_page_shows_before_and_after(app_env: dict[str, str]) -> None:
     at = open_page("app_pages/alignment.py")
     assert_clean(at)
-    assert len(at.image) == 6 and len(at.get("plotly_chart")) == 2
+    assert len(at.image) == 6 and len(at.get("plotly_chart")) == 3  # face position, quality, motion
     assert at.download_button[0].label == "Download figure (PNG)"
     fractions = [float(f) for f in re.findall(r"([\d.]+)% of pixels differ", texts(at))]
     assert len(fractions) == 2 and fractions[1] < fractions[0]  # aligned crops differ less than MTCNN crops
@@ -785,3 +787,170 @@ def test_a_refusal_that_arrives_anyway_is_worded_for_the_page(app_env: dict[str,
     assert message.startswith(f"{out}: made with other parameters (flow.winsize 9 → 15)") and "*Replace*" in message
     assert "--force" not in page_text(at)
     assert json.loads((out / "params.json").read_text())["params"]["flow"]["winsize"] == 9  # the other export is intact
+
+
+# ---------------------------------------------------------------- model-ready features (issue 11)
+
+
+def sidebar_text(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.sidebar.caption)
+
+
+def page_params(at: AppTest) -> PipelineParams:
+    """The parameters the sidebar built in this run (what every page computes with)."""
+    return at.session_state["_sammflow_context"].params
+
+
+def test_a_preset_sets_every_flow_and_map_widget(app_env: dict[str, str]) -> None:
+    at = open_page("app_pages/flow.py", {"winsize": "21"})
+    assert at.selectbox(key="preset").value == "seed" and page_params(at).preset == "seed"
+    assert "changed from preset: flow.winsize" in sidebar_text(at)
+    at.selectbox(key="preset").set_value("ststnet").run()
+    assert_clean(at)
+    assert (at.selectbox(key="flow_method").value, at.selectbox(key="map_channels").value) == ("tvl1", "uvs")
+    params = page_params(at)
+    assert params.preset == "ststnet" and params.hash == PipelineParams.from_preset("ststnet").hash and params.preset_changes() == []
+    assert PRESETS["ststnet"].title in sidebar_text(at) and "changed from preset" not in sidebar_text(at)
+    # changed after choosing it: listed
+    at.slider(key="tvl1_lambda").set_value(0.3).run()
+    assert_clean(at)
+    assert page_params(at).preset_changes() == ["flow.tvl1_lambda"] and "changed from preset: flow.tvl1_lambda" in sidebar_text(at)
+    # *Reset parameters* goes back to the preset's values, keeping the preset
+    at.button(key="reset_params").click().run()
+    assert (at.slider(key="tvl1_lambda").value, at.selectbox(key="flow_method").value) == (0.15, "tvl1")
+    assert page_params(at).preset_changes() == [] and at.selectbox(key="preset").value == "ststnet"
+    at.slider(key="tvl1_lambda").set_value(0.3).run()
+    # back to seed: every flow and map widget is reset, the Farnebäck ones included (winsize was 21)
+    at.selectbox(key="preset").set_value("seed").run()
+    assert_clean(at)
+    assert (at.selectbox(key="flow_method").value, at.selectbox(key="map_channels").value, at.slider(key="winsize").value) == (
+        "farneback", "hsv", 15)
+    assert page_params(at).hash == PipelineParams().hash and "changed from preset" not in sidebar_text(at)
+    # the export page's folder follows the preset's parameters
+    at.selectbox(key="preset").set_value("offapexnet").run()
+    at.switch_page("app_pages/export.py").run()
+    assert_clean(at)
+    assert at.text_input(key="out_dir").value.endswith(f"-{PipelineParams.from_preset('offapexnet').hash}")
+
+
+def test_a_link_naming_only_a_preset_opens_its_values(app_env: dict[str, str]) -> None:
+    at = open_page("app_pages/export.py", {"preset": "offapexnet"})
+    assert_clean(at)
+    assert (at.selectbox(key="flow_method").value, at.selectbox(key="map_channels").value) == ("tvl1", "uv")
+    assert page_params(at) == PipelineParams.from_preset("offapexnet", {"detect": {"device": "cpu"}})
+
+
+def test_parameters_are_shown_only_where_they_have_an_effect(app_env: dict[str, str]) -> None:
+    at = open_page("app_pages/export.py")
+    keys = lambda: {w.key for w in [*at.sidebar.slider, *at.sidebar.selectbox, *at.sidebar.toggle]}
+    shown = keys()
+    assert {"winsize", "levels", "pyr_scale", "map_scale"} <= shown and not {k for k in shown if k.startswith(("tvl1_", "dis_"))}
+    assert "map_fixed_scale" not in shown  # only with the fixed scale
+    assert {"fix_annotations", "apex_policy"} <= shown  # the annotation settings are in the sidebar too
+    at.selectbox(key="flow_method").set_value("tvl1").run()
+    assert_clean(at)
+    shown = keys()
+    assert {"tvl1_tau", "tvl1_lambda", "tvl1_theta", "tvl1_scales", "tvl1_warps"} <= shown
+    assert not {"winsize", "levels", "pyr_scale", "dis_patch_size"} & shown
+    assert page_params(at).preset_changes() == ["flow.method"]
+    at.selectbox(key="flow_method").set_value("dis").run()
+    assert {"dis_finest_scale", "dis_patch_size", "dis_patch_stride"} <= keys() and not any(k.startswith("tvl1_") for k in keys())
+    at.selectbox(key="map_scale").set_value("fixed").run()
+    assert "map_fixed_scale" in keys()
+    at.selectbox(key="map_channels").set_value("uvs").run()
+    assert not {"map_scale", "map_fixed_scale"} & keys()  # a uvs map has no brightness scale
+    assert_clean(at)
+
+
+def test_the_flow_page_shows_the_four_channels_and_the_map_legend(app_env: dict[str, str]) -> None:
+    at = open_page("app_pages/flow.py")
+    assert_clean(at)
+    charts_ = at.get("plotly_chart")
+    assert len(charts_) == 4
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts_]
+    assert titles == ["u: horizontal flow (+ right)", "v: vertical flow (+ down)", "optical strain", "magnitude"]
+    bars = [json.loads(c.proto.spec)["data"][0]["colorbar"]["title"]["text"] for c in charts_]
+    assert bars == ["px", "px", "strain<br>(px/px)", "px"]
+    z = json.loads(charts_[0].proto.spec)["data"][0]["z"]
+    assert (len(z), len(z[0])) == (224, 224) if isinstance(z, list) else z["shape"] == "224, 224"  # crop resolution
+    legend = at.image[len(at.image) - 1].captions[0]
+    assert re.fullmatch(r"colour legend \(direction = hue\): full brightness = [\d.]+ px", legend), legend
+    # a uvs map: its legend says what the channels are
+    at.selectbox(key="map_channels").set_value("uvs").run()
+    assert_clean(at)
+    assert at.image[len(at.image) - 1].captions[0] == "channels: R = u, G = v, B = strain, each min-max normalised"
+    assert len(at.get("plotly_chart")) == 4
+
+
+@pytest.mark.slow
+def test_export_with_features_writes_the_npz_and_zips_it(app_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAMMFLOW_ROOTS", str(tmp_path))
+    out = tmp_path / "FEATURES"
+    at = open_page("app_pages/export.py")
+    at.text_input(key="out_dir").set_value(str(out)).run()
+    box = at.checkbox(key="export_arrays")
+    assert box.label == "Also write features.npz (u, v, strain arrays with labels and folds)" and box.value is False
+    box.check().run()
+    at.button(key="run_export").click().run()
+    assert_clean(at)
+    assert at.success[0].value.startswith("4 of 4 clips ok")
+    path = out / "features.npz"
+    with np.load(path) as data:  # numpy's defaults: allow_pickle=False
+        assert {"u", "v", "strain", "X", "label_megc", "fold"} <= set(data.files)
+        assert data["u"].shape == data["strain"].shape == (4, 28, 28) and data["X"].shape == (4, 28, 28, 3)
+        assert sorted(data["label_megc"].tolist()) == [-1, 0, 1, 2] and sorted(set(data["fold"].tolist())) == [0, 1]
+    assert at.info[-1].value == tables.features_summary(path) and "4 clips × 28 × 28" in at.info[-1].value
+    download = at.download_button[0]
+    assert download.label == "Download maps + manifest + params + features.npz (zip)"
+    with zipfile.ZipFile(io.BytesIO(export.zip_outputs(at.session_state["export_result"]))) as archive:
+        assert "features.npz" in archive.namelist()
+        assert archive.read("features.npz") == path.read_bytes()
+    # an export without arrays in a folder that holds them resumes; with them, a folder without arrays recomputes
+    at.text_input(key="out_dir").set_value(str(tmp_path / "PLAIN")).run()
+    at.checkbox(key="export_arrays").uncheck().run()
+    at.button(key="run_export").click().run()
+    at.checkbox(key="export_arrays").check().run()
+    assert at.button(key="run_export").label == "Resume: compute 4, keep 0"  # no arrays there yet
+
+
+def test_apex_policy_spot_spots_the_apex_the_pages_show(app_env: dict[str, str]) -> None:
+    root = Path(app_env["SAMMFLOW_DATA"])
+    dataset = load_dataset(root, read_annotations(root / "samm.csv")).resolved(AnnotationParams(apex="spot"))
+    ann, frames = dataset.clip(dataset.annotations.clips[1].clip)
+    box, _ = disk.apex_box(dataset, ann.clip, PipelineParams().detect, store=disk.ClipStore(root))
+    spotted, curve = spot_clip(ann, frames, box=box)
+    at = open_page("app_pages/alignment.py", {"clip": ann.clip, "apex_policy": "spot"})
+    assert_clean(at)
+    assert at.selectbox(key="apex_policy").value == "spot"
+    note = f"apex spotted: {spotted.apex} (annotated: {ann.apex})"
+    assert note in "\n".join(c.value for c in at.caption)
+    motion = json.loads(at.get("plotly_chart")[2].proto.spec)
+    assert [t["name"] for t in motion["data"]] == ["motion from onset", "spotted apex"]
+    assert motion["data"][1]["x"] == [spotted.apex]
+    assert {a["text"] for a in motion["layout"]["annotations"]} >= {"annotated apex", "spotted apex", "onset", "offset"}
+    assert at.selectbox(key="b").value == spotted.apex  # frame B starts at the apex the pages use
+    # the flow page's large view uses it too, and says so
+    at.switch_page("app_pages/flow.py").run()
+    at.selectbox(key="clip").set_value(ann.clip).run()
+    assert_clean(at)
+    assert note in "\n".join(c.value for c in at.caption)
+    assert at.image[len(at.image) - 3].captions[0] == f"aligned apex (frame {spotted.apex}) + flow"
+
+
+def test_the_overview_counts_labels_and_what_the_annotation_settings_did(app_env: dict[str, str]) -> None:
+    at = open_page()
+    assert_clean(at)
+    assert "kind: **samm**" in at.caption[0].value
+    counts = {label: metric(at, label) for label in ("MEGC2019: negative", "MEGC2019: positive", "MEGC2019: surprise",
+                                                     "MEGC2019: not in MEGC", "Fixes applied", "Apex to spot")}
+    assert counts == {"MEGC2019: negative": "1", "MEGC2019: positive": "1", "MEGC2019: surprise": "1", "MEGC2019: not in MEGC": "1",
+                      "Fixes applied": "0", "Apex to spot": "0"}
+    labels = at.dataframe[1].value
+    assert labels.values.tolist() == [["Anger", "negative", 1], ["Happiness", "positive", 1], ["Surprise", "surprise", 1],
+                                      ["Other", "not in MEGC", 1]]
+    at.selectbox(key="apex_policy").set_value("spot").run()
+    assert_clean(at)
+    assert metric(at, "Apex to spot") == "4" and metric(at, "Clips") == "4"
+    at.toggle(key="fix_annotations").set_value(True).run()
+    assert_clean(at)
+    assert metric(at, "Fixes applied") == "0"  # none of the shipped fixes is about the demo's clips

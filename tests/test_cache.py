@@ -25,8 +25,9 @@ from sammflow import cache, pipeline
 from sammflow.annotations import read_annotations
 from sammflow.cache import ClipStore, aligned_crops
 from sammflow.dataset import Dataset, load_dataset
-from sammflow.params import AlignParams, DetectParams, PipelineParams
-from sammflow.pipeline import ClipError, NormalizedClip, find_apex_face, normalize_clip
+from sammflow.params import AlignParams, AnnotationParams, DetectParams, PipelineParams
+from sammflow.pipeline import ClipError, NormalizedClip, find_apex_face, normalize_clip, spot_clip
+from sammflow.spot import motion_curve
 
 pytest_plugins = ("app_fixtures",)  # the demo dataset of the dashboard tests (app_data)
 REPO = Path(__file__).resolve().parents[1]
@@ -119,10 +120,12 @@ def test_a_changed_frame_is_not_served_stale(app_data: Path, tmp_path: Path, cou
     assert_same(first, again)
     # same size and modification time rules: a touched onset frame is realigned ...
     onset_path = frames.frames[ann.onset]
-    assert store.get_crop(ann.clip, params.detect.hash, params.align.hash, ann.onset, onset_path, first.alignment.box) is not None
+    assert store.get_crop(ann.clip, params.detect.hash, params.align.hash, ann.onset, onset_path, first.alignment.box,
+                          apex=frames.frames[ann.apex]) is not None
     stat = os.stat(onset_path)
     os.utime(onset_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    assert store.get_crop(ann.clip, params.detect.hash, params.align.hash, ann.onset, onset_path, first.alignment.box) is None
+    assert store.get_crop(ann.clip, params.detect.hash, params.align.hash, ann.onset, onset_path, first.alignment.box,
+                          apex=frames.frames[ann.apex]) is None
     aligned_crops(dataset, ann.clip, params, [ann.onset, ann.apex], store=store)
     assert counts["normalize"][-1] == [ann.onset] and len(counts["detect"]) == 1
     # ... and a frame whose content changed gives the new content's crop, not the old one
@@ -150,6 +153,61 @@ def test_a_damaged_entry_is_recomputed(dataset: Dataset, tmp_path: Path, counts:
     counts["detect"].clear()
     assert_same(aligned_crops(dataset, ann.clip, params, [ann.onset], store=store), first)
     assert counts["normalize"] == [[ann.onset]] and len(counts["detect"]) == 1
+
+
+# ---------------------------------------------------------------- spotted apexes (issue 11)
+
+
+def test_crops_aligned_to_another_apex_are_not_served_for_the_annotated_one(dataset: Dataset, tmp_path: Path,
+                                                                              counts: dict[str, list]) -> None:
+    """A spotted apex is another frame with the same face box: crops aligned to it are the
+    export's (``normalize_clip`` of the spotted clip with the annotated apex's box), and
+    neither set of crops is served for the other."""
+    ann, frames = dataset.clip(dataset.annotations.clips[1].clip)
+    store = ClipStore(dataset.root, base=tmp_path)
+    params = PipelineParams()
+    numbers = [ann.onset, ann.apex, ann.apex + 1]
+    annotated = aligned_crops(dataset, ann.clip, params, numbers, store=store)
+    other = dataclasses.replace(ann, apex=ann.apex + 1, apex_source="spotted")
+    spotted = aligned_crops(dataset, ann.clip, params, numbers, store=store, clip=other)
+    assert counts["normalize"] == [numbers, numbers] and len(counts["detect"]) == 1  # one box, realigned to the other template
+    assert spotted.clip == other and spotted.alignment.box == annotated.alignment.box
+    assert_same(spotted, normalize_clip(other, frames, params=params, numbers=numbers, box=annotated.alignment.box))
+    assert not np.array_equal(spotted.crops[ann.onset], annotated.crops[ann.onset])
+    # each template's crops are computed again when the other's are on disk, never mixed up
+    assert_same(aligned_crops(dataset, ann.clip, params, numbers, store=store), annotated)
+    assert len(counts["normalize"]) == 3
+
+
+def test_spotted_clip_is_spot_clip_from_the_stored_box(app_data: Path, tmp_path: Path, counts: dict[str, list]) -> None:
+    dataset = load_dataset(app_data, read_annotations(app_data / "samm.csv")).resolved(AnnotationParams(apex="spot"))
+    ann, frames = dataset.clip(dataset.annotations.clips[1].clip)
+    assert ann.spot
+    store = ClipStore(dataset.root, base=tmp_path)
+    box, _ = cache.apex_box(dataset, ann.clip, PipelineParams().detect, store=store)
+    clip, curve = cache.spotted_clip(dataset, ann.clip, PipelineParams(), store=store)
+    assert (clip, curve) == spot_clip(ann, frames, box=box)
+    assert clip.apex_source == "spotted" and not clip.spot and sorted(curve) == frames.span(ann.onset, ann.offset)
+    assert len(counts["detect"]) == 1  # the box of the provisional apex, from the store
+    assert cache.motion(dataset, ann.clip, PipelineParams(), store=store) == (clip, curve)  # the curve it was spotted on
+    # a clip not to be spotted: itself, no curve, nothing computed
+    plain = load_dataset(app_data, read_annotations(app_data / "samm.csv"))
+    counts["normalize"].clear()
+    assert cache.spotted_clip(plain, ann.clip, PipelineParams(), store=store) == (plain.annotations.by_clip[ann.clip], {})
+    assert counts["normalize"] == []
+
+
+def test_motion_of_an_annotated_clip_is_the_curve_of_its_aligned_crops(dataset: Dataset, tmp_path: Path) -> None:
+    ann, frames = dataset.clip(dataset.annotations.clips[0].clip)
+    store = ClipStore(dataset.root, base=tmp_path)
+    clip, curve = cache.motion(dataset, ann.clip, PipelineParams(), store=store)
+    numbers = frames.span(ann.onset, ann.offset)
+    crops = normalize_clip(ann, frames, numbers=numbers).crops
+    assert clip == ann and curve == motion_curve(crops, ann.onset)
+    assert sorted(curve) == numbers and curve[ann.onset] == 0.0
+    assert max(curve, key=curve.get) in range(ann.onset + 1, ann.offset + 1)
+    with pytest.raises(ClipError, match="^999_9_9: "):
+        cache.motion(dataset, "999_9_9", PipelineParams(), store=store)
 
 
 # ---------------------------------------------------------------- keyed by what changes the output

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sammflow import charts
 from sammflow.align import Alignment, FrameMatch
 from sammflow.detect import FaceBox
+from sammflow.flow import FlowField
 from sammflow.params import AlignParams
 from sammflow.pipeline import NormalizedClip
 from test_figures import clip_annotation
@@ -113,3 +115,56 @@ def test_chart_legends_sit_under_the_axis_titles_and_threshold_labels_beside_the
 
     bars = charts.count_chart(pd.DataFrame({"emotion": ["a", "b"]}), "emotion", "Emotion")
     assert bars.layout.margin.b == 10 and bars.layout.showlegend is False
+
+
+# ---------------------------------------------------------------- motion curve and flow channels (issue 11)
+
+
+def test_motion_chart_marks_onset_offset_and_both_apexes() -> None:
+    curve = {10: 0.0, 11: 0.4, 12: 1.1, 13: 1.6, 14: 1.2, 15: 0.5}
+    fig = charts.motion_chart(curve, 10, 15, apex=12, spotted=13)
+    line, point = fig.data
+    assert (line.name, list(line.x), list(line.y)) == ("motion from onset", [10, 11, 12, 13, 14, 15], [0.0, 0.4, 1.1, 1.6, 1.2, 0.5])
+    assert (point.name, list(point.x), list(point.y)) == ("spotted apex", [13], [1.6])
+    marks = {a.text: (a.x, a.xanchor) for a in fig.layout.annotations if a.text != fig.layout.title.text}
+    # the earlier of the two apexes labelled to the left of its line, the later to the right
+    assert marks == {"onset": (10, "right"), "offset": (15, "left"), "annotated apex": (12, "right"), "spotted apex": (13, "left")}
+    assert sorted(s.x0 for s in fig.layout.shapes) == [10, 12, 13, 15]
+    assert fig.layout.showlegend is True and fig.layout.yaxis.title.text == "motion (crop px)"
+
+
+def test_motion_chart_without_a_spotted_or_an_annotated_apex() -> None:
+    curve = {10: 0.0, 11: 0.4, 12: 1.1}
+    plain = charts.motion_chart(curve, 10, 12, apex=11)
+    assert len(plain.data) == 1 and plain.layout.showlegend is False
+    assert sorted(s.x0 for s in plain.layout.shapes) == [10, 11, 12]
+    unusable = charts.motion_chart(curve, 10, 12, apex=None, spotted=12)  # the file's apex was missing: spotted only
+    assert sorted(s.x0 for s in unusable.layout.shapes) == [10, 12, 12]
+    assert "annotated apex" not in {a.text for a in unusable.layout.annotations}
+
+
+def test_channel_range_is_robust_and_symmetric_for_signed_channels() -> None:
+    values = np.zeros((64, 64))
+    values[8:56, 8:56] = np.linspace(-1.0, 2.0, 48)[None, :]
+    values[0, 0] = 50.0  # a border artefact
+    low, high = charts.channel_range(values, signed=True)
+    assert low == -high and 1.9 < high <= 2.0  # the interior's 99th percentile of |value|, not the artefact
+    assert charts.channel_range(np.abs(values), signed=False) == (0.0, pytest.approx(high))
+    assert charts.channel_range(np.zeros((16, 16)), signed=False) == (0.0, 1e-6)  # no motion still has a colour range
+
+
+def test_channel_charts_show_u_v_strain_and_magnitude_at_crop_resolution() -> None:
+    ys, xs = np.mgrid[0:48, 0:40].astype(np.float32)
+    field = FlowField(np.dstack([0.05 * xs, -0.02 * ys]).astype(np.float32))  # a stretch: strain everywhere
+    figs = charts.channel_charts(field)
+    assert len(figs) == 4
+    expected = (field.uv[..., 0], field.uv[..., 1], field.strain, field.magnitude)
+    for fig, values, (title, unit, signed) in zip(figs, expected, charts.CHANNELS):
+        (heatmap,) = fig.data
+        assert heatmap.type == "heatmap" and np.array_equal(np.asarray(heatmap.z), values) and np.asarray(heatmap.z).shape == (48, 40)
+        assert (heatmap.zmin, heatmap.zmax) == charts.channel_range(values, signed=signed)
+        assert heatmap.colorbar.title.text == unit and fig.layout.title.text == title
+        assert fig.layout.yaxis.autorange == "reversed" and fig.layout.yaxis.scaleanchor == "x"  # image orientation, square pixels
+    assert [fig.data[0].colorbar.title.text for fig in figs] == ["px", "px", "strain<br>(px/px)", "px"]
+    assert figs[0].data[0].zmin == -figs[0].data[0].zmax and figs[3].data[0].zmin == 0.0
+    assert np.allclose(np.asarray(figs[2].data[0].z)[10:-10, 10:-10], np.hypot(0.05, 0.02), atol=1e-5)  # sqrt(u_x² + v_y²)

@@ -71,6 +71,12 @@ def test_flows_refuses_raw_frames(demo_root, tmp_path, capsys):
         (["export", "{tmp}/nowhere", "{tmp}/out", "-a", "{tmp}/nowhere.csv"], "annotation file not found"),
         (["export", "{demo}", "{demo}/out"], "inside the dataset folder"),
         (["export", "{demo}", "{tmp}/out", "--margin", "-3"], "--margin must be >= 0, got -3"),
+        (["export", "{demo}", "{tmp}/out", "--preset", "htnet"], "--preset must be one of ['seed', 'ststnet', 'offapexnet'], got 'htnet'"),
+        (["export", "{demo}", "{tmp}/out", "--apex", "middle"], "--apex must be one of ['annotated', 'auto', 'spot'], got 'middle'"),
+        (["export", "{demo}", "{tmp}/out", "--flow-method", "dis", "--dis-patch-size", "16", "--dis-finest-scale", "3"],
+         "--dis-finest-scale 3 is coarser than the coarsest level DIS builds for a 224 px crop (--crop-size) with 16 px patches "
+         "(--dis-patch-size): at most 2"),
+        (["export", "{demo}", "{tmp}/out", "--map-scale", "fixed", "--map-fixed-scale", "0"], "--map-fixed-scale must be in [0.001, 1000], got 0"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args, message, demo_root, tmp_path, capsys):
@@ -94,3 +100,14 @@ def test_demo_command(tmp_path, capsys):
     (tmp_path / "mine" / "thesis.tex").write_text("do not touch")
     assert main(["demo", str(tmp_path / "mine"), "-q"]) == 2
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "do not touch"
+
+
+def test_tvl1_without_opencv_contrib_is_one_line_before_any_work(demo_root, tmp_path, capsys, monkeypatch):
+    import cv2
+
+    monkeypatch.delattr(cv2, "optflow")  # opencv-python-headless instead of the contrib build
+    assert main(["export", str(demo_root), str(tmp_path / "out"), "--preset", "ststnet", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs OpenCV's contrib build" in err and "opencv-contrib-python-headless==4.14.0.94" in err
+    assert not (tmp_path / "out").exists()
+    assert main(["export", str(demo_root), str(tmp_path / "out2"), "--preset", "ststnet", "--flow-method", "dis", "-q"]) == 0

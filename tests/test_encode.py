@@ -1,4 +1,5 @@
-"""HSV encoding of a flow field into the exported map, and decoding it back."""
+"""Encoding of a flow field into the exported map (hsv, uvs, uv), the model-ready arrays, and
+decoding an hsv map back."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from sammflow.encode import SCALES, MapScale, decode_map, dominant_direction, encode_flow, encode_hsv, interior, map_scale
-from sammflow.flow import FlowField
+from sammflow.encode import (SCALES, MapScale, decode_map, dominant_direction, encode_flow, encode_hsv, flow_arrays, interior, map_scale,
+                             normalise_channels)
+from sammflow.flow import FlowField, optical_strain
 from sammflow.params import EncodeParams, declared
 
 MINMAX = EncodeParams(scale="minmax")
@@ -115,7 +117,7 @@ def test_decode_refuses_grey():
 
 def test_the_scale_is_declared_with_its_flag_and_sidebar_widget():
     (f, p), = [(f, p) for f, p in declared(EncodeParams) if f.name == "scale"]
-    assert f.default == "robust" and p.choices == SCALES == ("robust", "minmax")
+    assert f.default == "robust" and p.choices == SCALES == ("robust", "minmax", "fixed")
     assert p.flag == "map-scale" and p.label and p.key == "map_scale" and p.output and "99th percentile" in p.help
     assert EncodeParams().hash != MINMAX.hash  # another scale, other bytes
     with pytest.raises(ValueError, match="scale must be one of"):
@@ -203,3 +205,157 @@ def test_decoded_value_times_the_scale_is_the_magnitude():
     assert np.abs(value[below] * scale.full - magnitude[below]).max() <= scale.full / 255 + 1e-6  # one brightness level
     moving = magnitude > 0.2
     assert np.abs((angle[moving] - 90 + 180) % 360 - 180).max() <= 2  # hue: the direction, unchanged (down)
+
+
+# ---------------------------------------------------------------- fixed brightness scale
+
+
+FIXED = EncodeParams(scale="fixed", fixed_scale=2.0)
+
+
+def test_fixed_scale_is_the_declared_px_whatever_the_flow():
+    for flow in (bump_flow(peak=0.5), bump_flow(peak=4.0), FlowField(np.zeros((16, 16, 2), np.float32))):
+        assert map_scale(flow, params=FIXED) == MapScale("fixed", 0.0, 2.0)
+    assert map_scale(bump_flow(), params=EncodeParams(scale="fixed", fixed_scale=0.75)).full == 0.75
+    assert MapScale("fixed", 0.0, 2.0).label() == "full brightness = 2 px (fixed)"
+    assert MapScale("fixed", 0.0, 0.125).label() == "full brightness = 0.125 px (fixed)"
+
+
+def test_fixed_value_is_magnitude_over_the_fixed_scale_clipped():
+    flow, _ = _quadrant_flow(64)  # magnitude 1 → 3 px from left to right
+    magnitude = np.hypot(flow.uv[..., 0], flow.uv[..., 1])
+    value = value_of(encode_hsv(flow, params=FIXED))
+    expected = np.minimum(255.0, np.round(255.0 * magnitude / 2.0))
+    assert np.abs(value - expected).max() <= 1  # HSV → BGR → HSV rounding
+    assert (value[magnitude >= 2.0] == 255).all() and value[magnitude < 1.2].max() < 160
+
+
+def test_fixed_scale_shows_the_same_motion_equally_bright_in_every_clip():
+    """A subtle clip and a clip with a stronger motion elsewhere: with ``fixed`` the shared motion
+    has the same brightness in both maps; a per-map scale (minmax, robust) dims it in the strong clip."""
+    subtle = bump_flow(peak=1.0)  # 1 px at the brows
+    strong_uv = subtle.uv.copy()
+    ys, xs = np.mgrid[112:224, 0:112].astype(np.float32)
+    strong_uv[112:, :112, 0] += 3.0 * np.exp(-((xs - 70) ** 2 + (ys - 160) ** 2) / (2 * 12.0**2))  # plus 3 px at the mouth
+    strong = FlowField(strong_uv)
+    brows = (slice(5, 12), slice(15, 22))  # around (0.65, 0.3) of the crop in the 28×28 map: crop rows 40–95, columns 120–175
+    fixed = [value_of(encode_flow(f, params=FIXED))[brows] for f in (subtle, strong)]
+    assert np.array_equal(fixed[0], fixed[1]) and fixed[0].max() > 100  # 1 px of 2: half brightness in both
+    for params in (MINMAX, EncodeParams()):
+        per_map = [value_of(encode_flow(f, params=params))[brows] for f in (subtle, strong)]
+        assert per_map[1].max() < 0.5 * per_map[0].max()  # the stronger clip's own scale dims the brows
+
+
+def test_fixed_scale_keeps_decode_and_dominant_direction_working():
+    uv = np.zeros((64, 64, 2), np.float32)
+    uv[20:30, 30:40] = (np.cos(np.radians(250)) * 1.0, np.sin(np.radians(250)) * 1.0)
+    bgr = encode_flow(FlowField(uv), params=FIXED)
+    assert abs(dominant_direction(bgr) - 250) < 4
+    _, value = decode_map(encode_hsv(FlowField(uv), params=FIXED))
+    assert value[25, 35] == pytest.approx(0.5, abs=1 / 255)  # 1 px / 2 px
+
+
+# ---------------------------------------------------------------- model-ready arrays and the uvs / uv maps
+
+
+def ramp_flow(size: int = 224) -> FlowField:
+    """u rising left to right (−1 → 2 px), v rising top to bottom (0 → 1.5 px), a strain bump at the brows."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    u = -1.0 + 3.0 * xs / (size - 1)
+    v = 1.5 * ys / (size - 1)
+    return FlowField(np.dstack([u, v]).astype(np.float32) + bump_flow(size, peak=2.0).uv)
+
+
+def test_flow_arrays_are_u_v_strain_at_the_map_size_in_crop_px():
+    arrays = flow_arrays(FlowField(np.dstack([np.full((224, 224), 1.5), np.full((224, 224), -0.5)]).astype(np.float32)))
+    assert arrays.dtype == np.float32 and arrays.shape == (3, 28, 28)
+    # not rescaled by the resize factor (28 / 224): still 1.5 and −0.5 crop px; a translation has no strain
+    np.testing.assert_allclose(arrays[0], 1.5, rtol=1e-6)
+    np.testing.assert_allclose(arrays[1], -0.5, rtol=1e-6)
+    assert np.abs(arrays[2]).max() < 1e-6
+    assert flow_arrays(ramp_flow(), params=EncodeParams(size=14)).shape == (3, 14, 14)
+
+
+def test_flow_arrays_area_average_a_known_field():
+    ys, xs = np.mgrid[0:224, 0:224].astype(np.float32)
+    u = ((xs // 4) % 2).astype(np.float32)  # 4 px stripes of 0 and 1: every 8×8 block averages to 0.5
+    v = 0.01 * ys  # each map row i averages crop rows 8i … 8i + 7: 0.01 · (8i + 3.5)
+    arrays = flow_arrays(FlowField(np.dstack([u, v])))
+    np.testing.assert_allclose(arrays[0], 0.5, atol=1e-6)
+    np.testing.assert_allclose(arrays[1], 0.01 * (8 * np.arange(28) + 3.5)[:, None] * np.ones((1, 28)), atol=1e-5)
+    linear = flow_arrays(FlowField(np.dstack([u, v])), params=EncodeParams(interpolation="nearest"))
+    assert set(np.unique(linear[0])) <= {0.0, 1.0}  # another filter, other values: the parameter is used
+
+
+def test_strain_is_computed_at_crop_resolution_then_resized():
+    ys, xs = np.mgrid[0:224, 0:224].astype(np.float32)
+    stretch = FlowField(np.dstack([0.02 * xs, np.zeros_like(xs)]))  # ε = 0.02 per crop px everywhere
+    np.testing.assert_allclose(flow_arrays(stretch)[2], 0.02, rtol=1e-4)  # strain of the 28×28 u would be 8× that
+    flow = ramp_flow()
+    expected = cv2.resize(optical_strain(flow.uv), (28, 28), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(flow_arrays(flow)[2], expected)
+
+
+def test_normalise_channels_min_max_each_channel_on_its_own():
+    rng = np.random.default_rng(0)
+    arrays = np.stack([rng.normal(0, 2, (28, 28)), rng.normal(5, 0.1, (28, 28)), np.full((28, 28), 3.0)]).astype(np.float32)
+    x = normalise_channels(arrays)
+    assert x.dtype == np.float32 and x.shape == (28, 28, 3)
+    for c in range(2):
+        assert x[..., c].min() == 0.0 and x[..., c].max() == 1.0
+        expected = (arrays[c] - arrays[c].min()) / (arrays[c].max() - arrays[c].min())
+        np.testing.assert_allclose(x[..., c], expected, atol=1e-6)
+    assert (x[..., 2] == 0).all()  # a constant channel: all 0, not NaN
+    assert normalise_channels(arrays[:2]).shape == (28, 28, 2)
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        normalise_channels(arrays[0])
+
+
+@pytest.mark.parametrize("channels", ["uvs", "uv"])
+def test_uvs_and_uv_maps_hold_red_u_green_v_in_bgr_order(channels):
+    flow = ramp_flow()
+    bgr = encode_flow(flow, params=EncodeParams(channels=channels))
+    assert bgr.dtype == np.uint8 and bgr.shape == (28, 28, 3) and bgr.flags["C_CONTIGUOUS"]
+    arrays = flow_arrays(flow)
+    expected = np.round(255 * normalise_channels(arrays)).astype(np.uint8)
+    np.testing.assert_array_equal(bgr[..., 2], expected[..., 0])  # red: u
+    np.testing.assert_array_equal(bgr[..., 1], expected[..., 1])  # green: v
+    if channels == "uvs":
+        np.testing.assert_array_equal(bgr[..., 0], expected[..., 2])  # blue: strain
+        assert bgr[..., 0].max() == 255 and bgr[..., 0].min() == 0
+    else:
+        assert not bgr[..., 0].any()  # uv: blue is empty
+    # the ramps: red rises left to right, green top to bottom (bump aside), each over the full 0–255
+    assert bgr[14, -1, 2] > bgr[14, 0, 2] and bgr[-1, 3, 1] > bgr[0, 3, 1]
+    assert bgr[..., 2].min() == 0 and bgr[..., 2].max() == 255 and bgr[..., 1].min() == 0 and bgr[..., 1].max() == 255
+
+
+def test_uvs_png_reads_back_with_red_u(tmp_path):
+    flow = ramp_flow()
+    path = tmp_path / "sub006_006_1_2.png"
+    assert cv2.imwrite(str(path), encode_flow(flow, params=EncodeParams(channels="uvs")))
+    rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(rgb, np.round(255 * normalise_channels(flow_arrays(flow))).astype(np.uint8))
+
+
+def test_uvs_map_of_no_motion_or_uniform_motion_is_black():
+    for uv in (np.zeros((64, 64, 2), np.float32), np.dstack([np.full((64, 64), 1.2), np.full((64, 64), -0.4)]).astype(np.float32)):
+        for channels in ("uvs", "uv"):
+            assert encode_flow(FlowField(uv), params=EncodeParams(channels=channels)).max() == 0
+
+
+def test_a_channel_constant_up_to_resize_rounding_is_constant():
+    # area-resizing a constant −0.4 from 64 to 28 px leaves −0.4 and −0.39999998: one float32 step,
+    # which a plain min-max would stretch to 0 and 1
+    v = cv2.resize(np.full((64, 64), -0.4, np.float32), (28, 28), interpolation=cv2.INTER_AREA)
+    assert v.max() > v.min()
+    x = normalise_channels(np.stack([v, np.linspace(0, 1e-3, 28 * 28, dtype=np.float32).reshape(28, 28)]))
+    assert (x[..., 0] == 0).all()
+    assert x[..., 1].min() == 0 and x[..., 1].max() == 1  # a small but real variation is still stretched
+
+
+def test_scale_does_not_change_uvs_maps():
+    flow = ramp_flow()
+    maps = [encode_flow(flow, params=EncodeParams(channels="uvs", scale=scale)) for scale in SCALES]
+    assert all(np.array_equal(maps[0], m) for m in maps[1:])
+    assert EncodeParams(channels="uvs", scale="minmax").hash == EncodeParams(channels="uvs").hash  # and not the hash

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import cv2
 import imageio.v3 as iio
@@ -14,7 +15,7 @@ import pytest
 from sammflow.annotations import read_annotations
 from sammflow.dataset import load_dataset
 from sammflow.export import MANIFEST_COLUMNS, export_flows, export_gifs, flows_from_normalized, normalize_dataset
-from sammflow.params import AlignParams, DetectParams, GifParams, PipelineParams
+from sammflow.params import AlignParams, AnnotationParams, DetectParams, GifParams, PipelineParams
 from sammflow.pipeline import normalize_clip
 
 
@@ -48,8 +49,8 @@ def test_export_writes_maps_manifest_and_params(demo_root, tmp_path):
     assert params["settings"] == PipelineParams().judging_dict() == {"detect": {"device": "cpu"},
                                                                      "align": {"min_score": 0.8, "max_residual": 0.2}}
     assert params["params_hash"] == PipelineParams().hash
-    assert params["params"]["flow"] == {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2, "flags": 0, "head_motion": False}
-    for package in ("numpy", "opencv-python-headless", "facenet-pytorch", "torch"):
+    assert params["params"]["flow"] == {"method": "farneback", "pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2, "flags": 0, "head_motion": False}
+    for package in ("numpy", "opencv-contrib-python-headless", "facenet-pytorch", "torch"):
         assert params["versions"][package] not in ("", "not installed")
     assert params["dataset"] == str(demo_root)
 
@@ -151,3 +152,55 @@ def test_worker_processes_give_identical_outputs(demo_root, tmp_path):
     assert len(files) > 40
     for name in files:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def _break_apex(root: Path, clip_id: str, apex: str) -> None:
+    """Write an impossible apex for ``clip_id`` into the dataset's samm.csv."""
+    lines = (root / "samm.csv").read_text().splitlines()
+    header = lines[0].split(";")
+    column = header.index("Apex Frame")
+    for i, line in enumerate(lines):
+        cells = line.split(";")
+        if len(cells) > column and cells[1] == clip_id:
+            cells[column] = apex
+            lines[i] = ";".join(cells)
+    (root / "samm.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_apex_auto_spots_an_impossible_apex_and_resumes(demo_copy, demo_truth, tmp_path):
+    target = demo_truth["clips"][0]
+    _break_apex(demo_copy, target["clip"], str(target["offset"] + 7))  # after the offset
+    dataset = _dataset(demo_copy)
+    plain = export_flows(dataset, tmp_path / "plain")
+    assert {r["clip"]: r["status"] for r in plain.rows}[target["clip"]] == "invalid_annotation"
+    params = PipelineParams(annotations=AnnotationParams(apex="auto"))
+    report = export_flows(dataset, tmp_path / "auto", params=params)
+    rows = {r["clip"]: r for r in report.rows}
+    assert report.ok == 4 and rows[target["clip"]]["apex_source"] == "spotted"
+    assert abs(int(rows[target["clip"]]["apex"]) - target["apex"]) <= 2
+    assert {r["apex_source"] for c, r in rows.items() if c != target["clip"]} == {"annotated"}
+    written = {r["clip"]: r for r in _manifest(tmp_path / "auto" / "manifest.csv")}
+    assert written[target["clip"]]["apex"] == str(rows[target["clip"]]["apex"])
+    again = export_flows(dataset, tmp_path / "auto", params=params)
+    assert again.resumed == 4  # the spotted clip too: its onset and offset are unchanged
+
+
+@pytest.mark.slow
+def test_normalize_with_spotted_apexes_then_flows_uses_them(demo_copy, demo_truth, tmp_path):
+    target = demo_truth["clips"][1]
+    _break_apex(demo_copy, target["clip"], "")  # no apex at all
+    dataset = _dataset(demo_copy)
+    params = PipelineParams(annotations=AnnotationParams(apex="auto"))
+    normalized = normalize_dataset(dataset, tmp_path / "aligned", params=params)
+    spotted = {r["clip"]: r for r in normalized.rows}[target["clip"]]
+    assert spotted["status"] == "ok" and spotted["apex_source"] == "spotted"
+    aligned = load_dataset(tmp_path / "aligned", dataset.annotations)
+    flows = flows_from_normalized(aligned, tmp_path / "maps")
+    row = {r["clip"]: r for r in flows.rows}[target["clip"]]
+    assert row["status"] == "ok" and row["apex"] == spotted["apex"] and row["apex_source"] == "spotted"
+    direct = export_flows(dataset, tmp_path / "direct", params=params)
+    name = f"sub{target['subject']}_{target['clip']}.png"
+    assert {r["clip"]: r for r in direct.rows}[target["clip"]]["apex"] == spotted["apex"]
+    assert np.array_equal(cv2.imread(str(tmp_path / "direct" / "flows" / name)), cv2.imread(str(tmp_path / "maps" / "flows" / name)))
+    assert json.loads((tmp_path / "maps" / "params.json").read_text())["params"]["annotations"]["apex"] == "auto"

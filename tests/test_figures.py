@@ -20,7 +20,7 @@ from sammflow.align import Alignment, FrameMatch
 from sammflow.animate import MISSING, drawable
 from sammflow.annotations import ClipAnnotation
 from sammflow.detect import FaceBox
-from sammflow.encode import MapScale, encode_flow, encode_hsv, map_scale
+from sammflow.encode import MapScale, encode_flow, encode_hsv, flow_arrays, map_scale
 from sammflow.flow import FlowField
 from sammflow.params import EncodeParams
 from sammflow.pipeline import ClipFlow, NormalizedClip
@@ -439,3 +439,59 @@ def test_flow_stats_of_uniform_motion_has_its_direction() -> None:
         scale="minmax"))), params=EncodeParams(scale="minmax"))["full"] == pytest.approx(1.0)  # black = full = 1 px: nothing to show
 
 
+
+
+# ---------------------------------------------------------------- the legend of every kind of map (issue 11)
+
+
+def test_map_legend_of_an_hsv_map_is_the_colour_wheel_with_its_scale() -> None:
+    field = ramp_flow(45.0, size=64, peak=2.0)
+    for params in (EncodeParams(), EncodeParams(scale="minmax"), EncodeParams(scale="fixed", fixed_scale=3.0)):
+        image, caption = figures.map_legend(field, params=params, size=160)
+        scale = map_scale(field, params=params)
+        assert np.array_equal(image, figures.colour_wheel(160, scale=scale))
+        assert caption == f"colour legend (direction = hue): {scale.label()}"
+    assert figures.map_legend(field, params=EncodeParams(scale="fixed", fixed_scale=3.0))[1].endswith("full brightness = 3 px (fixed)")
+
+
+def test_map_legend_of_uvs_and_uv_maps_names_each_channel_and_its_range(drawn) -> None:
+    field = ramp_flow(45.0, size=64, peak=2.0)
+    arrays = flow_arrays(field, params=EncodeParams(channels="uvs"))
+    rows = figures.map_channels(field, params=EncodeParams(channels="uvs"))
+    assert [(colour, low, high, unit) for colour, _, low, high, unit in rows] == [
+        ("red", float(arrays[0].min()), float(arrays[0].max()), "px"), ("green", float(arrays[1].min()), float(arrays[1].max()), "px"),
+        ("blue", float(arrays[2].min()), float(arrays[2].max()), "px/px")]
+    image, caption = figures.map_legend(field, params=EncodeParams(channels="uvs"), size=224)
+    assert image.shape == (224, 224, 3) and caption == "channels: R = u, G = v, B = strain, each min-max normalised"
+    texts = [t for t, _ in drawn]
+    assert texts[0] == "R = u (horizontal, + right)" and texts[2] == "G = v (vertical, + down)" and texts[4] == "B = optical strain"
+    assert texts[1] == f"0 = {rows[0][2]:.3g}, 255 = {rows[0][3]:.3g} px"
+    assert (image[10, 10] == (220, 30, 30)).all()  # the red swatch
+    drawn.clear()
+    image, caption = figures.map_legend(field, params=EncodeParams(channels="uv"), size=224)
+    assert caption == "channels: R = u, G = v, B = 0, each min-max normalised" and len(figures.map_channels(field, params=EncodeParams(channels="uv"))) == 2
+    assert [t for t, _ in drawn][-1] == "B = 0 (not used)" and missing_glyphs(drawn) == []
+    still = FlowField(np.zeros((32, 32, 2), np.float32))
+    figures.map_legend(still, params=EncodeParams(channels="uvs"), size=224)
+    assert "constant 0 px: 0" in [t for t, _ in drawn]
+
+
+def test_the_slide_figure_of_a_uvs_map_has_its_channel_legend(drawn) -> None:
+    field = ramp_flow(90.0, size=64, peak=2.0)
+    result = flow_result(size=64, degrees=90.0)
+    params = EncodeParams(channels="uvs")
+    uvs = ClipFlow(result.normalized, field, encode_flow(field, params=params))
+    out = figures.clip_figure(uvs, params=params, tile=160)
+    texts = [t for t, _ in drawn]
+    assert "map channels" in texts and "R = u (horizontal, + right)" in texts and not any(t.startswith("full brightness") for t in texts)
+    legend = out[30 + 10:30 + 10 + 160, 10 + 4 * 170:10 + 4 * 170 + 160]
+    assert np.array_equal(legend, figures.map_legend(field, params=params, size=160)[0])
+
+
+def test_flow_stats_of_a_uvs_map_read_the_direction_of_the_flow() -> None:
+    field = ramp_flow(135.0, size=64, peak=2.0)
+    result = flow_result(size=64)
+    for channels in ("uvs", "uv"):
+        params = EncodeParams(channels=channels)
+        stats = figures.flow_stats(ClipFlow(result.normalized, field, encode_flow(field, params=params)), params)
+        assert angle_error(stats["direction"], 135.0) <= 3.0, channels

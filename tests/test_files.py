@@ -182,5 +182,5 @@ def test_package_versions_name_every_package_that_shapes_outputs():
     versions = package_versions()
     assert list(versions) == ["sammflow", *PACKAGES]
     assert versions["sammflow"] == sammflow.__version__
-    for name in ("numpy", "opencv-python-headless", "torch"):
+    for name in ("numpy", "opencv-contrib-python-headless", "torch"):
         assert versions[name] not in ("", "not installed")

@@ -3,6 +3,8 @@ plain functions over rows, tested on hand-made rows (no files)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -87,7 +89,8 @@ def test_judge_of_the_records_agrees_with_the_alignment_itself():
 def test_clip_row_of_a_clip_and_of_a_rejected_row():
     row = clip_row(clip("006_1_2", 2), "failed", "006_1_2: onset frame 10\nnot on disk")
     assert row == {"subject": "006", "clip": "006_1_2", "onset": 10, "apex": 15, "offset": 20, "action_units": "4", "emotion": "Anger",
-                   "objective_class": "3", "status": "failed", "error": "006_1_2: onset frame 10 not on disk"}
+                   "objective_class": "3", "dataset": "samm", "apex_source": "annotated", "fixes": "", "aus": "4", "label_megc": 0,
+                   "status": "failed", "error": "006_1_2: onset frame 10 not on disk"}
     bad = clip_row(rejected("006_9_9", 7), "invalid_annotation", "apex frame 5 is before onset frame 9")
     assert bad["error"] == "006_9_9 (annotation row 7): apex frame 5 is before onset frame 9"
     assert (bad["onset"], bad["apex"], bad["offset"], bad["emotion"], bad["action_units"]) == ("9", "5", "12", "Other", "")
@@ -142,8 +145,11 @@ def test_differences_ignore_unhashed_keys_of_an_older_params_json():
     older["params"]["detect"]["device"] = "cuda:0"
     assert set(UNHASHED) == {"detect.device", "align.min_score", "align.max_residual"}
     assert differences(older, PARAMS, unhashed=UNHASHED) == []
-    assert differences(older, PARAMS) == ["made with other parameters (align.max_residual 1.0 → -, align.min_score 0.5 → -, "
-                                          "detect.device cuda:0 → -)"]
+    # and a parameter sammflow knows that new's "params" lacks has no effect on new's outputs anyway
+    assert differences(older, PARAMS) == []
+    older["params"]["gif"] = {"fps": 5}  # what sammflow does not know still counts
+    assert differences(older, PARAMS) == ["made with other parameters (gif.fps 5 → -)"]
+    del older["params"]["gif"]
     # a real change is still one
     changed = {**PARAMS, "params": PipelineParams(encode=PipelineParams().encode.__class__(size=32)).output_dict()}
     assert differences(older, changed, unhashed=UNHASHED) == ["made with other parameters (encode.size 28 → 32)"]
@@ -221,3 +227,34 @@ def test_plan_keeps_other_clips_of_a_gif_subset_in_annotation_order():
     # a kept clip whose GIF is gone is dropped, not redone: it was not asked for
     result = plan([B], ITEMS, old, rows, new, force=False, resumable=_resumable(present=("006_1_1",)))
     assert [r["clip"] for r in result.rows] == ["006_1_1", "006_1_2"]
+
+
+def test_clip_row_has_the_label_columns():
+    row = clip_row(dataclasses.replace(clip("006_1_2", 2), action_units="R12B + L14", fixes=("apex 1143 → 1105 (MEB)",),
+                                       apex_source="fixed"), "ok")
+    assert set(MANIFEST_COLUMNS) >= set(row)
+    assert row["dataset"] == "samm" and row["label_megc"] == 0  # Anger: negative
+    assert row["aus"] == "R12B L14" and row["apex_source"] == "fixed" and row["fixes"] == "apex 1143 → 1105 (MEB)"
+    assert clip_row(clip("006_1_3", 3, emotion="Happiness"), "ok")["label_megc"] == 1
+    assert clip_row(clip("006_1_4", 4, emotion="Surprise"), "ok")["label_megc"] == 2
+    assert clip_row(clip("006_1_5", 5, emotion="Other"), "ok")["label_megc"] == -1
+    assert clip_row(rejected("006_1_6", 6), "invalid_annotation")["label_megc"] == -1  # Other
+
+
+def test_a_clip_to_be_spotted_resumes_a_row_whose_apex_was_spotted():
+    to_spot = dataclasses.replace(clip("006_1_2", 2), spot=True)  # apex 15 is only the reference frame
+    spotted = {**ok_row(clip("006_1_2", 2)), "apex": "17", "apex_source": "spotted"}
+    assert same_annotation(to_spot, spotted)
+    assert not same_annotation(to_spot, ok_row(clip("006_1_2", 2)))  # made with the annotated apex
+    assert not same_annotation(clip("006_1_2", 2), spotted)  # asked for the annotated apex now
+    assert not same_annotation(to_spot, {**spotted, "offset": "21"})
+
+
+def test_parameters_added_since_an_older_params_json_count_as_their_defaults():
+    new = {"params": PipelineParams().output_dict(), "dataset": "/data"}
+    older = {"params": {stage: values for stage, values in PipelineParams().output_dict().items() if stage != "annotations"},
+             "dataset": "/data"}
+    del older["params"]["flow"]["method"], older["params"]["encode"]["channels"]
+    assert differences(older, new) == []
+    tvl1 = {"params": PipelineParams.from_preset("ststnet").output_dict(), "dataset": "/data"}
+    assert "flow.method farneback → tvl1" in differences(older, tvl1)[0]

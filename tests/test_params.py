@@ -10,30 +10,38 @@ import pytest
 
 from sammflow.cli import _build, _pipeline_params, build_parser
 from sammflow.params import (
-    STAGES, AlignParams, DetectParams, EncodeParams, FlowParams, GifParams, Param, PipelineParams, declared, stable_hash,
+    PRESETS, STAGE_CLASSES, STAGES, AlignParams, AnnotationParams, DetectParams, EncodeParams, FlowParams, GifParams, Param,
+    PipelineParams, declared, stable_hash,
 )
 
-CLASSES = [DetectParams, AlignParams, FlowParams, EncodeParams, GifParams]
-STAGE_CLASSES = {"detect": DetectParams, "align": AlignParams, "flow": FlowParams, "encode": EncodeParams}
+CLASSES = [AnnotationParams, DetectParams, AlignParams, FlowParams, EncodeParams, GifParams]
 #: The parameters that only judge an alignment or pick the hardware: outside the output hash.
 NOT_HASHED = {("DetectParams", "device"), ("AlignParams", "min_score"), ("AlignParams", "max_residual")}
 #: Every flag of each command, spelled as the README and earlier versions documented them.
 FLAGS = {
+    "annotations": ["--fix-annotations", "--no-fix-annotations", "--apex"],
     "detect": ["--device", "--detect-max-side", "--min-prob", "--neighbours", "--min-face"],
     "align": ["--margin", "--crop-size", "--crop-interpolation", "--method", "--motion", "--robust", "--no-robust",
               "--min-score", "--max-residual"],
-    "flow": ["--pyr-scale", "--levels", "--winsize", "--iterations", "--poly-n", "--poly-sigma", "--flow-flags",
-             "--head-motion", "--no-head-motion"],
-    "encode": ["--map-size", "--map-interpolation", "--map-scale"],
+    "flow": ["--flow-method", "--pyr-scale", "--levels", "--winsize", "--iterations", "--poly-n", "--poly-sigma", "--flow-flags",
+             "--tvl1-tau", "--tvl1-lambda", "--tvl1-theta", "--tvl1-scales", "--tvl1-warps", "--tvl1-epsilon", "--tvl1-inner-iterations",
+             "--tvl1-outer-iterations", "--tvl1-scale-step", "--tvl1-gamma", "--tvl1-median-filtering",
+             "--dis-finest-scale", "--dis-patch-size", "--dis-patch-stride", "--dis-iterations", "--dis-refine-iterations",
+             "--dis-refine-alpha", "--dis-refine-delta", "--dis-refine-gamma", "--dis-mean-normalization", "--no-dis-mean-normalization",
+             "--dis-spatial-propagation", "--no-dis-spatial-propagation", "--head-motion", "--no-head-motion"],
+    "encode": ["--map-size", "--map-interpolation", "--map-channels", "--map-scale", "--map-fixed-scale"],
+    "model": ["--preset", "--arrays"],
     "gif": ["--fps", "--step", "--to-offset", "--no-to-offset", "--gif-size", "--gif-labels", "--no-gif-labels"],
 }
 COMMON = ["-h", "--help", "--annotations", "-a", "--quiet", "-q", "--workers", "-j", "--force"]
 COMMAND_STAGES = {
-    "normalize": ["detect", "align"],
-    "flows": ["flow", "encode"],
-    "gif": ["gif", "detect", "align"],
-    "export": ["detect", "align", "flow", "encode"],
+    "normalize": ["annotations", "detect", "align"],
+    "flows": ["model", "flow", "encode"],
+    "gif": ["gif", "annotations", "detect", "align"],
+    "export": ["model", "annotations", "detect", "align", "flow", "encode"],
 }
+#: Values a parameter's bound needs of another one to be valid (a DIS patch stride of 64 px needs patches that large).
+COMPANIONS = {"dis_patch_stride": {"dis_patch_size": 64}}
 
 
 def _all_fields():
@@ -55,7 +63,7 @@ def _other_value(f: dataclasses.Field, p: Param):
     if isinstance(default, int):
         candidates += [default + 1, default * 2]
     elif isinstance(default, float):
-        candidates += [round(default * 0.75, 6), round(default * 1.25, 6)]
+        candidates += [round(default * 0.75, 6), round(default * 1.25, 6), default + 0.5]
     for value in candidates:
         if value == default or type(value) is not type(default):
             continue
@@ -88,7 +96,8 @@ def test_docstrings_list_every_parameter_in_a_generated_attributes_section():
             header, text = entries[f.name]
             assert header == f"    {f.name} : {type(f.default).__name__}, default {f.default!r}"
             assert text.startswith("        ") and text.strip().lower().startswith(p.help.lower()), (cls.__name__, f.name, text)
-            assert text.endswith(" Not part of the output hash.") == (not p.output), (cls.__name__, f.name)
+            assert (" Not part of the output hash." in text) == (not p.output), (cls.__name__, f.name)
+            assert text.endswith(" Used when " + " and ".join(f"{k} = {v!r}" for k, v in p.applies) + ".") if p.applies else True
 
 
 def test_only_device_and_the_quality_thresholds_are_outside_the_hash():
@@ -99,12 +108,15 @@ def test_only_device_and_the_quality_thresholds_are_outside_the_hash():
 def test_defaults_are_the_original_scripts_but_the_map_scale():
     # the original min-max brightness scale is --map-scale minmax (issue 10: the robust default)
     assert PipelineParams().output_dict() == {
+        "annotations": {"fix": False, "apex": "annotated"},
         "detect": {"max_side": 640, "min_prob": 0.9, "neighbours": 3, "min_face": 40},
         "align": {"margin": 40, "crop_size": 224, "interpolation": "area", "method": "subpixel", "motion": "translation", "robust": True},
-        "flow": {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2, "flags": 0,
-                 "head_motion": False},
-        "encode": {"size": 28, "interpolation": "area", "scale": "robust"},
+        "flow": {"method": "farneback", "pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2,
+                 "flags": 0, "head_motion": False},
+        "encode": {"size": 28, "interpolation": "area", "channels": "hsv", "scale": "robust"},
     }
+    assert PipelineParams.from_preset("seed") == PipelineParams(preset="seed")
+    assert PipelineParams.from_preset("seed").hash == PipelineParams().hash
     assert PipelineParams().judging_dict() == {"detect": {"device": "cpu"}, "align": {"min_score": 0.8, "max_residual": 0.2}}
 
 
@@ -140,7 +152,7 @@ def test_declared_ranges_and_choices_are_enforced_naming_the_field(cls, f, p):
         assert str(raised.value).startswith(message), (value, str(raised.value))
     for bound in (p.minimum, p.maximum):  # the bounds themselves are valid (inclusive)
         if bound is not None:
-            assert getattr(cls(**{f.name: type(f.default)(bound)}), f.name) == bound
+            assert getattr(cls(**{**COMPANIONS.get(f.name, {}), f.name: type(f.default)(bound)}), f.name) == bound
 
 
 def test_the_checks_declarations_cannot_express():
@@ -150,6 +162,7 @@ def test_the_checks_declarations_cannot_express():
         (FlowParams, {"pyr_scale": 1.0}, "pyr_scale must be in (0, 1), got 1.0"),
         (FlowParams, {"winsize": 14}, "winsize must be odd (OpenCV averages over winsize + 1 px when it is even: 14 would give the flow of 15), got 14"),
         (FlowParams, {"flags": 1}, "flags must be one of [0, 256], got 1"),
+        (FlowParams, {"dis_patch_size": 4, "dis_patch_stride": 5}, "dis_patch_stride must be <= dis_patch_size (4), got 5"),
     ]
     for cls, kwargs, message in cases:
         with pytest.raises(ValueError) as raised:
@@ -167,8 +180,10 @@ def test_hash_is_stable():
     assert len(PipelineParams().hash) == 12 and int(PipelineParams().hash, 16) >= 0
     assert PipelineParams().hash == PipelineParams().hash == PipelineParams.from_dict(PipelineParams().to_dict()).hash
     assert stable_hash({"b": 1, "a": [1, 2]}) == stable_hash({"a": [1, 2], "b": 1})  # key order does not matter
-    assert PipelineParams().hash == "3bc4a220fbd7"
-    assert [cls().hash for cls in CLASSES] == ["9047a46927a3", "81b65edbdce8", "eddd67cc7903", "e216c837e83d", "1915364e6a2e"]
+    # 3bc4a220fbd7 before issue 11 (no annotation stage, flow method, map channels); an older params.json
+    # still resumes: a parameter it lacks counts as its default (sammflow.manifest.differences)
+    assert PipelineParams().hash == "e1c5f3eb0c0d"
+    assert [cls().hash for cls in CLASSES] == ["c8e7fb84745e", "9047a46927a3", "81b65edbdce8", "8d44cbd4f9fd", "593ffaa1d834", "1915364e6a2e"]
 
 
 HASHED = [(cls, f, p) for cls, f, p in _all_fields() if p.output]
@@ -177,12 +192,41 @@ UNHASHED = [(cls, f, p) for cls, f, p in _all_fields() if not p.output]
 
 @pytest.mark.parametrize("cls, f, p", HASHED, ids=_ids(HASHED))
 def test_changing_an_output_parameter_changes_the_hash(cls, f, p):
-    changed = cls(**{f.name: _other_value(f, p)})
-    assert changed.hash != cls().hash
+    where = dict(p.applies)  # the values under which the parameter has an effect (its method, its scale)
+    changed = cls(**{**where, f.name: _other_value(f, p)})
+    assert changed.hash != cls(**where).hash
     stage = next((s for s, c in STAGE_CLASSES.items() if c is cls), None)
     if stage is not None:
-        assert PipelineParams(**{stage: changed}).hash != PipelineParams().hash
-        assert PipelineParams(**{stage: changed}).output_dict() != PipelineParams().output_dict()
+        assert PipelineParams(**{stage: changed}).hash != PipelineParams(**{stage: cls(**where)}).hash
+        assert PipelineParams(**{stage: changed}).output_dict() != PipelineParams(**{stage: cls(**where)}).output_dict()
+
+
+INACTIVE = [(cls, f, p) for cls, f, p in HASHED if p.applies and not cls().active(f.name)]
+
+
+@pytest.mark.parametrize("cls, f, p", INACTIVE, ids=_ids(INACTIVE))
+def test_a_parameter_without_effect_leaves_the_hash_alone(cls, f, p):
+    # a TV-L1 parameter under Farnebäck (the default), the fixed scale under the robust one: no output changes
+    changed = cls(**{f.name: _other_value(f, p)})
+    assert changed != cls() and changed.hash == cls().hash and f.name not in changed.output_dict()
+
+
+def test_presets_set_their_values_and_flags_override_them():
+    for name, preset in PRESETS.items():
+        params = PipelineParams.from_preset(name)
+        assert params.preset == name and params.preset_changes() == [] and preset.basis and preset.title
+        for stage, values in preset.values.items():
+            assert {k: getattr(getattr(params, stage), k) for k in values} == values
+    ststnet = PipelineParams.from_preset("ststnet")
+    assert (ststnet.flow.method, ststnet.encode.channels, ststnet.encode.size) == ("tvl1", "uvs", 28)
+    offapexnet = PipelineParams.from_preset("offapexnet")
+    assert (offapexnet.flow.method, offapexnet.encode.channels, offapexnet.encode.size) == ("tvl1", "uv", 28)
+    changed = PipelineParams.from_preset("ststnet", {"flow": {"tvl1_warps": 3}, "align": {"margin": 20}})
+    assert changed.flow.method == "tvl1" and changed.flow.tvl1_warps == 3
+    assert changed.preset_changes() == ["align.margin", "flow.tvl1_warps"]
+    assert changed.hash != ststnet.hash and PipelineParams(preset="ststnet").hash == PipelineParams().hash  # the values count, not the name
+    with pytest.raises(ValueError, match="preset must be one of"):
+        PipelineParams.from_preset("htnet")
 
 
 @pytest.mark.parametrize("cls, f, p", UNHASHED, ids=_ids(UNHASHED))
@@ -211,7 +255,8 @@ def test_dicts_round_trip():
     # an output-only dict (params.json's "params") gets the default device and thresholds back
     assert PipelineParams.from_dict(params.output_dict()).hash == params.hash
     for stage in STAGES:
-        assert set(params.output_dict()[stage]) | set(params.judging_dict().get(stage, {})) == set(params.to_dict()[stage])
+        inactive = {f.name for f, _ in declared(STAGE_CLASSES[stage]) if not getattr(params, stage).active(f.name)}
+        assert set(params.output_dict()[stage]) | set(params.judging_dict().get(stage, {})) | inactive == set(params.to_dict()[stage])
         assert not set(params.output_dict()[stage]) & set(params.judging_dict().get(stage, {}))
 
 
@@ -235,10 +280,11 @@ def test_cli_flags_are_the_documented_spellings(command):
 def test_cli_flags_carry_the_declared_help_and_defaults():
     parser = _subcommands()["export"]
     by_dest = {a.dest: a for a in parser._actions}
-    for cls in (DetectParams, AlignParams, FlowParams, EncodeParams):
+    for cls in STAGE_CLASSES.values():
         for f, p in declared(cls):
             action = by_dest[f"{cls.__name__}.{f.name}"]
-            assert action.default == f.default and p.help in action.help and f"(default: {f.default})" in action.help
+            # not given = absent (the preset's value, else the default, applies)
+            assert action.default is argparse.SUPPRESS and p.help in action.help and f"(default: {f.default}" in action.help
             if p.flag:
                 assert action.option_strings[0] == f"--{p.flag}"
 
@@ -254,11 +300,28 @@ def test_cli_flags_set_their_parameter():
         align=AlignParams(interpolation="cubic", min_score=0.5, max_residual=0.3, margin=20, crop_size=160, method="whole_pixel",
                           motion="similarity", robust=False),
         flow=FlowParams(flags=256, winsize=21, head_motion=True),
-        encode=EncodeParams(size=32, interpolation="linear"),
+        encode=EncodeParams(size=32, interpolation="linear"), preset="seed",
     )
-    assert _pipeline_params(build_parser().parse_args(["export", "DATA", "OUT"])) == PipelineParams()
+    assert _pipeline_params(build_parser().parse_args(["export", "DATA", "OUT"])) == PipelineParams(preset="seed")
+    ststnet = build_parser().parse_args(["export", "DATA", "OUT", "--preset", "ststnet", "--tvl1-warps", "3", "--apex", "auto"])
+    assert _pipeline_params(ststnet) == PipelineParams.from_preset(
+        "ststnet", {"flow": {"tvl1_warps": 3}, "annotations": {"apex": "auto"}})
+    explicit = build_parser().parse_args(["export", "DATA", "OUT", "--preset", "ststnet", "--flow-method", "farneback"])
+    assert _pipeline_params(explicit).flow.method == "farneback" and _pipeline_params(explicit).preset_changes() == ["flow.method"]
     gif = build_parser().parse_args(["gif", "DATA", "OUT", "--gif-size", "96", "--fps", "5", "--step", "2", "--to-offset"])
     assert _build(GifParams, gif) == GifParams(size=96, fps=5.0, step=2, to_offset=True)
     # a command without flow flags still builds a complete parameter set, with the defaults
     assert _pipeline_params(build_parser().parse_args(["normalize", "DATA", "OUT", "--margin", "10"])) == PipelineParams(
         align=AlignParams(margin=10))
+
+
+def test_applied_fixes_are_hashed_with_the_version_of_their_table(monkeypatch):
+    import sammflow.fixes
+
+    fixed = PipelineParams(annotations=AnnotationParams(fix=True))
+    assert fixed.output_dict()["annotations"] == {"fix": True, "apex": "annotated", "fixes_version": sammflow.fixes.FIXES_VERSION}
+    assert "fixes_version" not in PipelineParams().output_dict()["annotations"]
+    before = fixed.hash
+    monkeypatch.setattr(sammflow.fixes, "FIXES_VERSION", "2099.1.1")
+    assert fixed.hash != before  # a new table makes other outputs: another folder, another cache key
+    assert PipelineParams.from_dict(fixed.output_dict()) == fixed  # read back from a params.json

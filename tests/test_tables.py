@@ -18,6 +18,7 @@ clip       subject     on disk                                emotion    AUs
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import pytest
 from sammflow import tables
 from sammflow.align import Alignment
 from sammflow.detect import FaceBox
-from sammflow.params import AlignParams
+from sammflow.params import AlignParams, AnnotationParams
 from sammflow.annotations import read_annotations
 from sammflow.dataset import Dataset, load_dataset
 from sammflow.pipeline import ClipError
@@ -173,3 +174,75 @@ def test_flag_reasons_say_which_limit_each_frame_broke() -> None:
                        (9, "score 0.7999 < 0.8000")]  # as many decimals as it takes to tell them apart
     assert [n for n, _ in reasons] == [int(n) for n in alignment.flagged(params)]  # the same frames as the verdict
     assert tables.flag_reasons(alignment, AlignParams(min_score=0.5, max_residual=1.0)) == []
+
+
+# ---------------------------------------------------------------- labels, annotation settings, apex notes (issue 11)
+
+
+def test_label_table_and_megc_counts_map_emotions_to_the_benchmark_classes(dataset: Dataset) -> None:
+    table = tables.label_table(dataset)
+    assert list(table.columns) == ["emotion", "MEGC2019 class", "clips"]
+    # valid rows only (011_9_9 is rejected); classes in order, most clips first; no emotion is not in MEGC2019
+    assert table.values.tolist() == [["Anger", "negative", 1], ["Happiness", "positive", 2], ["Surprise", "surprise", 1],
+                                     ["—", tables.NOT_IN_MEGC, 1]]
+    assert tables.megc_counts(dataset) == {"negative": 1, "positive": 2, "surprise": 1, "not in MEGC": 1}
+    assert [tables.megc_class(dataset, e) for e in ("Contempt", " happiness ", "Other", "")] == ["negative", "positive", "not in MEGC",
+                                                                                                "not in MEGC"]
+
+
+def test_megc_counts_list_every_class_even_without_clips(tmp_path: Path) -> None:
+    (tmp_path / "samm.csv").write_text(f"{HEADER}\r\n{ROWS[0]}\r\n")
+    only_anger = load_dataset(tmp_path, read_annotations(tmp_path / "samm.csv"))
+    assert tables.megc_counts(only_anger) == {"negative": 1, "positive": 0, "surprise": 0, "not in MEGC": 0}
+
+
+def fixable(tmp_path: Path, params: AnnotationParams) -> Dataset:
+    """Two clips of the real SAMM file that shipped fixes change: an AU ("L12 or L14") and an apex after the offset."""
+    rows = ["011;011_4_2;1;100;104;110;11;Micro - 1/2;L12 or L14;Happiness;1;",
+            "028;028_4_1;1;1071;1143;1134;64;Micro - 1/2;4;Anger;3;",
+            ROWS[0]]
+    (tmp_path / "samm.csv").write_text("\r\n".join([HEADER, *rows]) + "\r\n")
+    return load_dataset(tmp_path, read_annotations(tmp_path / "samm.csv")).resolved(params)
+
+
+def test_resolution_counts_say_what_the_annotation_settings_did(dataset: Dataset, tmp_path: Path) -> None:
+    assert tables.resolution_counts(dataset) == {"fixed": 0, "fixed_apex": 0, "to_spot": 0}
+    assert tables.resolution_counts(dataset.resolved(AnnotationParams(apex="auto"))) == {"fixed": 0, "fixed_apex": 0, "to_spot": 1}
+    assert tables.resolution_counts(dataset.resolved(AnnotationParams(apex="spot"))) == {"fixed": 0, "fixed_apex": 0, "to_spot": 6}
+    assert tables.resolution_counts(fixable(tmp_path, AnnotationParams())) == {"fixed": 0, "fixed_apex": 0, "to_spot": 0}
+    assert tables.resolution_counts(fixable(tmp_path, AnnotationParams(fix=True))) == {"fixed": 2, "fixed_apex": 1, "to_spot": 0}
+
+
+def test_apex_note_says_how_the_apex_was_chosen(dataset: Dataset, tmp_path: Path) -> None:
+    ann = dataset.annotations.by_clip["006_1_1"]
+    assert tables.apex_note(dataset, ann) == "apex 14"
+    spot = dataset.resolved(AnnotationParams(apex="spot"))
+    spotted = dataclasses.replace(spot.annotations.by_clip["006_1_1"], apex=16, apex_source="spotted", spot=False)
+    assert tables.apex_note(spot, spotted) == "apex spotted: 16 (annotated: 14)"
+    auto = dataset.resolved(AnnotationParams(apex="auto"))
+    reference = auto.annotations.by_clip["011_9_9"]  # apex 300 after offset 200: spotted from the middle frame
+    assert reference.apex == 150 and reference.spot
+    assert tables.annotated_clip(auto, "011_9_9") is None and tables.annotated_clip(auto, "006_1_1") == ann
+    assert tables.apex_note(auto, dataclasses.replace(reference, apex=140, apex_source="spotted")) == "apex spotted: 140 (annotated: none usable)"
+    fixed = fixable(tmp_path, AnnotationParams(fix=True))
+    assert tables.apex_note(fixed, fixed.annotations.by_clip["028_4_1"]) == "apex 1105 (fixed)"
+    fixed_spot = fixable(tmp_path, AnnotationParams(fix=True, apex="spot"))
+    again = dataclasses.replace(fixed_spot.annotations.by_clip["028_4_1"], apex=1110, apex_source="spotted")
+    assert tables.apex_note(fixed_spot, again) == "apex spotted: 1110 (annotated: 1105, fixed)"
+
+
+def test_frame_number_of_a_spotted_clip(dataset: Dataset) -> None:
+    spotted = dataclasses.replace(dataset.annotations.by_clip["006_1_1"], apex=16, apex_source="spotted")
+    assert [tables.frame_number(dataset, "006_1_1", which, clip=spotted) for which in ("first", "onset", "apex")] == [9, 10, 16]
+
+
+def test_features_summary_gives_the_shapes_and_labels(tmp_path: Path) -> None:
+    n, size = 5, 28
+    path = tmp_path / "features.npz"
+    np.savez(path, u=np.zeros((n, size, size), np.float32), v=np.zeros((n, size, size), np.float32),
+             strain=np.zeros((n, size, size), np.float32), X=np.zeros((n, size, size, 3), np.float32),
+             label_megc=np.array([0, 0, 1, 2, -1]), fold=np.array([0, 0, 1, 1, 2]), clip=np.array(["a", "b", "c", "d", "e"]))
+    assert tables.features_summary(path) == ("features.npz: 5 clips × 28 × 28 (u, v, strain float32; X 5 × 28 × 28 × 3) · "
+                                             "MEGC2019: 2 negative, 1 positive, 1 surprise, 1 not in MEGC · 3 subject folds")
+    with pytest.raises(OSError):
+        tables.features_summary(tmp_path / "missing.npz")
