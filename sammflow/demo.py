@@ -7,7 +7,11 @@ and mirroring; each clip adds per-frame sub-pixel head jitter, sensor noise, and
 local motion that rises from onset to apex and falls to offset. ``ground_truth.json``
 records all of it, so alignment and flow can be measured against the truth.
 
-Coordinates in the ground truth are original-frame pixels at zero jitter, +x right, +y down.
+Coordinates in the ground truth are frame pixels, +x right, +y down. The local motion's
+bumps stay where the ground truth puts them, whatever the jitter (the head moves under them),
+and they are a pull field: frame pixel x shows the head at x − motion(x) − jitter, so the
+forward onset→apex flow g at x solves g = motion(x + g) (``bench/fidelity.py``,
+``true_flow_in_crop``).
 """
 
 from __future__ import annotations
