@@ -2,8 +2,10 @@
 
 Run with ``streamlit run app.py``. With nothing configured it opens a generated demo
 dataset (created on first run in the cache folder); ``SAMMFLOW_DATA`` and
-``SAMMFLOW_ANNOTATIONS`` point it at a real dataset, and ``SAMMFLOW_ROOTS`` lists the folders
-a page user may open or export to (see ``sammflow.access``: what a page user can reach).
+``SAMMFLOW_ANNOTATIONS`` point it at a real dataset of any kind (SAMM, CASME II, SMIC,
+CAS(ME)³ A, MMEW), and ``SAMMFLOW_ROOTS`` lists the folders a page user may open or export to
+(see ``sammflow.access``: what a page user can reach). The sidebar also opens a video file
+with its events, or a composite of one dataset per kind.
 """
 
 from pathlib import Path

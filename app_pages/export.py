@@ -9,8 +9,9 @@ from sammflow.features import FEATURES_FILE
 
 ctx = ui.context()
 st.title("Batch export")
-st.caption("Writes `flows/sub{S}_{C}.png`, `manifest.csv` and `params.json`, the same files as `sammflow export`, "
-           "using the parameters in the sidebar. A clip that fails is listed with its cause; the others go on.")
+st.caption("Writes a flow map per clip in `flows/` (`sub{S}_{C}.png` for SAMM, the clip id for the other kinds), `manifest.csv` "
+           "and `params.json`, the same files as `sammflow export`, using the parameters in the sidebar. A clip that fails is "
+           "listed with its cause; the others go on.")
 
 # one default folder per dataset and parameter set; it follows the sidebar until the user types another
 default = str(access.default_out_dir(ctx.ref, ctx.params.hash))

@@ -6,6 +6,7 @@ import random
 import streamlit as st
 
 from sammflow import charts, figures, tables, ui
+from sammflow.export import flow_map_name
 from sammflow.pipeline import ClipError
 
 ctx = ui.context()
@@ -92,7 +93,7 @@ m1.metric("Mean flow (crop px)", f"{stats['mean']:.3f}")
 m2.metric("99th percentile (crop px)", f"{stats['p99']:.3f}")
 m3.metric("Dominant direction", f"{stats['direction']:.0f}°", help="0° = right, 90° = down, 180° = left, 270° = up.")
 d1, d2, _ = st.columns([1, 1, 2])
-d1.download_button("Download map (PNG)", figures.png(result.map_rgb), file_name=f"sub{ann.subject}_{clip}.png", mime="image/png",
+d1.download_button("Download map (PNG)", figures.png(result.map_rgb), file_name=flow_map_name(ann), mime="image/png",
                    icon=":material/download:", on_click="ignore")
 d2.download_button("Download figure (PNG)", figures.png(figures.panel(figure, columns=4, tile=size, title=tables.caption(ctx.dataset, clip))),
                    file_name=f"flow_{clip}.png", mime="image/png", icon=":material/download:", on_click="ignore")

@@ -4,6 +4,7 @@ and a slide-ready figure per clip."""
 import streamlit as st
 
 from sammflow import figures, tables, ui
+from sammflow.export import flow_map_name, gif_name
 from sammflow.params import GifParams
 from sammflow.pipeline import ClipError
 
@@ -20,7 +21,9 @@ ui.link_choice("gif_clips", clips, "a clip of this dataset with its onset and ap
 chosen = st.multiselect("Clips", clips, default=clips[:2], max_selections=6, key="gif_clips", bind="query-params")
 c1, c2, c3, c4, c5 = st.columns(5)
 fps = c1.slider("Speed (frames per second)", 1, 50, 10, key="fps", bind="query-params")
-step = c2.slider("Frame step", 1, 10, 1, key="step", bind="query-params", help="Use every n-th frame (SAMM is 200 fps).")
+rate = ctx.fps
+step = c2.slider("Frame step", 1, 10, 1, key="step", bind="query-params",
+                 help="Use every n-th frame" + (f" (these clips are {rate:g} fps)." if rate else "."))
 size = c3.select_slider("Size (px)", [160, 224, 288, 320], value=224, key="gif_size", bind="query-params")
 to_offset = c4.toggle("Continue to offset", key="offset", bind="query-params")
 labels = c5.toggle("Frame labels", value=True, key="gif_labels", bind="query-params",
@@ -43,9 +46,9 @@ for clip in chosen:
     end = f"offset {ann.offset}" if to_offset else (f"apex {ann.apex}" + (" (spotted)" if ann.apex_source == "spotted" else ""))
     left.image(data, caption=f"{count} frames, onset {ann.onset} → {end}", width=size)
     right.image(figures.enlarge(result.map_rgb, size), caption="flow map (onset → apex)", width=size)
-    info.download_button("Download GIF", data, file_name=f"sub{ann.subject}_{clip}.gif", mime="image/gif",
+    info.download_button("Download GIF", data, file_name=gif_name(ann), mime="image/gif",
                          icon=":material/download:", on_click="ignore", key=f"gif_{clip}")
-    info.download_button("Download map (PNG)", figures.png(result.map_rgb), file_name=f"sub{ann.subject}_{clip}.png", mime="image/png",
+    info.download_button("Download map (PNG)", figures.png(result.map_rgb), file_name=flow_map_name(ann), mime="image/png",
                          icon=":material/download:", on_click="ignore", key=f"map_{clip}")
     slide = figures.clip_figure(result, params=ctx.params.encode, title=tables.caption(ctx.dataset, clip))
     info.download_button("Download slide figure (PNG)", figures.png(slide), file_name=f"slide_{clip}.png", mime="image/png",

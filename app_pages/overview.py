@@ -1,12 +1,15 @@
-"""Overview: what the dataset holds, what is wrong with it, and its annotation statistics."""
+"""Overview: what the dataset holds, what is wrong with it, and its annotation statistics (a
+composite's per dataset too)."""
 
 import streamlit as st
 
-from sammflow import charts, tables, ui
+from sammflow import access, charts, tables, ui
 
 ctx = ui.context()
+kind = access.kind_title(ctx.dataset.kind)
 st.title("Overview")
-st.caption(f"{ctx.ref.label} · kind: **{ctx.dataset.kind}** · `{ctx.ref.root}` · annotations `{ctx.ref.annotations}`")
+st.caption(f"{ctx.ref.label} · kind: **{kind}** · "
+           + " · ".join(f"`{part.root}` · annotations `{part.annotations}`" for part in ctx.ref.parts or (ctx.ref,)))
 
 counts = tables.summary(ctx.dataset)
 for column, (label, value, help_text) in zip(st.columns(6), [
@@ -41,13 +44,16 @@ st.dataframe(shown, hide_index=True, width="stretch", height=min(420, 38 + 35 * 
 left, right = st.columns(2)
 left.plotly_chart(charts.count_chart(shown, "emotion", "Estimated emotion"), config=charts.plotly_config("emotions"))
 right.plotly_chart(charts.count_chart(shown, "objective class", "Objective class"), config=charts.plotly_config("objective_classes"))
-left.plotly_chart(charts.histogram(shown, "duration", "Clip duration (onset → offset)", label="duration"), config=charts.plotly_config("durations"))
-right.plotly_chart(charts.histogram(shown, "latency", "Onset → apex latency", label="latency"), config=charts.plotly_config("latencies"))
+fps = ctx.fps
+left.plotly_chart(charts.histogram(shown, "duration", "Clip duration (onset → offset)", label="duration", fps=fps),
+                  config=charts.plotly_config("durations"))
+right.plotly_chart(charts.histogram(shown, "latency", "Onset → apex latency", label="latency", fps=fps),
+                   config=charts.plotly_config("latencies"))
 
 st.subheader("Labels")
 annotations = ctx.params.annotations
 resolved = tables.resolution_counts(ctx.dataset)
-st.caption(f"Valid annotation rows by MEGC2019 class (the composite benchmark's mapping of {ctx.dataset.kind}'s emotions) and "
+st.caption(f"Valid annotation rows by MEGC2019 class (the composite benchmark's mapping of each dataset's emotions) and "
            f"what the sidebar's annotation settings did: published fixes {'applied' if annotations.fix else 'off'}, "
            f"apex policy *{annotations.apex}*.")
 metrics = [(f"MEGC2019: {name}", count, f"Clips whose estimated emotion is in the class {name}.")
@@ -57,3 +63,10 @@ metrics += [("Fixes applied", resolved["fixed"], f"Clips changed by a published 
 for column, (label, value, help_text) in zip(st.columns(len(metrics)), metrics):
     column.metric(label, f"{value:,}", help=help_text, border=True)
 st.dataframe(tables.label_table(ctx.dataset), hide_index=True, width="stretch")
+
+if ctx.dataset.parts:
+    st.subheader("Labels per dataset")
+    st.caption("Each dataset of the composite: its valid annotation rows by MEGC2019 class, and by its own estimated emotions "
+               "(each dataset names them its own way).")
+    st.dataframe(tables.megc_by_dataset(ctx.dataset), hide_index=True, width="stretch")
+    st.dataframe(tables.emotions_by_dataset(ctx.dataset), hide_index=True, width="stretch")

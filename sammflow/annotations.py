@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from sammflow.fixes import FIXES_VERSION, FixOutcome, apply_fixes, fixes_for
+from sammflow.kinds import KINDS, Kind, kind_of
+from sammflow.labels import megc_label
 from sammflow.params import AnnotationParams
 from sammflow.text import show_path
 
@@ -50,8 +52,8 @@ REQUIRED = ("subject", "clip", "onset", "apex", "offset")
 FRAME_FIELDS = ("onset", "apex", "offset")
 #: How far down a spreadsheet the header row is looked for (the official one has ~13 text rows above it).
 HEADER_SEARCH_ROWS = 40
-#: Dataset kinds whose annotation files this module reads.
-DATASETS = ("samm",)
+#: Dataset kinds whose annotation files this module reads (``sammflow.kinds``).
+DATASETS = tuple(KINDS)
 #: A table as read: ``(row_number, cells)`` per row, header (and any title rows) included.
 Table = Sequence[tuple[int, Sequence[str]]]
 
@@ -83,8 +85,10 @@ class ClipAnnotation:
     """One validated micro-movement clip: absolute frame numbers, onset ≤ apex ≤ offset.
 
     ``apex_source`` says where ``apex`` comes from: ``"annotated"`` (the file), ``"fixed"``
-    (a shipped fix, ``sammflow.fixes``; ``fixes`` lists what was changed) or ``"spotted"``
-    (``sammflow.spot``). A clip with ``spot`` set must have its apex spotted before use:
+    (a shipped fix, ``sammflow.fixes``; ``fixes`` lists what was changed), ``"middle"`` (the
+    middle frame: ``--apex middle``) or ``"spotted"`` (``sammflow.spot``). ``clip`` is the
+    clip's id, unique in its dataset (``sammflow.kinds``); ``folder`` the annotation's
+    Filename, which names the clip's folder (``""``: the id itself); ``dataset`` the kind. A clip with ``spot`` set must have its apex spotted before use:
     until then ``apex`` is the frame detection and alignment take as reference (the annotated
     apex where it is valid, else the middle frame).
     """
@@ -105,6 +109,8 @@ class ClipAnnotation:
     apex_source: str = "annotated"
     spot: bool = False
     fixes: tuple[str, ...] = ()
+    dataset: str = "samm"
+    folder: str = ""
 
     def __post_init__(self) -> None:
         if not self.onset <= self.apex <= self.offset:
@@ -120,6 +126,7 @@ class RejectedRow:
     subject: str
     values: dict[str, str]
     problems: tuple[AnnotationProblem, ...]
+    dataset: str = "samm"
 
     @property
     def cause(self) -> str:
@@ -144,6 +151,8 @@ class Annotations:
         Dataset kind (``"samm"``): which shipped fixes and label mapping apply.
     params : AnnotationParams
         What the rows were resolved with (shipped fixes, apex policy).
+    left_out : int
+        Rows left out because they are not of the MEGC2019 classes (``params.megc2019``).
     fix_log : tuple of FixOutcome
         Every shipped fix met with ``params.fix``: applied, a no-op, or not applied (also a
         warning in ``problems``).
@@ -160,6 +169,7 @@ class Annotations:
     params: AnnotationParams = field(default_factory=AnnotationParams)
     fix_log: tuple[FixOutcome, ...] = ()
     table: tuple[tuple[int, tuple[str, ...]], ...] = field(default=(), repr=False, compare=False)
+    left_out: int = 0
     by_clip: dict[str, ClipAnnotation] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -219,6 +229,8 @@ def read_annotations(path: str | Path, *, params: AnnotationParams = AnnotationP
     ValueError
         If ``dataset`` is not one of ``DATASETS``.
     """
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
     path = Path(path)
     if not path.exists():
         raise AnnotationError(f"{show_path(path)}: annotation file not found")
@@ -228,9 +240,9 @@ def read_annotations(path: str | Path, *, params: AnnotationParams = AnnotationP
     if suffix == ".xls":
         raise AnnotationError(f"{show_path(path)}: legacy .xls spreadsheets are not supported; save it as .xlsx or CSV")
     if suffix in (".xlsx", ".xlsm"):
-        table = _read_xlsx_rows(path)
+        table = _read_xlsx_rows(path, kind_of(dataset))
     else:
-        table = _read_csv_rows(path)
+        table = _read_csv_rows(path, kind_of(dataset))
     return parse_table(table, source=str(path), params=params, dataset=dataset)
 
 
@@ -255,59 +267,85 @@ def parse_table(table: Table, *, source: str, params: AnnotationParams = Annotat
     """
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
+    kind = KINDS[dataset]
     table = tuple((number, tuple(cells)) for number, cells in table)
-    header_at = _find_header(table)
+    header_at = _find_header(table, kind)
     if header_at is None:
-        header_at = _find_partial_header(table)  # so the error below names the missing column(s)
+        header_at = _find_partial_header(table, kind)  # so the error below names the missing column(s)
     if header_at is None:
         first = table[0][1] if table else []
         raise AnnotationError(
             f"{show_path(source)}: no header row with the required columns "
-            f"{', '.join(COLUMNS[k] for k in REQUIRED)} in the first {HEADER_SEARCH_ROWS} rows "
+            f"{', '.join(_title(kind, k) for k in kind.required)} of a {kind.title} table in the first {HEADER_SEARCH_ROWS} rows "
             f"(first row read as {len(first)} column(s): {_preview(first)})"
         )
     header_row, header = table[header_at]
-    columns = _map_columns(header)
-    missing = [COLUMNS[k] for k in REQUIRED if k not in columns]
+    columns = _map_columns(header, kind)
+    missing = [_title(kind, k) for k in kind.required if k not in columns]
     if missing:
         raise AnnotationError(f"{show_path(source)}: missing required column(s) {', '.join(missing)} in header row {header_row}")
+    repeats: dict[tuple[str, str], int] = {}
 
     clips: list[ClipAnnotation] = []
     rejected: list[RejectedRow] = []
     problems: list[AnnotationProblem] = []
     fix_log: list[FixOutcome] = []
     seen: dict[str, int] = {}
+    index = -1  # the 0-based index of the data row (what MEB's fixes name rows by)
     for row_number, cells in table[header_at + 1:]:
         if not any(c.strip() for c in cells):
             continue
+        index += 1
         values = {key: (cells[i].strip() if i < len(cells) else "") for key, i in columns.items()}
-        clip_id = values.get("clip", "")
+        filename = values.get("clip", "")
+        subject = kind.subject_id(values.get("subject", "")) or ""
+        if subject and filename:
+            repeat = repeats[subject, filename] = repeats.get((subject, filename), 0) + 1
+            values["clip"] = kind.clip_id(subject, filename, repeat if kind.repeats else 1)
+            if values["clip"] != filename:
+                values["folder"] = filename  # the clip's folder, where its id is not the Filename
+        clip_id = values["clip"] if "clip" in values else ""
         applied: list[FixOutcome] = []
         if params.fix and clip_id:
-            values, outcomes = apply_fixes(values, fixes_for(dataset, clip_id))
+            values, outcomes = apply_fixes(values, fixes_for(dataset, clip_id, index))
             fix_log.extend(outcomes)
             applied = [o for o in outcomes if o.status == "applied"]
             problems.extend(AnnotationProblem(clip_id, row_number, o.fix.field, o.message, "warning")
                             for o in outcomes if o.status == "not applied")
-        row_problems = _validate(values, row_number, seen)
-        reference = _reference_apex(values, row_problems) if params.apex in ("auto", "spot") else None
+        row_problems = _validate(values, row_number, seen, kind)
+        # a row without a usable apex: spotted (or the middle frame, on request); a dataset that annotates none (SMIC) always
+        wanted = params.apex in ("auto", "spot", "middle") or not kind.has_apex or values.get("apex", "").strip() in kind.no_apex
+        reference = _reference_apex(values, row_problems) if wanted else None
         if reference is not None:
             wrong = "; ".join(p.message for p in row_problems if p.severity == "error")
             row_problems = [p for p in row_problems if p.severity != "error"]
-            row_problems.append(AnnotationProblem(clip_id, row_number, "apex", f"{wrong}: will be spotted (until then the middle "
-                                                                               f"frame {reference} is the reference)", "warning"))
+            fate = (f"the middle frame {reference} is used" if params.apex == "middle" else
+                    f"will be spotted (until then the middle frame {reference} is the reference)")
+            if kind.has_apex:
+                wrong = "no apex annotated" if values.get("apex", "").strip() in kind.no_apex else wrong
+                row_problems.append(AnnotationProblem(clip_id, row_number, "apex", f"{wrong}: {fate}", "warning"))
         problems.extend(row_problems)
         if any(p.severity == "error" for p in row_problems):
-            rejected.append(RejectedRow(row_number, clip_id, _subject(values), values, tuple(row_problems)))
+            rejected.append(RejectedRow(row_number, clip_id, subject or values.get("subject", ""), values, tuple(row_problems), dataset))
             continue
         seen[clip_id] = row_number
         fixed_apex = reference is None and any(o.fix.field == "apex" for o in applied)
-        clips.append(_to_clip(values, row_number, apex=reference, spot=reference is not None or params.apex == "spot",
-                              apex_source="fixed" if fixed_apex else "annotated", fixes=tuple(o.change for o in applied)))
+        middle = reference is not None and params.apex == "middle"
+        origin = "middle" if middle else "fixed" if fixed_apex else "annotated"
+        clips.append(_to_clip(values, row_number, kind, subject, filename, apex=reference,
+                              spot=(reference is not None and not middle) or params.apex == "spot",
+                              apex_source=origin, fixes=tuple(o.change for o in applied)))
     if not clips and not rejected:
         raise AnnotationError(f"{show_path(source)}: header found but no data rows")
+    left_out = 0
+    if params.megc2019:  # the composite's classes only: the rest is not part of this run at all
+        kept_clips = [c for c in clips if megc_label(dataset, c.emotion) >= 0]
+        kept_rejected = [r for r in rejected if megc_label(dataset, r.values.get("emotion", "")) >= 0]
+        kept = {c.clip for c in kept_clips} | {r.clip for r in kept_rejected}
+        left_out = len(clips) + len(rejected) - len(kept_clips) - len(kept_rejected)
+        clips, rejected, problems = kept_clips, kept_rejected, [p for p in problems if p.clip in kept]
     return Annotations(source=source, clips=tuple(clips), rejected=tuple(rejected), problems=tuple(problems), dataset=dataset,
-                       params=params, fix_log=tuple(fix_log), table=table)
+                       params=params, fix_log=tuple(fix_log), table=table, left_out=left_out)
 
 
 def _reference_apex(values: dict[str, str], problems: list[AnnotationProblem]) -> int | None:
@@ -327,46 +365,35 @@ def _preview(cells: Sequence[str], limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _normalise_name(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
+def _title(kind: Kind, key: str) -> str:
+    """How the kind's tables name a canonical column (SAMM's names for SAMM: ``Apex Frame``)."""
+    return COLUMNS[key] if kind.name == "samm" and key in COLUMNS else kind.columns.get(key, (key,))[0]
 
 
-_ALIASES = {_normalise_name(v): k for k, v in COLUMNS.items()}
-_ALIASES.update({"objective class": "objective_class", "emotion": "emotion", "clip": "clip", "au": "action_units", "aus": "action_units"})
-
-
-def _map_columns(header: Sequence[str]) -> dict[str, int]:
+def _map_columns(header: Sequence[str], kind: Kind) -> dict[str, int]:
     columns: dict[str, int] = {}
     for i, name in enumerate(header):
-        key = _ALIASES.get(_normalise_name(name))
+        key = kind.column(name)
         if key and key not in columns:
             columns[key] = i
     return columns
 
 
-def _find_header(table: Table) -> int | None:
+def _find_header(table: Table, kind: Kind) -> int | None:
     for i, (_, cells) in enumerate(table[:HEADER_SEARCH_ROWS]):
-        found = _map_columns(cells)
-        if all(k in found for k in REQUIRED):
+        found = _map_columns(cells, kind)
+        if all(k in found for k in kind.required):
             return i
     return None
 
 
-def _find_partial_header(table: Table) -> int | None:
+def _find_partial_header(table: Table, kind: Kind) -> int | None:
     """The first row holding most (but not all) of the required columns: a header with a column missing."""
     for i, (_, cells) in enumerate(table[:HEADER_SEARCH_ROWS]):
-        found = _map_columns(cells)
-        if 2 * sum(k in found for k in REQUIRED) > len(REQUIRED):
+        found = _map_columns(cells, kind)
+        if 2 * sum(k in found for k in kind.required) > len(kind.required):
             return i
     return None
-
-
-def _subject(values: dict[str, str]) -> str:
-    raw = values.get("subject", "")
-    number = _parse_int(raw)
-    if number is not None:
-        return f"{number:03d}"
-    return raw
 
 
 def _parse_int(text: str) -> int | None:
@@ -378,7 +405,7 @@ def _parse_int(text: str) -> int | None:
     return None
 
 
-def _validate(values: dict[str, str], row: int, seen: dict[str, int]) -> list[AnnotationProblem]:
+def _validate(values: dict[str, str], row: int, seen: dict[str, int], kind: Kind = KINDS["samm"]) -> list[AnnotationProblem]:
     clip = values.get("clip", "")
     problems: list[AnnotationProblem] = []
 
@@ -387,22 +414,26 @@ def _validate(values: dict[str, str], row: int, seen: dict[str, int]) -> list[An
 
     if not clip:
         add("clip", "empty Filename (clip id)")
+    subject = kind.subject_id(values.get("subject", ""))
     if not values.get("subject"):
         add("subject", "empty Subject")
-    elif _parse_int(values["subject"]) is None:
-        add("subject", f"Subject {values['subject']!r} is not an integer")
-    elif clip and not clip.startswith(_subject(values)):
-        add("subject", f"clip id {clip!r} does not start with its Subject {_subject(values)!r}", "warning")
+    elif subject is None:
+        what = "an integer" if kind.name == "samm" else f"a {kind.title} subject id"
+        add("subject", f"Subject {values['subject']!r} is not {what}")
+    elif kind.name == "samm" and clip and not clip.startswith(subject):
+        add("subject", f"clip id {clip!r} does not start with its Subject {subject!r}", "warning")
     frames: dict[str, int] = {}
     for name in FRAME_FIELDS:
         raw = values.get(name, "")
         number = _parse_int(raw)
-        if not raw:
-            add(name, f"empty {COLUMNS[name]}")
+        if name == "apex" and not kind.has_apex:
+            add(name, f"{kind.title} annotates no apex")  # an apex problem: spotted (or the middle frame) by parse_table
+        elif not raw:
+            add(name, f"empty {_title(kind, name)}")
         elif number is None:
-            add(name, f"{COLUMNS[name]} {raw!r} is not an integer")
+            add(name, f"{_title(kind, name)} {raw!r} is not an integer")
         elif number < 0:
-            add(name, f"{COLUMNS[name]} {number} is negative")
+            add(name, f"{_title(kind, name)} {number} is negative")
         else:
             frames[name] = number
     # each comparison whose two frames are valid: a row with a bad apex still has its span checked
@@ -422,8 +453,8 @@ def _validate(values: dict[str, str], row: int, seen: dict[str, int]) -> list[An
     return problems
 
 
-def _to_clip(values: dict[str, str], row: int, *, apex: int | None = None, spot: bool = False, apex_source: str = "annotated",
-             fixes: tuple[str, ...] = ()) -> ClipAnnotation:
+def _to_clip(values: dict[str, str], row: int, kind: Kind, subject: str, filename: str, *, apex: int | None = None, spot: bool = False,
+             apex_source: str = "annotated", fixes: tuple[str, ...] = ()) -> ClipAnnotation:
     """The clip of a valid row; ``apex``: the reference frame instead of the file's (a row to spot)."""
 
     def text(key: str) -> str:
@@ -432,7 +463,7 @@ def _to_clip(values: dict[str, str], row: int, *, apex: int | None = None, spot:
         return str(number) if number is not None else raw
 
     return ClipAnnotation(
-        subject=_subject(values),
+        subject=subject,
         clip=values["clip"],
         onset=_parse_int(values["onset"]),  # type: ignore[arg-type]
         apex=_parse_int(values["apex"]) if apex is None else apex,  # type: ignore[arg-type]
@@ -448,6 +479,8 @@ def _to_clip(values: dict[str, str], row: int, *, apex: int | None = None, spot:
         apex_source=apex_source,
         spot=spot,
         fixes=fixes,
+        dataset=kind.name,
+        folder="" if filename == values["clip"] else filename,
     )
 
 
@@ -491,7 +524,7 @@ def _decode_text(data: bytes, path: Path) -> str:
     raise AnnotationError(f"{show_path(path)}: cannot decode as text")  # pragma: no cover - latin-1 decodes anything
 
 
-def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+def _read_csv_rows(path: Path, kind: Kind) -> list[tuple[int, list[str]]]:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -514,14 +547,14 @@ def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     # (a spreadsheet saved as CSV) defeat it: prefer the delimiter that splits out the header.
     for candidate in dict.fromkeys((delimiter, ";", ",", "\t")):
         head = csv.reader(io.StringIO(text, newline=""), delimiter=candidate)
-        if _find_header(list(enumerate(itertools.islice(head, HEADER_SEARCH_ROWS), start=1))) is not None:
+        if _find_header(list(enumerate(itertools.islice(head, HEADER_SEARCH_ROWS), start=1)), kind) is not None:
             delimiter = candidate
             break
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     return [(i, row) for i, row in enumerate(reader, start=1)]
 
 
-def _read_xlsx_rows(path: Path) -> list[tuple[int, list[str]]]:
+def _read_xlsx_rows(path: Path, kind: Kind) -> list[tuple[int, list[str]]]:
     import openpyxl  # only spreadsheet users pay for the import
 
     try:
@@ -529,12 +562,13 @@ def _read_xlsx_rows(path: Path) -> list[tuple[int, list[str]]]:
     except Exception as exc:  # zipfile.BadZipFile, KeyError, InvalidFileException ...
         raise AnnotationError(f"{show_path(path)}: not a readable .xlsx spreadsheet ({type(exc).__name__}: {exc})") from exc
     try:
-        for sheet in book.worksheets:
+        # the kind's own sheet first (CAS(ME)³'s "label"), then the others in order
+        for sheet in sorted(book.worksheets, key=lambda sheet: sheet.title != kind.sheet):
             rows = [
                 (i, ["" if v is None else _cell_text(v) for v in row])
                 for i, row in enumerate(sheet.iter_rows(values_only=True), start=1)
             ]
-            if _find_header(rows) is not None:
+            if _find_header(rows, kind) is not None:
                 return rows
         first = book.worksheets[0] if book.worksheets else None
         if first is None:

@@ -17,7 +17,7 @@ from sammflow.flow import FlowField
 from sammflow.params import AlignParams
 from sammflow.pipeline import NormalizedClip
 
-#: SAMM's frame rate: converts frame counts to milliseconds.
+#: SAMM's frame rate: converts frame counts to milliseconds (the default of ``histogram``).
 SAMM_FPS = 200
 #: Colours of the charts: the theme's primary colour, the "before" series, flagged frames.
 ACCENT = "#1f5fa8"
@@ -101,7 +101,7 @@ def count_chart(table: Any, column: str, title: str) -> Any:
     return style(fig, title=title)
 
 
-def histogram(table: Any, column: str, title: str, *, label: str) -> Any:
+def histogram(table: Any, column: str, title: str, *, label: str, fps: float | None = SAMM_FPS) -> Any:
     """Histogram of a frame-count column in whole-frame bins.
 
     Parameters
@@ -111,6 +111,9 @@ def histogram(table: Any, column: str, title: str, *, label: str) -> Any:
     title : str
     label : str
         What the column measures (axis and hover text).
+    fps : float or None
+        The clips' frame rate (``sammflow.kinds.Kind.fps``), for the axis title's ms per frame;
+        ``None``: not one (a composite of datasets filmed at different rates), frames only.
 
     Returns
     -------
@@ -129,7 +132,8 @@ def histogram(table: Any, column: str, title: str, *, label: str) -> Any:
         if high - low < 12:
             fig.update_xaxes(dtick=width)
     fig.update_traces(hovertemplate=f"{label}: %{{x}} frames<br>clips: %{{y}}<extra></extra>", marker_line={"width": 1, "color": "white"})
-    fig.update_xaxes(title=f"{label} (frames; 1 frame = {1000 / SAMM_FPS:g} ms at {SAMM_FPS} fps)")
+    rate = f"; 1 frame = {1000 / fps:.3g} ms at {fps:g} fps" if fps else ""
+    fig.update_xaxes(title=f"{label} (frames{rate})")
     _count_axis(fig, peak)
     return style(fig, title=title)
 

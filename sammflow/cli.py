@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import re
@@ -32,8 +33,11 @@ from typing import Any
 
 from sammflow import __version__
 from sammflow.annotations import AnnotationError, read_annotations
-from sammflow.dataset import Dataset, InputError, load_dataset
+from sammflow.dataset import Dataset, InputError, load_dataset, merge
 from sammflow.files import append_text
+from sammflow.kinds import KINDS, parse_spec, resolve as resolve_kind
+from sammflow.labels import megc_report
+from sammflow.video import is_video
 from sammflow.text import one_line, printable
 from sammflow.params import PRESETS, STAGE_CLASSES, STAGES, GifParams, PipelineParams, declared
 
@@ -190,13 +194,12 @@ def _demo_config(args: argparse.Namespace) -> Any:
         if high is not None and not low <= value <= high:
             raise InputError(f"{flag} must be in [{low:g}, {high:g}], got {value:g}")
     try:
-        return DemoConfig(**{_DEMO_OPTIONS[flag][0]: value for flag, value in values.items()})
-    except ValueError as exc:
+        return DemoConfig(kind=args.kind, **{_DEMO_OPTIONS[flag][0]: value for flag, value in values.items()})
+    except ValueError as exc:  # DemoConfig checks --kind: "kind must be one of [...]" → "--kind must be one of [...]"
         message = one_line(str(exc))
-        for flag, (name, _, _) in _DEMO_OPTIONS.items():
-            if message.startswith(f"{name} "):
-                message = flag + message[len(name):]
-        raise InputError(message) from None
+        flags = {name: flag for flag, (name, _, _) in _DEMO_OPTIONS.items()} | {"kind": "--kind"}
+        name = message.split(" ", 1)[0]
+        raise InputError(flags[name] + message[len(name):] if name in flags else message) from None
 
 
 def build_parser(prog: str = "python -m sammflow") -> argparse.ArgumentParser:
@@ -207,11 +210,16 @@ def build_parser(prog: str = "python -m sammflow") -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sammflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def dataset_command(name: str, help_text: str, data_help: str) -> argparse.ArgumentParser:
+    def dataset_command(name: str, help_text: str, data_help: str, *, optional_data: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("data", type=Path, help=data_help)
+        p.add_argument("data", type=Path, help=data_help, **({"nargs": "?"} if optional_data else {}))
         p.add_argument("out", type=Path, help="output folder (created; must be outside the dataset folder)")
-        p.add_argument("--annotations", "-a", type=Path, help="samm.csv or SAMM_Micro_FACS_Codes_v2.xlsx (default: DATA/samm.csv, or the one a normalize run recorded)")
+        p.add_argument("--annotations", "-a", type=Path, help="the annotation file: samm.csv or SAMM_Micro_FACS_Codes_v2.xlsx, "
+                            "CASME2-coding-*.xlsx, smic.xlsx, cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx, MMEW_Micro_Exp.xlsx "
+                            "(default: the kind's file in DATA, or the one a normalize run recorded)")
+        p.add_argument("--kind", default="auto", metavar="|".join(["auto", *KINDS]),
+                       help="the dataset's kind (layout and annotation format); default auto: from the annotation file's name, "
+                            "then the folder's layout")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
         p.add_argument("--workers", "-j", type=int, default=None,
                        help="worker processes (default: one per core); never more are started than cores or clips to do, "
@@ -221,10 +229,18 @@ def build_parser(prog: str = "python -m sammflow") -> argparse.ArgumentParser:
                             "(or from another input folder), remove its outputs first instead of refusing")
         return p
 
-    demo = sub.add_parser("demo", help="write a demo dataset in SAMM layout (with samm.csv and ground truth)",
-                          description="Write a demo dataset in SAMM layout, generated from scikit-image's astronaut photograph: "
-                                      "grey 2040×1088 frames with head jitter and a known local motion, samm.csv and ground_truth.json.")
+    from sammflow.demo import KINDS as DEMO_KINDS, LAYOUTS as DEMO_LAYOUTS
+
+    demo = sub.add_parser("demo", help="write a demo dataset in the layout of SAMM or another dataset (its annotations, ground truth)",
+                          description="Write a demo dataset, generated from scikit-image's astronaut photograph: frames with head "
+                                      "jitter and a known local motion, in the layout, frame size and annotation format of the "
+                                      "dataset --kind names (SAMM: grey 2040×1088 frames and samm.csv), and ground_truth.json.")
     demo.add_argument("out", type=Path, help="new or empty folder")
+    demo.add_argument("--kind", default="samm", metavar="|".join(DEMO_KINDS),
+                      help="dataset layout and annotation file: "
+                           + "; ".join(f"{name}: {layout.annotations}, {layout.size[0]}×{layout.size[1]} "
+                                       f"{'colour' if layout.colour else 'grey'}" for name, layout in DEMO_LAYOUTS.items())
+                           + " (default: samm)")
     demo.add_argument("--subjects", type=int, default=3, help="number of subjects, 1-99 (default: 3)")
     demo.add_argument("--clips", type=int, default=2, help="clips per subject, 1-20 (default: 2)")
     demo.add_argument("--frames", type=int, default=36, help="frames per clip, 5-10000 (default: 36)")
@@ -261,7 +277,16 @@ def build_parser(prog: str = "python -m sammflow") -> argparse.ArgumentParser:
     stages(p, ("annotations", "detect", "align"))
 
     p = dataset_command("export", "raw frames → flow maps + manifest.csv + params.json (aligns only onset and apex)",
-                        "dataset folder: DATA/<subject>/<clip>/<subject>_<frame>.jpg")
+                        "dataset folder (any kind: --kind), or a video file (with --onset/--offset or --events); "
+                        "left out with --dataset", optional_data=True)
+    p.add_argument("--dataset", action="append", dest="datasets", metavar="KIND=PATH[,annotations=FILE]",
+                   help="a dataset of a composite (repeatable, one per kind: samm, casme2, smic, casme3a, mmew); OUT is then "
+                        "the only positional argument. Subjects and clips are prefixed by their kind (samm-006), so "
+                        "leave-one-subject-out folds never mix two people")
+    p.add_argument("--onset", type=int, help="a video's event: first frame (0-based frame index of the video); its apex: "
+                                              "--apex N (a number), else spotted")
+    p.add_argument("--offset", type=int, help="a video's event: last frame")
+    p.add_argument("--events", type=Path, help="a video's events: a CSV with onset, offset and optionally apex, emotion, name columns")
     model_options(p)
     stages(p, list(STAGE_CLASSES))
     return parser
@@ -288,24 +313,29 @@ class _Bar:
             self.bar.close()
 
 
-def _load(data: Path, annotations: Path | None) -> Dataset:
+def _load(data: Path, annotations: Path | None, kind: str = "auto") -> Dataset:
     from sammflow.export import is_normalized, normalized_params
 
-    if annotations is None:
-        if (data / "samm.csv").is_file():
-            annotations = data / "samm.csv"
-        elif is_normalized(data) and normalized_params(data).get("annotations"):
-            annotations = Path(normalized_params(data)["annotations"])
-        elif not data.exists():
-            raise FileNotFoundError(f"{data}: dataset folder not found, so no samm.csv to read either; check the path")
-        else:
-            raise AnnotationError(f"{data}: no samm.csv in the dataset folder; pass --annotations FILE")
-    parsed = read_annotations(annotations)
+    recorded = normalized_params(data) if is_normalized(data) else {}
+    if kind == "auto" and recorded.get("dataset_kind"):
+        kind = recorded["dataset_kind"]
+    if annotations is None and recorded.get("annotations"):
+        annotations = Path(recorded["annotations"])
+    if kind != "auto" and kind not in KINDS:
+        raise InputError(f"--kind must be one of {['auto', *KINDS]}, got {kind!r}")
+    kind, found = resolve_kind(data, annotations, kind)
+    if found is None:
+        wanted = ", ".join(KINDS[kind].annotation_files[:2])
+        if not data.exists():
+            raise FileNotFoundError(f"{data}: dataset folder not found, so no annotation file ({wanted}) to read either; check the path")
+        raise AnnotationError(f"{data}: no {KINDS[kind].title} annotation file ({wanted}) in the dataset folder; pass --annotations FILE"
+                              f"{'' if kind != 'samm' else ' (or --kind, if it is another dataset)'}")
+    parsed = read_annotations(found, dataset=kind)
     rejected = {r.row for r in parsed.rejected}  # reported with the failed clips at the end, once
     for problem in parsed.problems:
         if problem.row not in rejected:
             _say(f"annotation {problem.severity}: {problem}")
-    dataset = load_dataset(data, parsed)
+    dataset = load_dataset(data, parsed, by_id=bool(recorded))  # a normalize output: <subject>/<clip id>/ whatever the kind
     dataset.check_usable()
     return dataset
 
@@ -464,17 +494,21 @@ def _run(args: argparse.Namespace) -> int:
             generate_demo(args.out, config, progress=bar)
         finally:
             bar.close()
-        _say(f"demo dataset: {config.subjects * config.clips_per_subject} clips × {config.frames} frames → {args.out} "
-             f"(annotations {args.out / 'samm.csv'}, ground truth {args.out / 'ground_truth.json'})", err=False)
+        _say(f"demo dataset ({config.kind}): {config.subjects * config.clips_per_subject} clips × {config.frames} frames → {args.out} "
+             f"(annotations {args.out / config.annotations}, ground truth {args.out / 'ground_truth.json'})", err=False)
         return 0
 
     # every option first, before anything is read or written
+    apex = getattr(args, "AnnotationParams.apex", "")
+    if args.command == "export" and apex.isdigit():  # --apex N: a video event's apex frame, not an apex policy
+        args.video_apex = int(apex)
+        delattr(args, "AnnotationParams.apex")
     params = _pipeline_params(args)
     gif = _build(GifParams, args) if args.command == "gif" else None
     workers = _workers(args.workers)
     if args.command == "flows" and not export.is_normalized(args.data):
         raise InputError(f"{args.data}: not a 'normalize' output (no params.json of kind 'normalized'); use 'export' for raw frames")
-    dataset = _load(args.data, args.annotations).resolved(params.annotations)
+    dataset, params = _open(args, params)
     if args.command == "gif" and args.clips:
         known = set(dataset.annotations.by_clip) | {r.clip for r in dataset.annotations.rejected}
         unknown = sorted(set(args.clips) - known)
@@ -496,4 +530,73 @@ def _run(args: argparse.Namespace) -> int:
             report = export.export_flows(dataset, args.out, progress=bar, **common)
     finally:
         bar.close()
-    return _report(report)
+    code = _report(report)
+    if params.annotations.megc2019:
+        for line in megc_report(report.rows):
+            _say(line, err=False)
+    return code
+
+
+def _open(args: argparse.Namespace, params: PipelineParams) -> tuple[Dataset, PipelineParams]:
+    """The command's dataset, resolved with the annotation parameters, and those parameters:
+    DATA, a video (export: its events extracted, and their apexes spotted where none is
+    given), or the composite of ``--dataset`` specs (export)."""
+    specs = getattr(args, "datasets", None)
+    event_flags = [flag for flag, value in (("--onset", getattr(args, "onset", None)), ("--offset", getattr(args, "offset", None)),
+                                            ("--events", getattr(args, "events", None)), ("--apex N", getattr(args, "video_apex", None)))
+                   if value is not None]
+    if specs:
+        if args.data is not None:
+            raise InputError(f"--dataset: OUT is then the only positional argument, got {args.data} and {args.out}")
+        if event_flags:
+            raise InputError(f"{event_flags[0]}: only for a video, not with --dataset")
+        parts = [_load(path, annotations, kind) for kind, path, annotations in map(_dataset_spec, specs)]
+        return merge(parts).resolved(params.annotations), params
+    if args.data is None:
+        raise InputError("DATA is missing: give a dataset folder or a video file and OUT, or --dataset KIND=PATH … and OUT")
+    if args.command == "export" and is_video(args.data):
+        folder, spotted = _video(args)
+        if spotted and params.annotations.apex == "annotated":  # an event without an apex: spotted, not rejected
+            params = dataclasses.replace(params, annotations=dataclasses.replace(params.annotations, apex="auto"))
+        return _load(folder, None, "samm").resolved(params.annotations), params
+    if event_flags:
+        raise InputError(f"{event_flags[0]}: only for a video file (DATA is {args.data})")
+    return _load(args.data, args.annotations, args.kind).resolved(params.annotations), params
+
+
+def _video(args: argparse.Namespace) -> tuple[Path, bool]:
+    """A video's events extracted to frames (``sammflow.video.extract``, cached): the folder, and
+    whether an event has no apex."""
+    from sammflow.cache import cache_dir
+    from sammflow.video import CACHE_FOLDER, VideoEvent, extract, read_events
+
+    if args.events is not None:
+        if args.onset is not None or args.offset is not None or getattr(args, "video_apex", None) is not None:
+            raise InputError("--events: give the events either in the file or as --onset/--apex/--offset, not both")
+        try:
+            events = read_events(args.events)
+        except ValueError as exc:  # one line naming the file, the row and the cause
+            raise InputError(str(exc)) from None
+    elif args.onset is None or args.offset is None:
+        raise InputError(f"{args.data}: a video needs its event: --onset N --offset N (and --apex N, else it is spotted), or --events FILE")
+    else:
+        try:
+            events = [VideoEvent(args.onset, args.offset, getattr(args, "video_apex", None))]
+        except ValueError as exc:
+            raise InputError(f"--onset/--apex/--offset: {exc}") from None
+    bar = _Bar("frame", args.quiet)
+    try:
+        folder = extract(args.data, events, cache=cache_dir() / CACHE_FOLDER, progress=bar)
+    except ValueError as exc:  # not a video, an event outside it ...: one line naming the file and the cause
+        raise InputError(str(exc)) from None
+    finally:
+        bar.close()
+    return folder, any(event.apex is None for event in events)
+
+
+def _dataset_spec(spec: str) -> tuple[str, Path, Path | None]:
+    """``--dataset KIND=PATH[,annotations=FILE]`` → (kind, path, annotation file or None) (``sammflow.kinds.parse_spec``)."""
+    try:
+        return parse_spec(spec)
+    except ValueError as exc:
+        raise InputError(f"--dataset {exc}") from None

@@ -8,11 +8,15 @@ Layout: ``ROOT/<subject>/<clip>/<subject>_<frame>.<jpg|png|bmp>``, e.g.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sammflow.annotations import Annotations, ClipAnnotation
+from sammflow.kinds import KINDS, Kind
 from sammflow.frames import MAX_FRAME_PIXELS, FrameError, frame_size, read_grey, undecodable
 from sammflow.params import AnnotationParams
 from sammflow.text import show_path
@@ -83,14 +87,15 @@ class Dataset:
     ``clips_on_disk`` maps a clip id to its folder: for an annotated clip, the folder under
     its annotated subject (a clip name may be under several subject folders). ``_scanned``
     keeps what ``load_dataset`` found on disk, so ``resolved`` joins other annotations
-    without scanning again.
+    without scanning again. A composite (``merge``) keeps its ``parts``, one per kind.
     """
 
     root: Path
     annotations: Annotations
     clips_on_disk: dict[str, ClipFrames]
     issues: tuple[DatasetIssue, ...] = ()
-    _scanned: tuple[tuple[_Folder, ...], tuple[DatasetIssue, ...]] | None = field(default=None, repr=False, compare=False)
+    _scanned: tuple[tuple[_Folder, ...], tuple[DatasetIssue, ...], bool] | None = field(default=None, repr=False, compare=False)
+    parts: tuple[Dataset, ...] = field(default=(), repr=False, compare=False)
     _issue_index: dict[str, list[DatasetIssue]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -101,22 +106,33 @@ class Dataset:
 
     @property
     def kind(self) -> str:
-        """Dataset kind (``"samm"``), as its annotations say."""
+        """Dataset kind (``"samm"``), as its annotations say; a composite's kinds joined by ``+``."""
         return self.annotations.dataset
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """The dataset folders: ``root``, or each part's for a composite."""
+        return tuple(part.root for part in self.parts) or (self.root,)
 
     def resolved(self, params: AnnotationParams) -> Dataset:
         """The same folders joined with ``annotations.resolved(params)`` (shipped fixes, apex
         policy); ``self`` when that changes nothing. Issues are recomputed from the scan kept
-        by ``load_dataset`` (a dataset built otherwise is scanned again)."""
+        by ``load_dataset`` (a dataset built otherwise is scanned again); a composite resolves
+        each of its parts."""
+        if self.parts:
+            parts = tuple(part.resolved(params) for part in self.parts)
+            return self if all(a is b for a, b in zip(parts, self.parts)) else merge(parts)
         annotations = self.annotations.resolved(params)
         return self if annotations is self.annotations else self.with_annotations(annotations)
 
     def with_annotations(self, annotations: Annotations) -> Dataset:
         """The same folders joined with other annotations (from the scan kept by
         ``load_dataset``; a dataset built otherwise is scanned again)."""
-        if self._scanned is None:
-            return load_dataset(self.root, annotations)
-        return _join(self.root, annotations, *self._scanned)
+        if self._scanned is None or annotations.dataset != self.annotations.dataset:
+            return load_dataset(self.root, annotations, by_id=self._scanned is not None and self._scanned[2])
+        folders, issues, by_id = self._scanned
+        join = _join if by_id or annotations.dataset == "samm" else _join_kind
+        return join(self.root, annotations, folders, issues, by_id)
 
     def issues_for(self, clip: str) -> list[DatasetIssue]:
         return self._issue_index.get(clip, [])
@@ -214,29 +230,68 @@ def _scan(root: Path) -> tuple[list[_Folder], list[DatasetIssue]]:
     for subject_dir in subject_dirs:
         for clip_dir in (p for p in listing(subject_dir, "subject") or [] if p.is_dir()):
             files = listing(clip_dir, "clip")
-            if files is None:
+            if files is not None:
+                folders.append(_frames_of(subject_dir.name, clip_dir.name, clip_dir, files, issues))
+    return folders, issues
+
+
+def _frame_files(files: list[Path]) -> list[Path]:
+    """The image files among ``files`` (a broken symbolic link is kept: reading it says what it
+    is; macOS ``._006_05562.jpg`` resource forks are not frames)."""
+    return [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES and (f.is_file() or f.is_symlink() and not f.exists())
+            and not f.name.startswith(".")]
+
+
+def _frames_of(subject: str, clip: str, folder: Path, files: list[Path], issues: list[DatasetIssue]) -> _Folder:
+    """A clip folder's frames by number (the trailing integer of each name), or why it has none;
+    names without a number and numbers seen twice are added to ``issues``."""
+    frames: dict[int, Path] = {}
+    unnumbered: list[Path] = []
+    for file in _frame_files(files):
+        match = _FRAME_NAME.search(file.stem)
+        if match is None:
+            unnumbered.append(file)
+            issues.append(DatasetIssue(clip, "bad_name", f"{show_path(clip)}: {show_path(file.name)} has no trailing frame number; ignored"))
+            continue
+        number = int(match.group(1))
+        if number in frames:
+            issues.append(DatasetIssue(clip, "duplicate_frame", f"{show_path(clip)}: frame {number} twice "
+                                                                f"({show_path(frames[number].name)}, {show_path(file.name)}); using the first"))
+            continue
+        frames[number] = file
+    return _Folder(ClipFrames(subject, clip, folder, frames), "" if frames else _why_no_frames(folder, files, unnumbered))
+
+
+#: How deep below a frame folder the clip folders of any kind lie (SMIC: s1/micro/negative/s1_ne_01).
+_LAYOUT_DEPTH = 4
+
+
+def _scan_kind(root: Path, kind: Kind) -> tuple[list[_Folder], list[DatasetIssue]]:
+    """The clip folders of a non-SAMM layout (``Kind.folder_of``), each as (subject, Filename) with
+    its frames, and the problems met (see ``_scan``)."""
+    if not root.exists():
+        raise FileNotFoundError(f"{show_path(root)}: dataset folder not found")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{show_path(root)}: is a file, expected the {kind.title} dataset folder")
+    folders: list[_Folder] = []
+    issues: list[DatasetIssue] = []
+    seen: set[Path] = set()
+    for base in kind.frame_folders(root):
+        for folder, subfolders, names in os.walk(base, onerror=lambda exc: issues.append(
+                DatasetIssue(Path(exc.filename or "").name, "unreadable", f"{show_path(Path(exc.filename or '').name)}: cannot read "
+                                                                          f"folder {show_path(exc.filename or '')} ({exc.strerror or exc})"))):
+            here = Path(folder)
+            parts = here.relative_to(base).parts
+            if len(parts) >= _LAYOUT_DEPTH:
+                subfolders[:] = []
+            found = kind.folder_of(parts)
+            if found is None or here in seen:
                 continue
-            clip = clip_dir.name
-            frames: dict[int, Path] = {}
-            unnumbered: list[Path] = []
-            for file in files:
-                if file.suffix.lower() not in IMAGE_SUFFIXES or not (file.is_file() or file.is_symlink() and not file.exists()):
-                    continue  # a broken symbolic link is kept: reading it says what it is
-                if file.name.startswith("."):  # macOS "._006_05562.jpg" resource forks: not frames
-                    continue
-                match = _FRAME_NAME.search(file.stem)
-                if match is None:
-                    unnumbered.append(file)
-                    issues.append(DatasetIssue(clip, "bad_name", f"{show_path(clip)}: {show_path(file.name)} has no trailing frame number; ignored"))
-                    continue
-                number = int(match.group(1))
-                if number in frames:
-                    issues.append(DatasetIssue(clip, "duplicate_frame", f"{show_path(clip)}: frame {number} twice "
-                                                                        f"({show_path(frames[number].name)}, {show_path(file.name)}); using the first"))
-                    continue
-                frames[number] = file
-            found = ClipFrames(subject_dir.name, clip, clip_dir, frames)
-            folders.append(_Folder(found, "" if frames else _why_no_frames(clip_dir, files, unnumbered)))
+            files = sorted(here / name for name in names)
+            if not _frame_files(files):
+                continue
+            seen.add(here)
+            folders.append(_frames_of(found[0], found[1], here, files, issues))
     return folders, issues
 
 
@@ -295,16 +350,59 @@ def _same_subject(folder: str, subject: str) -> bool:
     return folder == subject or (folder.isdigit() and subject.isdigit() and int(folder) == int(subject))
 
 
-def load_dataset(root: str | Path, annotations: Annotations) -> Dataset:
+def load_dataset(root: str | Path, annotations: Annotations, *, by_id: bool = False) -> Dataset:
     """Discover ``root`` and report how it matches ``annotations``: annotated clips without a
     (usable) folder, folders without a row, onset/apex/offset frames missing on disk, one clip
-    name under several subject folders (the annotated subject's folder is used)."""
+    name under several subject folders (the annotated subject's folder is used).
+
+    The layout is the annotations' kind's (``sammflow.kinds``): SAMM's ``<subject>/<clip>/``,
+    or another dataset's, where clips are matched by (subject, Filename). ``by_id``: the
+    folders are ``<subject>/<clip id>/`` whatever the kind (a ``normalize`` output).
+    """
     root = Path(root)
+    if annotations.dataset != "samm" and not by_id:
+        folders, issues = _scan_kind(root, KINDS[annotations.dataset])
+        return _join_kind(root, annotations, tuple(folders), tuple(issues))
     folders, issues = _scan(root)
-    return _join(root, annotations, tuple(folders), tuple(issues))
+    return _join(root, annotations, tuple(folders), tuple(issues), by_id)
 
 
-def _join(root: Path, annotations: Annotations, folders: tuple[_Folder, ...], scan_issues: tuple[DatasetIssue, ...]) -> Dataset:
+def _join_kind(root: Path, annotations: Annotations, folders: tuple[_Folder, ...], scan_issues: tuple[DatasetIssue, ...],
+               by_id: bool = False) -> Dataset:
+    """The dataset of a non-SAMM kind's ``annotations`` and the folders ``_scan_kind`` found: each
+    clip's frames are those of the folder of its (subject, Filename); several clips may share
+    one (CAS(ME)³ A: micro-expressions of one video)."""
+    kind = KINDS[annotations.dataset]
+    issues = list(scan_issues)
+    by_key = {(f.frames.subject.lower(), f.frames.clip.lower()): f for f in folders}
+    clips: dict[str, ClipFrames] = {}
+    used: set[tuple[str, str]] = set()
+    for ann in annotations.clips:
+        key = (ann.subject.lower(), (ann.folder or ann.clip).lower())
+        found = by_key.get(key)
+        if found is None:
+            where = "/".join(kind.clip_folder(ann.subject, ann.folder or ann.clip, ann.emotion))
+            issues.append(DatasetIssue(ann.clip, "no_folder", f"{ann.clip}: annotated but no folder {where} under {show_path(root)}"))
+            continue
+        used.add(key)
+        if found.empty_because:
+            issues.append(DatasetIssue(ann.clip, "no_folder", f"{ann.clip}: {found.empty_because}", found.frames.folder))
+            continue
+        clips[ann.clip] = ClipFrames(ann.subject, ann.clip, found.frames.folder, found.frames.frames)
+        for name in ("onset", "apex", "offset"):
+            number = getattr(ann, name)
+            if number not in found.frames.frames:
+                issues.append(DatasetIssue(ann.clip, "missing_frame", f"{ann.clip}: {name} frame {number} not on disk"))
+    used |= {(r.subject.lower(), (r.values.get("folder") or r.values.get("clip", "")).lower()) for r in annotations.rejected}
+    for key, found in sorted(by_key.items()):
+        if key not in used and found.frames.frames:
+            name = f"{found.frames.subject}/{found.frames.clip}"
+            issues.append(DatasetIssue(name, "no_annotation", f"{show_path(name)}: folder has no annotation row"))
+    return Dataset(root, annotations, clips, tuple(issues), _scanned=(folders, scan_issues, by_id))
+
+
+def _join(root: Path, annotations: Annotations, folders: tuple[_Folder, ...], scan_issues: tuple[DatasetIssue, ...],
+          by_id: bool = False) -> Dataset:
     """The dataset of ``annotations`` and the folders ``_scan`` found (``load_dataset``)."""
     issues = list(scan_issues)
     by_name: dict[str, list[_Folder]] = {}
@@ -373,7 +471,43 @@ def _join(root: Path, annotations: Annotations, folders: tuple[_Folder, ...], sc
     # a folder whose files are all unnumbered is one "has no frames" issue, not one per file
     unusable = {i.clip for i in issues if i.kind == "no_folder" and i.folder is not None}
     issues = [i for i in issues if not (i.kind == "bad_name" and i.clip in unusable)]
-    return Dataset(root, annotations, clips, tuple(issues), _scanned=(folders, scan_issues))
+    return Dataset(root, annotations, clips, tuple(issues), _scanned=(folders, scan_issues, by_id))
+
+
+def merge(parts: Sequence[Dataset]) -> Dataset:
+    """One dataset of several of different kinds: the MEGC2019 composite, say.
+
+    Every subject and clip id is prefixed by its kind (``samm-006``, ``casme2-sub01_EP02_01f``),
+    so a subject of one dataset is never taken for another's (leave-one-subject-out folds
+    never mix two people) and clip ids stay unique; each clip keeps its kind (``dataset``),
+    its labels and its frames. Rows come in the parts' order, each part in its file's order.
+
+    Raises
+    ------
+    InputError
+        No parts, a composite among them, or two of one kind.
+    """
+    if not parts:
+        raise InputError("a composite needs at least one dataset")
+    kinds = [part.kind for part in parts]
+    if any(part.parts for part in parts) or len(set(kinds)) != len(kinds):
+        raise InputError(f"a composite takes one dataset of each kind, got {', '.join(kinds)}")
+    clips, rejected, problems, issues = [], [], [], []
+    on_disk: dict[str, ClipFrames] = {}
+    for part in parts:
+        prefix = f"{part.kind}-"
+        for ann in part.annotations.clips:
+            clips.append(dataclasses.replace(ann, subject=prefix + ann.subject, clip=prefix + ann.clip))
+        for row in part.annotations.rejected:
+            rejected.append(dataclasses.replace(row, subject=prefix + row.subject, clip=prefix + row.clip))
+        problems += [dataclasses.replace(p, clip=prefix + p.clip) for p in part.annotations.problems]
+        issues += [dataclasses.replace(i, clip=prefix + i.clip, message=f"{part.kind}: {i.message}") for i in part.issues]
+        for clip_id, frames in part.clips_on_disk.items():
+            on_disk[prefix + clip_id] = dataclasses.replace(frames, subject=prefix + frames.subject, clip=prefix + clip_id)
+    first = parts[0].annotations
+    annotations = Annotations(source=";".join(part.annotations.source for part in parts), clips=tuple(clips), rejected=tuple(rejected),
+                              problems=tuple(problems), dataset="+".join(kinds), params=first.params)
+    return Dataset(parts[0].root, annotations, on_disk, tuple(issues), parts=tuple(parts))
 
 
 def safe_path(root: str | Path, user_path: str | Path) -> Path:

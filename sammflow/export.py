@@ -40,6 +40,7 @@ from sammflow.dataset import ClipFrames, Dataset, FrameError, InputError, read_g
 from sammflow.detect import FaceBox
 from sammflow.encode import flow_arrays
 from sammflow.features import FEATURES_FILE, array_name, encode_npy, gather
+from sammflow.kinds import output_stem
 from sammflow.files import encode_image, read_csv, read_json, write_atomic, write_csv
 from sammflow.manifest import ALIGNMENT_COLUMNS, MANIFEST_COLUMNS, alignment_fields, annotated_in_order
 from sammflow.outfolder import ALIGNMENT_FILE, MANIFEST_FILE, PARAMS_FILE, JobReport, OutputFolder
@@ -55,12 +56,13 @@ NORMALIZED_MARKER = PARAMS_FILE
 
 
 def flow_map_name(clip: ClipAnnotation | RejectedRow) -> str:
-    """The original scripts' file name, ``sub{SUBJECT}_{CLIP}.png``."""
-    return f"sub{clip.subject}_{clip.clip}.png"
+    """The original scripts' file name, ``sub{SUBJECT}_{CLIP}.png`` for SAMM; the clip id (which
+    holds the subject) for the other kinds (``sammflow.kinds.output_stem``)."""
+    return f"{output_stem(clip.dataset, clip.subject, clip.clip)}.png"
 
 
 def gif_name(clip: ClipAnnotation | RejectedRow) -> str:
-    return f"sub{clip.subject}_{clip.clip}.gif"
+    return f"{output_stem(clip.dataset, clip.subject, clip.clip)}.gif"
 
 
 # ---------------------------------------------------------------- per-clip work (runs in worker processes)
@@ -75,7 +77,7 @@ def _spotted(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox, params: Pip
 
 
 def _write_arrays(out_dir: Path, clip: ClipAnnotation, flow: Any, params: PipelineParams) -> None:
-    write_atomic(out_dir / array_name(clip.subject, clip.clip), encode_npy(flow_arrays(flow, params=params.encode)))
+    write_atomic(out_dir / array_name(clip.subject, clip.clip, clip.dataset), encode_npy(flow_arrays(flow, params=params.encode)))
 
 
 def _flow_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox, warnings: list[str], params: PipelineParams, out_dir: Path,
@@ -157,7 +159,10 @@ def _face_step(folder: OutputFolder, params: PipelineParams, detector: Any, boxe
 
 def sources_of(dataset: Dataset) -> dict[str, str]:
     """The inputs a job records in params.json (and compares on a re-run): dataset folder and annotation file."""
-    return {"dataset": str(dataset.root), "annotations": dataset.annotations.source}
+    if dataset.parts:  # a composite: each part's kind and folder
+        return {"dataset": ";".join(f"{part.kind}={part.root}" for part in dataset.parts), "annotations": dataset.annotations.source,
+                "dataset_kind": dataset.kind}
+    return {"dataset": str(dataset.root), "annotations": dataset.annotations.source, "dataset_kind": dataset.kind}
 
 
 def export_flows(
@@ -307,7 +312,8 @@ def flows_from_normalized(
     stages = {stage: {**(recorded.get("params") or {}).get(stage, {}), **settings.get(stage, {})} for stage in ("annotations", "detect", "align")}
     params = PipelineParams.from_dict({**stages, "flow": params.flow.to_dict(), "encode": params.encode.to_dict()}, preset=params.preset)
     dataset = _with_recorded_apexes(dataset)
-    sources = {"dataset": recorded.get("dataset", ""), "normalized": str(dataset.root), "annotations": dataset.annotations.source}
+    sources = {"dataset": recorded.get("dataset", ""), "normalized": str(dataset.root), "annotations": dataset.annotations.source,
+               "dataset_kind": dataset.kind}
     with OutputFolder(out_dir, dataset, kind="flows", params=params, force=force, sources=sources,
                       items=annotated_in_order(dataset.annotations), arrays=arrays) as folder:
         run_clips(folder, _aligned_flow_work, (params, folder.out, arrays), workers=workers, blocked=_not_normalized(dataset.root),

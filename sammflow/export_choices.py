@@ -134,7 +134,7 @@ def export_plan(dataset: Dataset, out_dir: str | Path, params: PipelineParams, *
     InputError
         As ``export_folder``.
     """
-    out = export_folder(dataset.root, out_dir)
+    out = export_folder(dataset.roots, out_dir)
     items = annotated_in_order(dataset.annotations)
     clips = sum(isinstance(item, ClipAnnotation) for item in items)
     # the job's own planning (sammflow.outfolder), run dry: the page says what the export will do

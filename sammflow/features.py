@@ -44,6 +44,7 @@ import numpy as np
 
 from sammflow.encode import normalise_channels
 from sammflow.files import write_atomic
+from sammflow.kinds import output_stem
 from sammflow.params import PipelineParams
 
 #: The gathered file, at the top of the output folder.
@@ -57,9 +58,10 @@ _TEXT = ("subject", "clip", "dataset", "emotion", "objective_class", "action_uni
 _INTEGER = ("label_megc", "fold", "onset", "apex", "offset")
 
 
-def array_name(subject: str, clip: str) -> str:
-    """A clip's array file, relative to the output folder: ``arrays/sub{S}_{C}.npy``."""
-    return f"{ARRAYS_DIR}/sub{subject}_{clip}.npy"
+def array_name(subject: str, clip: str, dataset: str = "samm") -> str:
+    """A clip's array file, relative to the output folder: ``arrays/<its output stem>.npy``
+    (``arrays/sub{S}_{C}.npy`` for SAMM; ``sammflow.kinds.output_stem``)."""
+    return f"{ARRAYS_DIR}/{output_stem(dataset, subject, clip)}.npy"
 
 
 def encode_npy(array: np.ndarray) -> bytes:
@@ -86,7 +88,7 @@ def gather(out: Path, rows: Sequence[dict[str, Any]], params: PipelineParams) ->
     chosen = [r for r in rows if r.get("status") == "ok"]
     channels = np.zeros((len(chosen), 3, size, size), np.float32)
     for i, row in enumerate(chosen):
-        path = out / array_name(str(row["subject"]), str(row["clip"]))
+        path = out / array_name(str(row["subject"]), str(row["clip"]), str(row.get("dataset") or "samm"))
         try:
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:

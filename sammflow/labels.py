@@ -12,7 +12,7 @@ table (SAMM's "Other") is not part of the benchmark. With the shipped fixes
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 #: The MEGC2019 classes, by label index.
 MEGC2019_CLASSES = ("negative", "positive", "surprise")
@@ -24,12 +24,49 @@ NOT_IN_MEGC2019 = -1
 
 _NEGATIVE, _POSITIVE, _SURPRISE = range(3)
 #: Per dataset kind: its estimated emotions (lower case) → MEGC2019 class index. SAMM's
-#: "Other" is left out of the benchmark. (CASME II and SMIC get their tables when sammflow
-#: reads those datasets.)
+#: "Other" and CASME II's "others", "fear" and "sadness" are left out of the benchmark; SMIC's
+#: classes are MEGC2019's own. CAS(ME)³ and MMEW are not part of the composite: every clip
+#: is −1 (their own emotions stay in ``emotion``).
 MEGC2019_MAPS: dict[str, dict[str, int]] = {
     "samm": {"anger": _NEGATIVE, "contempt": _NEGATIVE, "disgust": _NEGATIVE, "fear": _NEGATIVE, "sadness": _NEGATIVE,
              "happiness": _POSITIVE, "surprise": _SURPRISE},
+    "casme2": {"disgust": _NEGATIVE, "repression": _NEGATIVE, "happiness": _POSITIVE, "surprise": _SURPRISE},
+    "smic": {"negative": _NEGATIVE, "positive": _POSITIVE, "surprise": _SURPRISE},
+    "casme3a": {},
+    "mmew": {},
 }
+
+
+#: The MEGC2019 composite's clips per dataset and class (negative, positive, surprise): 442 in all.
+MEGC2019_COUNTS: dict[str, tuple[int, int, int]] = {"smic": (70, 51, 43), "casme2": (88, 32, 25), "samm": (92, 26, 15)}
+
+
+def megc_counts(rows: Iterable[Mapping[str, object]]) -> dict[str, list[int]]:
+    """Clips per dataset and MEGC2019 class of manifest rows (``dataset``, ``label_megc``)."""
+    counts: dict[str, list[int]] = {}
+    for row in rows:
+        label = int(str(row.get("label_megc", -1)) or -1)
+        if label >= 0:
+            counts.setdefault(str(row.get("dataset") or ""), [0, 0, 0])[label] += 1
+    return counts
+
+
+def megc_report(rows: Sequence[Mapping[str, object]]) -> list[str]:
+    """One line per dataset of the MEGC2019 composite: the clips found (and exported: status ok)
+    per class, against the composite's (``MEGC2019_COUNTS``)."""
+    found, done = megc_counts(rows), megc_counts(r for r in rows if r.get("status") == "ok")
+    lines = []
+    for dataset in [*MEGC2019_COUNTS, *sorted(set(found) - set(MEGC2019_COUNTS))]:
+        have, ok = found.get(dataset, [0, 0, 0]), done.get(dataset, [0, 0, 0])
+        expected = MEGC2019_COUNTS.get(dataset)
+        if not any(have) and expected is None:
+            continue
+        line = f"MEGC2019 {dataset}: {sum(have)} clips ({'/'.join(map(str, have))} negative/positive/surprise), {sum(ok)} exported"
+        if expected is not None:
+            same = "as" if tuple(have) == expected else "the composite has"
+            line += f"; {same} {sum(expected)} ({'/'.join(map(str, expected))})" if same != "as" else "; as in the composite"
+        lines.append(line)
+    return lines
 
 
 def megc_label(dataset: str, emotion: str) -> int:

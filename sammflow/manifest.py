@@ -62,7 +62,8 @@ def clip_row(clip: ClipAnnotation | RejectedRow, status: str, error: str = "") -
         base = {k: clip.values.get(k, "") for k in _ANNOTATED}
     else:
         base = {k: getattr(clip, k) for k in _ANNOTATED}
-    return {"subject": clip.subject, "clip": clip.clip, **base, **label_fields(clip), "status": status, "error": one_line(error)}
+    return {"subject": clip.subject, "clip": clip.clip, **base, **label_fields(clip, clip.dataset), "status": status,
+            "error": one_line(error)}
 
 
 def box_fields(box: FaceBox) -> dict[str, Any]:
@@ -105,8 +106,10 @@ def judge(records: Sequence[dict[str, Any]], params: AlignParams) -> dict[str, s
 
 
 def annotated_in_order(annotations: Annotations) -> list[ClipAnnotation | RejectedRow]:
-    """Valid and rejected annotation rows, in the annotation file's order."""
-    return sorted([*annotations.clips, *annotations.rejected], key=lambda c: c.row)
+    """Valid and rejected annotation rows, in the annotation file's order (a composite's: by
+    dataset in its order, then each file's)."""
+    kinds = annotations.dataset.split("+")
+    return sorted([*annotations.clips, *annotations.rejected], key=lambda c: (kinds.index(c.dataset) if c.dataset in kinds else 0, c.row))
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

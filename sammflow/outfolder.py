@@ -38,6 +38,7 @@ from sammflow.manifest import (
     ALIGNMENT_COLUMNS, MANIFEST_COLUMNS, RECORDS, Plan, Refused, annotated_in_order, judge, plan, same_annotation,
 )
 from sammflow.features import FEATURES_FILE, array_name
+from sammflow.kinds import output_stem
 from sammflow.labels import loso_folds
 from sammflow.params import PipelineParams
 from sammflow.pipeline import ClipError
@@ -195,8 +196,8 @@ def _plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\x00" not in name
 
 
-def clip_files(kind: str, out: Path, subject: str, clip: str) -> list[Path]:
-    """The files a job of ``kind`` writes for one clip that exist in ``out``."""
+def clip_files(kind: str, out: Path, subject: str, clip: str, dataset: str = "samm") -> list[Path]:
+    """The files a job of ``kind`` writes for one clip (of a dataset of kind ``dataset``) that exist in ``out``."""
     if not (_plain_name(subject) and _plain_name(clip)):
         return []
     if kind == "normalized":
@@ -204,7 +205,8 @@ def clip_files(kind: str, out: Path, subject: str, clip: str) -> list[Path]:
         if not folder.is_dir():
             return []
         return sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix == ".png" or p.name == ALIGNMENT_FILE))
-    paths = [out / "flows" / f"sub{subject}_{clip}.png", out / array_name(subject, clip)] if kind == "flows" else [out / f"sub{subject}_{clip}.gif"]
+    stem = output_stem(dataset, subject, clip)
+    paths = [out / "flows" / f"{stem}.png", out / array_name(subject, clip, dataset)] if kind == "flows" else [out / f"{stem}.gif"]
     return [path for path in paths if path.is_file()]
 
 
@@ -315,7 +317,8 @@ class OutputFolder:
     # -- opening
 
     def __enter__(self) -> OutputFolder:
-        check_output_dir(self.out, self.dataset.root)
+        for root in self.dataset.roots:
+            check_output_dir(self.out, root)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -381,7 +384,7 @@ class OutputFolder:
         order = annotated_in_order(self.dataset.annotations) if self.keep_others else self.items
         return plan(self.items, order, old_params, old_rows, new, force=force, unhashed=UNHASHED,
                     resumable=lambda clip, old: same_annotation(clip, old) and outputs_present(self.kind, self.out, old)
-                    and (not self.arrays or (self.out / array_name(clip.subject, clip.clip)).is_file()))
+                    and (not self.arrays or (self.out / array_name(clip.subject, clip.clip, clip.dataset)).is_file()))
 
     def preview(self) -> Preview:
         """What entering the folder would do, without doing it: no lock, nothing written or removed.
@@ -392,7 +395,8 @@ class OutputFolder:
             As entering would, for a folder that is not usable at all (inside the dataset, not
             sammflow's, another command's output, an unreadable manifest).
         """
-        check_output_dir(self.out, self.dataset.root)
+        for root in self.dataset.roots:
+            check_output_dir(self.out, root)
         old_params, old_rows = self._previous()
         try:
             result, refused = self._planned(old_params, old_rows, force=self.force), False
@@ -437,8 +441,9 @@ class OutputFolder:
     def _old_outputs(self, old_rows: list[dict[str, str]]) -> list[Path]:
         """The files of an earlier run that replacing it removes: every clip's outputs (of the
         earlier manifest's clips and of this job's), and the top-level ``alignment.csv``."""
-        names = {(r.get("subject", ""), r.get("clip", "")) for r in old_rows} | {(i.subject, i.clip) for i in self.items}
-        files = [path for subject, clip in sorted(names) for path in clip_files(self.kind, self.out, subject, clip)]
+        names = ({(r.get("subject", ""), r.get("clip", ""), r.get("dataset") or "samm") for r in old_rows}
+                 | {(i.subject, i.clip, i.dataset) for i in self.items})
+        files = [path for subject, clip, dataset in sorted(names) for path in clip_files(self.kind, self.out, subject, clip, dataset)]
         shared = {"flows": (ALIGNMENT_FILE, FEATURES_FILE), "gifs": (ALIGNMENT_FILE,)}.get(self.kind, ())
         return files + [self.out / name for name in shared if (self.out / name).is_file()]
 
@@ -464,7 +469,7 @@ class OutputFolder:
         unexpected one)."""
         if row["status"] == "failed":
             clip = row["clip"]
-            left = clip_files(self.kind, self.out, str(row["subject"]), str(clip))
+            left = clip_files(self.kind, self.out, str(row["subject"]), str(clip), str(row.get("dataset") or "samm"))
             if left:
                 where = left[0].relative_to(self.out)
                 row["error"] += f" (older files of this clip, made with the same parameters, are still there: {where})"

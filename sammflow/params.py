@@ -338,7 +338,7 @@ class GifParams(_ParamSet):
 
 
 #: Which apex each clip uses (``AnnotationParams.apex``).
-APEX_CHOICES = ("annotated", "auto", "spot")
+APEX_CHOICES = ("annotated", "auto", "spot", "middle")
 
 
 @_document
@@ -350,9 +350,13 @@ class AnnotationParams(_ParamSet):
                              "(sammflow.fixes: each entry with its source); the manifest's apex_source says where a fix was used",
                       flag="fix-annotations", label="Apply published annotation fixes", key="fix_annotations")
     apex: str = param("annotated", "apex frame of each clip: annotated (the file's; a row with a missing or impossible apex is "
-                                   "rejected), auto (spot the apex of those rows only), spot (spot every clip's apex: the frame of "
-                                   "peak facial motion between onset and offset)", choices=APEX_CHOICES, label="Apex frame",
-                      key="apex_policy")
+                                   "rejected, and a dataset that annotates none, SMIC, has every apex spotted), auto (spot the apex "
+                                   "of those rows only), spot (spot every clip's apex: the frame of peak facial motion between onset "
+                                   "and offset), middle (those rows take the middle frame, as MEB does for SMIC)",
+                      choices=APEX_CHOICES, label="Apex frame", key="apex_policy")
+    megc2019: bool = param(False, "keep only the clips of the MEGC2019 composite's three classes (negative, positive, surprise: "
+                                  "sammflow.labels); SAMM, CASME II and SMIC have them, other datasets none",
+                           flag="megc2019", label="Only MEGC2019 classes", key="megc2019")
 
     def output_dict(self) -> dict[str, Any]:
         """As every set's, plus the version of the fixes table when fixes are applied: a new

@@ -1,8 +1,11 @@
 """Tables and clip lists of the dashboard, as plain functions over a ``Dataset`` (no Streamlit).
 
-The overview's annotation, problem and label tables and counts, the clip filters and samples
-of the flow page, the grid's clips, captions (how a clip's apex was chosen), the summary of
-an exported ``features.npz``: ``sammflow.ui``'s pages call these, and a notebook can too.
+The overview's annotation, problem and label tables and counts (a composite's per dataset
+too), the clip filters and samples of the flow page, the grid's clips, captions (how a clip's
+apex was chosen), the summary of an exported ``features.npz``: ``sammflow.ui``'s pages call
+these, and a notebook can too. Every dataset kind reads the same: a clip's own kind
+(``ClipAnnotation.dataset``) picks its MEGC2019 mapping, so a composite's clips are each
+labelled by their dataset's table.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from sammflow.annotations import ClipAnnotation
 from sammflow.cache import clip_of
 from sammflow.dataset import Dataset
+from sammflow.kinds import KINDS
 from sammflow.labels import MEGC2019_CLASSES, NOT_IN_MEGC2019, megc_label
 
 
@@ -47,7 +51,8 @@ def annotation_table(dataset: Dataset) -> Any:
     pandas.DataFrame
         Columns: subject, clip, onset, apex, offset, duration, latency (frames), AUs,
         emotion, objective class, frames on disk, status (ready / missing frames / no folder /
-        invalid annotation), note (the causes).
+        invalid annotation), note (the causes). A kind whose annotations give no apex (SMIC)
+        has no apex nor latency (``None``): its clips' apexes are spotted.
     """
     import pandas as pd
 
@@ -60,9 +65,10 @@ def annotation_table(dataset: Dataset) -> Any:
         found = issues.get(ann.clip, [])
         missing = any(i.kind == "missing_frame" for i in found)
         status = "no folder" if frames is None else ("missing frames" if missing else "ready")
+        apex = ann.apex if KINDS[ann.dataset].has_apex else None  # else the middle frame, a reference until spotted
         rows.append({
-            "subject": ann.subject, "clip": ann.clip, "onset": ann.onset, "apex": ann.apex, "offset": ann.offset,
-            "duration": ann.offset - ann.onset + 1, "latency": ann.apex - ann.onset, "AUs": ann.action_units,
+            "subject": ann.subject, "clip": ann.clip, "onset": ann.onset, "apex": apex, "offset": ann.offset,
+            "duration": ann.offset - ann.onset + 1, "latency": None if apex is None else apex - ann.onset, "AUs": ann.action_units,
             "emotion": ann.emotion or "—", "objective class": ann.objective_class or "—",
             "frames on disk": len(frames.frames) if frames else 0, "status": status,
             "note": "; ".join(i.message.split(": ", 1)[-1] for i in found),
@@ -144,13 +150,14 @@ def summary(dataset: Dataset) -> dict[str, int]:
 NOT_IN_MEGC = "not in MEGC"
 
 
-def megc_class(dataset: Dataset, emotion: str) -> str:
+def megc_class(dataset: Dataset | str, emotion: str) -> str:
     """The MEGC2019 class of an estimated emotion, by name.
 
     Parameters
     ----------
-    dataset : Dataset
-        Its kind (``"samm"``) picks the mapping (``sammflow.labels.megc_label``).
+    dataset : Dataset or str
+        Its kind (``"samm"``), or the kind itself, picks the mapping
+        (``sammflow.labels.megc_label``); a composite's clips each have theirs (``ClipAnnotation.dataset``).
     emotion : str
 
     Returns
@@ -158,8 +165,12 @@ def megc_class(dataset: Dataset, emotion: str) -> str:
     str
         ``"negative"``, ``"positive"``, ``"surprise"`` or ``NOT_IN_MEGC``.
     """
-    label = megc_label(dataset.kind, emotion or "")
+    label = megc_label(dataset if isinstance(dataset, str) else dataset.kind, emotion or "")
     return NOT_IN_MEGC if label == NOT_IN_MEGC2019 else MEGC2019_CLASSES[label]
+
+
+#: The MEGC2019 classes in the overview's order, then the clips outside them.
+_CLASS_ORDER = (*MEGC2019_CLASSES, NOT_IN_MEGC)
 
 
 def label_table(dataset: Dataset) -> Any:
@@ -173,10 +184,9 @@ def label_table(dataset: Dataset) -> Any:
     """
     import pandas as pd
 
-    order = {name: i for i, name in enumerate((*MEGC2019_CLASSES, NOT_IN_MEGC))}
-    counts = Counter(ann.emotion or "—" for ann in dataset.annotations.clips)
-    rows = [{"emotion": emotion, "MEGC2019 class": megc_class(dataset, "" if emotion == "—" else emotion), "clips": n}
-            for emotion, n in counts.items()]
+    order = {name: i for i, name in enumerate(_CLASS_ORDER)}
+    counts = Counter((ann.emotion or "—", megc_class(ann.dataset, ann.emotion)) for ann in dataset.annotations.clips)
+    rows = [{"emotion": emotion, "MEGC2019 class": name, "clips": n} for (emotion, name), n in counts.items()]
     rows.sort(key=lambda r: (order[r["MEGC2019 class"]], -r["clips"], r["emotion"]))
     return pd.DataFrame(rows, columns=["emotion", "MEGC2019 class", "clips"])
 
@@ -190,8 +200,70 @@ def megc_counts(dataset: Dataset) -> dict[str, int]:
         ``negative``, ``positive``, ``surprise`` and ``NOT_IN_MEGC``, in that order, each
         present (0 where no clip has it).
     """
-    counts = Counter(megc_class(dataset, ann.emotion) for ann in dataset.annotations.clips)
-    return {name: counts.get(name, 0) for name in (*MEGC2019_CLASSES, NOT_IN_MEGC)}
+    counts = Counter(megc_class(ann.dataset, ann.emotion) for ann in dataset.annotations.clips)
+    return {name: counts.get(name, 0) for name in _CLASS_ORDER}
+
+
+def _by_kind(dataset: Dataset) -> dict[str, list[ClipAnnotation]]:
+    """The valid clips of each kind, in the dataset's order of kinds (a composite's parts)."""
+    clips: dict[str, list[ClipAnnotation]] = {part.kind: [] for part in dataset.parts}
+    for ann in dataset.annotations.clips:
+        clips.setdefault(ann.dataset, []).append(ann)
+    return clips
+
+
+def megc_by_dataset(dataset: Dataset) -> Any:
+    """Clips per MEGC2019 class, one row per dataset kind: a composite's label distribution.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        A composite (``sammflow.dataset.merge``), or one dataset (one row).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: dataset (its title, ``"CASME II"``), negative, positive, surprise,
+        ``NOT_IN_MEGC``, clips (valid annotation rows); rows in the composite's order.
+    """
+    import pandas as pd
+
+    rows = []
+    for kind, clips in _by_kind(dataset).items():
+        counts = Counter(megc_class(kind, ann.emotion) for ann in clips)
+        rows.append({"dataset": KINDS[kind].title, **{name: counts.get(name, 0) for name in _CLASS_ORDER}, "clips": len(clips)})
+    return pd.DataFrame(rows, columns=["dataset", *_CLASS_ORDER, "clips"])
+
+
+def emotions_by_dataset(dataset: Dataset) -> Any:
+    """Clips per estimated emotion of each dataset kind, with the emotion's MEGC2019 class.
+
+    Each dataset names its emotions its own way (SAMM's "Anger", CASME II's "repression"), so
+    an emotion is counted within its dataset.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: dataset (title), emotion (``"—"`` for none), MEGC2019 class, clips. Datasets
+        in the composite's order; within each, classes in order, then most clips first.
+    """
+    import pandas as pd
+
+    order = {name: i for i, name in enumerate(_CLASS_ORDER)}
+    rows = []
+    for kind, clips in _by_kind(dataset).items():
+        counts = Counter(ann.emotion or "—" for ann in clips)
+        found = [{"dataset": KINDS[kind].title, "emotion": emotion, "MEGC2019 class": megc_class(kind, "" if emotion == "—" else emotion),
+                  "clips": n} for emotion, n in counts.items()]
+        rows += sorted(found, key=lambda r: (order[r["MEGC2019 class"]], -r["clips"], r["emotion"]))
+    return pd.DataFrame(rows, columns=["dataset", "emotion", "MEGC2019 class", "clips"])
+
+
+def frame_rate(dataset: Dataset) -> float | None:
+    """The frame rate of a dataset's clips (``Kind.fps``: SAMM 200, SMIC 100 …); ``None`` for a
+    composite whose kinds differ."""
+    rates = {KINDS[kind].fps for kind in dataset.kind.split("+") if kind in KINDS}
+    return rates.pop() if len(rates) == 1 else None
 
 
 def resolution_counts(dataset: Dataset) -> dict[str, int]:
@@ -222,16 +294,24 @@ def annotated_clip(dataset: Dataset, clip_id: str) -> ClipAnnotation | None:
     Returns
     -------
     ClipAnnotation or None
-        ``None`` when the row's apex is missing or impossible (the policy ``auto`` or ``spot``
-        kept it to be spotted), or the clip is not a valid annotated clip.
+        ``None`` when the row has no usable apex (missing or impossible, kept to be spotted by
+        the policy ``auto`` or ``spot``; a kind without apexes, SMIC; CASME II's ``/``), or the
+        clip is not a valid annotated clip. A composite's clip comes from its part, with its ids.
     """
+    for part in dataset.parts:
+        prefix = f"{part.kind}-"
+        if clip_id.startswith(prefix):
+            found = annotated_clip(part, clip_id[len(prefix):])
+            return None if found is None else dataclasses.replace(found, subject=prefix + found.subject, clip=clip_id)
     if dataset.annotations.params.apex == "annotated":
-        return dataset.annotations.by_clip.get(clip_id)
-    params = dataclasses.replace(dataset.annotations.params, apex="annotated")
-    try:  # the same rows, read again without the policy (milliseconds)
-        return dataset.annotations.resolved(params).by_clip.get(clip_id)
-    except ValueError:  # annotations built without their table
-        return None
+        found = dataset.annotations.by_clip.get(clip_id)
+    else:
+        params = dataclasses.replace(dataset.annotations.params, apex="annotated")
+        try:  # the same rows, read again without the policy (milliseconds)
+            found = dataset.annotations.resolved(params).by_clip.get(clip_id)
+        except ValueError:  # annotations built without their table
+            return None
+    return None if found is None or found.spot else found  # spot even as annotated: no apex in the file
 
 
 def apex_note(dataset: Dataset, clip: ClipAnnotation) -> str:

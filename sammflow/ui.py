@@ -2,9 +2,13 @@
 
 It owns what the pages share and nothing else:
 
-* **the sidebar** (``sidebar``): which dataset — the generated demo by default, or a folder
-  and annotation file typed in or given by ``SAMMFLOW_DATA`` / ``SAMMFLOW_ANNOTATIONS`` — and
-  the processing parameters, one widget per parameter declared with a ``label`` in
+* **the sidebar** (``sidebar``): which dataset — the generated demo by default; a folder of
+  any kind (``sammflow.kinds``: a *Kind* box, auto by default) with its annotation file (by
+  default the kind's file found in the folder), typed in or given by ``SAMMFLOW_DATA`` /
+  ``SAMMFLOW_ANNOTATIONS``; a *Video* file with its events, extracted into the cache
+  (``sammflow.access.extract_video``; an event without an apex sets the apex policy to
+  ``auto``, which spots it); or a *Composite* of one folder per kind, merged — and the
+  processing parameters, one widget per parameter declared with a ``label`` in
   ``sammflow.params`` (``STAGE_CLASSES``: the annotation settings first), each shown only
   where it has an effect (``Param.applies``), and a preset (``PRESETS``) above the flow
   parameters that sets them all. Every widget is bound to the URL (``bind="query-params"``),
@@ -60,7 +64,7 @@ import streamlit as st
 
 from sammflow import __version__, access, export
 from sammflow.export import GifZip, zip_gifs
-from sammflow.access import ENV_DATA, ENV_ANNOTATIONS, ENV_DEVICE, ENV_ROOTS, DatasetRef, demo_config, demo_root
+from sammflow.access import AUTO, ENV_DATA, ENV_ANNOTATIONS, ENV_DEVICE, ENV_ROOTS, DatasetRef, demo_config, demo_root, kind_title
 from sammflow.animate import encode_gif, gif_frame_numbers
 from sammflow.annotations import ClipAnnotation
 from sammflow.cache import ENV_CACHE, ClipStore, aligned_crops, cache_dir, clip_of, motion, mtcnn_track, prune, spotted_clip
@@ -69,10 +73,11 @@ from sammflow.demo import ANNOTATIONS
 from sammflow.detect import FaceBox
 from sammflow.figures import PairFigure, pair_figure as draw_pair
 from sammflow.flow import FlowMethodUnavailable
+from sammflow.kinds import KINDS
 from sammflow.outfolder import JobReport
 from sammflow.params import PRESETS, STAGE_CLASSES, AnnotationParams, GifParams, Param, PipelineParams, declared
 from sammflow.pipeline import ClipError, ClipFlow, NormalizedClip, flow_from_crops
-from sammflow.tables import ready_ids
+from sammflow.tables import frame_rate, ready_ids
 from sammflow.workers import RowCallback
 
 #: The default demo's generation on the first run, measured (s): said on the page while it runs.
@@ -87,7 +92,10 @@ MAX_DATASET_ENTRIES = 8  # datasets read (annotations + frame paths)
 _CTX_KEY = "_sammflow_context"
 _LINKS_CHECKED = "_sammflow_links_checked"  # URL keys whose link values were checked (link_choice)
 #: Dataset sources of the sidebar (URL values) and their captions.
-_SOURCES = {"Demo": "generated SAMM-like dataset", "Folder": "a dataset on this machine"}
+_SOURCES = {"Demo": "generated SAMM-like dataset", "Folder": "a dataset on this machine", "Video": "a video file and its events",
+            "Composite": "one dataset per kind, merged"}
+#: The kind box's options: auto, then every kind (shown by title, which the link holds too).
+_KIND_OPTIONS = (AUTO, *KINDS)
 #: The sidebar's expander of each stage's parameters (``sammflow.params.STAGE_CLASSES``), in order.
 _GROUPS = {"annotations": "Annotations", "detect": "Face detection", "align": "Alignment", "flow": "Optical flow", "encode": "Flow map"}
 #: The preset of a new session: sammflow's defaults (the command line's default too).
@@ -295,10 +303,16 @@ class Context:
 
     @property
     def key(self) -> str:
-        """The dataset part of every in-memory cache key: paths + annotation file and folder
-        signatures + the annotation parameters (fixes and apex policy change the clips)."""
-        return (f"{self.ref.root}|{self.ref.annotations}|{access.signature(self.ref.root, self.ref.annotations)}"
-                f"|{self.params.annotations.hash}")
+        """The dataset part of every in-memory cache key: each folder's kind, path, annotation
+        file and their signatures (``sammflow.access.ref_key``) + the annotation parameters
+        (fixes and apex policy change the clips)."""
+        return f"{access.ref_key(self.ref)}|{self.params.annotations.hash}"
+
+    @property
+    def fps(self) -> float | None:
+        """The clips' frame rate: a video's own, else the kind's (``sammflow.tables.frame_rate``;
+        ``None`` for a composite of different rates)."""
+        return self.ref.fps or frame_rate(self.dataset)
 
 
 #: How often a page watching the demo's generation redraws its progress bar (s).
@@ -337,49 +351,145 @@ def ensure_demo(place: Any = None) -> Path:
 
 
 @st.cache_data(max_entries=MAX_DATASET_ENTRIES, ttl=600, show_spinner="Reading the dataset…")
-def _load(root: str, annotations: str, signature: tuple[Any, ...]) -> Dataset:
-    return access.load(root, annotations, signature)
+def _load(root: str, annotations: str, signature: tuple[Any, ...], kind: str) -> Dataset:
+    return access.load(root, annotations, signature, kind)
 
 
 @st.cache_data(max_entries=MAX_DATASET_ENTRIES, ttl=600, show_spinner="Applying the annotation settings…")
-def _resolve(root: str, annotations: str, signature: tuple[Any, ...], key: str, _dataset: Dataset, _params: AnnotationParams) -> Dataset:
-    # keyed by the dataset's paths and signature + the annotation parameters' hash; the objects come along
+def _resolve(dataset_key: str, params_hash: str, _dataset: Dataset, _params: AnnotationParams) -> Dataset:
+    # keyed by the dataset (``access.ref_key``: kinds, paths, signatures) + the annotation parameters' hash
     return _dataset.resolved(_params)
 
 
 def open_dataset(ref: DatasetRef, params: AnnotationParams = AnnotationParams()) -> Dataset:
-    """``sammflow.access.open_dataset``, read through the in-memory cache (10 min, or until *Rescan*),
-    resolved with ``params`` (``Dataset.resolved``: shipped fixes, apex policy), cached alike.
+    """``sammflow.access.open_dataset``, read through the in-memory cache (10 min, or until *Rescan*;
+    a composite: each of its folders), resolved with ``params`` (``Dataset.resolved``: shipped
+    fixes, apex policy), cached alike.
 
     Raises
     ------
     ValueError
         As ``sammflow.access.open_dataset``, with a message for ``st.error``.
     """
+    ref = access.resolved_ref(ref)
     dataset = access.open_dataset(ref, _load)
     if params == dataset.annotations.params:
         return dataset
-    return _resolve(ref.root, ref.annotations, access.signature(ref.root, ref.annotations), params.hash, dataset, params)
+    return _resolve(access.ref_key(ref), params.hash, dataset, params)
 
 
 def _dataset_sidebar(notice: Any) -> DatasetRef:
+    """The dataset choice: the source (demo, folder, video, composite) and its inputs.
+
+    Raises
+    ------
+    ValueError
+        With the message for ``st.error``: the demo could not be created, a composite's line or
+        a video's events are not valid, the video cannot be extracted.
+    """
     env_root = os.environ.get(ENV_DATA, "").strip()
-    env_ann = os.environ.get(ENV_ANNOTATIONS, "").strip()
     st.subheader("Dataset")
-    sources = list(_SOURCES) if not env_root else ["Folder", "Demo"]  # the default comes first
+    sources = list(_SOURCES) if not env_root else ["Folder", "Demo", "Video", "Composite"]  # the default comes first
     source = st.radio("Source", sources, captions=[_SOURCES[s] for s in sources], key="source", bind="query-params",
                       label_visibility="collapsed", horizontal=True)
     if source == "Demo":
-        root = ensure_demo(notice)
-        return DatasetRef(str(root), str(root / ANNOTATIONS), demo=True)
-    root = st.text_input("Dataset folder", value=env_root, key="data", bind="query-params",
-                         placeholder="/data/SAMM", help=f"Holds <subject>/<clip>/<frame>.jpg. Default: ${ENV_DATA}. "
-                         f"Must lie inside the folders this dashboard may open (${ENV_ROOTS}).").strip()
-    ann = st.text_input("Annotation file", value=env_ann, key="ann", bind="query-params",
-                        placeholder="FOLDER/samm.csv", help=f"samm.csv or the official .xlsx. Empty: FOLDER/samm.csv. Default: ${ENV_ANNOTATIONS}.").strip()
-    root_path = Path(root).expanduser() if root else Path("")
-    ann_path = Path(ann).expanduser() if ann else root_path / ANNOTATIONS
-    return DatasetRef(str(root_path) if root else "", str(ann_path))
+        try:
+            root = ensure_demo(notice)
+        except (OSError, ValueError) as exc:  # the demo could not be created (read-only cache, bad config)
+            hint = f" Set {ENV_CACHE} to a writable folder, or open your own dataset." if isinstance(exc, OSError) else ""
+            raise ValueError(f"Cannot create the demo dataset in {cache_dir()}: {exc}.{hint}") from None
+        return DatasetRef(str(root), str(root / ANNOTATIONS), demo=True, kind="samm")
+    if source == "Video":
+        return _video_sidebar(notice)
+    if source == "Composite":
+        text = st.text_area("Datasets", key="composite", bind="query-params", placeholder="samm=/data/SAMM\ncasme2=/data/CASME2",
+                            help="One dataset per line, `KIND=PATH[,annotations=FILE]` (as `sammflow export --dataset`), one of "
+                                 f"each kind: {', '.join(f'**{name}** ({k.title})' for name, k in KINDS.items())}. Without "
+                                 "`annotations=`, the kind's file in the folder. Subjects and clips are prefixed by their kind "
+                                 "(`samm-006`), so leave-one-subject-out folds never mix two people.")
+        try:
+            return access.composite_ref(text)
+        except ValueError as exc:
+            raise ValueError(f"{exc}\n\nType the composite's datasets in the sidebar, or choose the demo dataset.") from None
+    root = st.text_input("Dataset folder", value=env_root, key="data", bind="query-params", placeholder="/data/SAMM",
+                         help="The dataset's folder as released: SAMM's `<subject>/<clip>/` frames, CASME II's `sub01/EP02_01f/`, "
+                              f"SMIC's `HS/s1/micro/negative/s1_ne_01/` … Default: ${ENV_DATA}. "
+                              f"Must lie inside the folders this dashboard may open (${ENV_ROOTS}).").strip()
+    link_choice("kind", [_kind_label(k) for k in _KIND_OPTIONS], "a dataset kind")  # a bad link's kind is said, not silently dropped
+    kind = st.selectbox("Kind", _KIND_OPTIONS, format_func=_kind_label, key="kind", bind="query-params",
+                        help="Which dataset this is (its layout and annotation format). *auto*: from the annotation file's name, "
+                             "then the folder's files and layout.")
+    ann = st.text_input("Annotation file", value=os.environ.get(ENV_ANNOTATIONS, "").strip(), key="ann", bind="query-params",
+                        placeholder="found in the folder",
+                        help="Empty: the kind's file in the dataset folder ("
+                             + "; ".join(f"{k.title}: {', '.join(f'`{p}`' for p in k.annotation_files[:2])}" for k in KINDS.values())
+                             + f"). Default: ${ENV_ANNOTATIONS}.").strip()
+    return DatasetRef(root, ann, kind=kind)
+
+
+def _kind_label(kind: str) -> str:
+    return AUTO if kind == AUTO else KINDS[kind].title
+
+
+def _widget_key(stage: str, name: str) -> str:
+    """The sidebar widget's key of a declared parameter (``"annotations"``, ``"apex"`` → ``apex_policy``)."""
+    return next(_key(f, p) for s, f, p in _widgets() if s == stage and f.name == name)
+
+
+def _video_sidebar(notice: Any) -> DatasetRef:
+    """The video source: the file, its events (a CSV, or one event's onset / apex / offset), the
+    frames extracted into the cache with a progress bar (once per video and events)."""
+    video = st.text_input("Video file", key="video", bind="query-params", placeholder="/data/me/take1.mp4",
+                          help="A video OpenCV reads (.mp4, .avi, .mov, .mkv …), inside the folders this dashboard may open "
+                               f"(${ENV_ROOTS}). The frames of its events are extracted once into the cache.").strip()
+    events_csv = st.text_input("Events file (CSV)", key="events", bind="query-params", placeholder="empty: one event, below",
+                               help="A table with onset and offset columns and optionally apex, emotion and name: one clip per "
+                                    "row. Frames are 0-based frame indices of the video.").strip()
+    onset = apex = offset = None
+    if not events_csv:
+        c1, c2, c3 = st.columns(3)
+        common = {"min_value": 0, "value": None, "step": 1, "bind": "query-params"}
+        onset = c1.number_input("Onset", key="v_onset", help="The event's first frame (0-based frame index of the video).", **common)
+        apex = c2.number_input("Apex", key="v_apex", help="Its apex frame. Empty: spotted (the apex policy *auto*).", **common)
+        offset = c3.number_input("Offset", key="v_offset", help="Its last frame.", **common)
+    if not video:
+        raise ValueError("No video file given: type the path of a video file in the sidebar (and its events), or choose the demo dataset.")
+    hint = "\n\nFix the video file or its events in the sidebar, or choose the demo dataset."
+    try:
+        facts = access.video_facts(video)
+        st.caption(f"{facts['frames'] or '?'} frames · {facts['fps']:g} fps · {facts['width']}×{facts['height']} px; "
+                   "frames are numbered from 0")
+        events = access.video_events(events_csv, onset, offset, apex)
+    except ValueError as exc:
+        raise ValueError(f"{exc}{hint}") from None
+    spotted = [i for i, event in enumerate(events, start=1) if event.apex is None]
+    if spotted:
+        key = _widget_key("annotations", "apex")
+        if st.session_state.get(key, AnnotationParams().apex) == "annotated":
+            st.session_state[key] = "auto"  # before its widget is drawn (below): the supported way to set it
+        which = f"event {spotted[0]} has" if len(spotted) == 1 else f"{len(spotted)} events have"
+        st.caption(f":material/info: {which.capitalize()} no apex: it is spotted (the frame of peak motion). The apex policy "
+                   f"is *{st.session_state[key]}* (*Annotations* below); *annotated* would reject such an event.")
+    bar = None
+
+    def progress(done: int, total: int, label: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = notice.progress(0.0)
+        bar.progress(done / max(total, 1), text=f"Extracting the frames of {label}: frame {done} of {total}")
+
+    try:
+        source = access.extract_video(video, events, progress=progress)
+    except ValueError as exc:
+        raise ValueError(f"{exc}{hint}") from None
+    finally:
+        notice.empty()
+    return source.ref
+
+
+def _where(ref: DatasetRef) -> str:
+    """Each folder of a resolved dataset and its annotation file, for the sidebar's caption."""
+    return " · ".join(f"`{part.root}` (`{Path(part.annotations).name}`)" for part in ref.parts or (ref,))
 
 
 def sidebar() -> Context | None:
@@ -389,14 +499,12 @@ def sidebar() -> Context | None:
     with ``st.error`` in the main area, never as a traceback.
     """
     st.session_state.pop(_CTX_KEY, None)
-    notice = st.empty()  # main-area slot for the first run's demo progress
+    notice = st.empty()  # main-area slot for the first run's demo progress, and a video's extraction
     with st.sidebar:
         try:
-            ref = _dataset_sidebar(notice)
-            error = None
-        except (OSError, ValueError) as exc:  # the demo could not be created (read-only cache, bad config)
-            hint = f" Set {ENV_CACHE} to a writable folder, or open your own dataset." if isinstance(exc, OSError) else ""
-            ref, error = None, f"Cannot create the demo dataset in {cache_dir()}: {exc}.{hint}"
+            ref, error = _dataset_sidebar(notice), None
+        except ValueError as exc:
+            ref, error = None, str(exc)
         if st.button("Rescan dataset", help="Read the annotation file and the frames on disk again.", width="stretch"):
             # results in memory too (failures included); the disk cache checks its files itself
             for cached in (_load, _resolve, _spotted, _motion, _crops, _alignment, _flow, _gif):
@@ -408,7 +516,7 @@ def sidebar() -> Context | None:
         st.caption(f"sammflow {__version__} · cache: {cache_dir()}")
     if error is None and ref is not None:
         try:
-            ref = access.checked_ref(ref)
+            ref = access.resolved_ref(ref)
             dataset = open_dataset(ref, params.annotations)
         except ValueError as exc:
             error = f"{exc}\n\nFix the path in the sidebar, or choose the demo dataset."
@@ -419,7 +527,8 @@ def sidebar() -> Context | None:
     st.session_state[_CTX_KEY] = context
     with st.sidebar:
         n = len(dataset.annotations.clips)
-        st.caption(f"**{ref.label}** ({dataset.kind}) · {n} annotated clips · {len(ready_ids(dataset))} ready · `{ref.root}`")
+        kind = "" if ref.parts else f" · {kind_title(ref.kind)}"  # a composite's label is its kinds
+        st.caption(f"**{ref.label}**{kind} · {n} annotated clips · {len(ready_ids(dataset))} ready · {_where(ref)}")
     return context
 
 
@@ -458,7 +567,8 @@ def clip_error(clip_id: str, message: str, ctx: Context | None = None) -> ClipEr
     """A ``ClipError`` whose message starts with the clip id (``"006_1_1: <file>: <cause>"``).
     """
     if ctx is not None:
-        message = message.replace(f"{Path(ctx.dataset.root)}{os.sep}", "")
+        for root in ctx.dataset.roots:
+            message = message.replace(f"{Path(root)}{os.sep}", "")
     return ClipError(message if message.startswith(f"{clip_id}:") else f"{clip_id}: {message}")
 
 
@@ -705,5 +815,5 @@ def export_flows(ctx: Context, out_dir: str | Path, on_row: RowCallback | None =
         there (without ``force``; ``sammflow.export_choices.page_message`` words it for the page), or
         another run writing to it.
     """
-    out = access.export_folder(ctx.dataset.root, out_dir)
+    out = access.export_folder(ctx.dataset.roots, out_dir)
     return export.export_flows(ctx.dataset, out, params=ctx.params, boxes=_store(ctx.ref), on_row=on_row, force=force, arrays=arrays)

@@ -7,6 +7,7 @@ put in conftest.py, so the dashboard's test setup stays beside its tests.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -39,6 +40,27 @@ def app_env(app_data: Path, app_cache: Path, monkeypatch: pytest.MonkeyPatch) ->
     for name in ("SAMMFLOW_DEMO_CONFIG", "SAMMFLOW_OUT"):
         monkeypatch.delenv(name, raising=False)
     return env
+
+
+#: Demos of other kinds (and a SAMM one beside them, for composites): 2 subjects × 1 clip × 10 frames.
+KIND_DEMOS = ("samm", "casme2", "smic")
+
+
+@pytest.fixture(scope="session")
+def kind_demos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small demos of each kind in ``KIND_DEMOS`` (kind → dataset folder), side by side in one
+    folder; the tests only read them."""
+    base = tmp_path_factory.mktemp("kind_demos")
+    return {kind: generate_demo(base / kind, DemoConfig(subjects=2, clips_per_subject=1, frames=10, kind=kind)) for kind in KIND_DEMOS}
+
+
+@pytest.fixture()
+def kinds_env(kind_demos: dict[str, Path], app_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """No dataset configured; a page user may open the kind demos and ``tmp_path`` (``SAMMFLOW_ROOTS``)."""
+    for name in ("SAMMFLOW_DATA", "SAMMFLOW_ANNOTATIONS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SAMMFLOW_ROOTS", os.pathsep.join([str(next(iter(kind_demos.values())).parent), str(tmp_path)]))
+    return kind_demos
 
 
 @pytest.fixture()

@@ -91,3 +91,19 @@ def refused_export_folders(data: Path, allowed: Path, secret: Path) -> dict[str,
     refused[str(normalized)] = "holds a 'normalized' output"
     refused[""] = "No output folder given"
     return refused
+
+
+def write_video(frames: list[Path], path: Path, fps: float = 30.0) -> Path:
+    """``frames`` (image files, in order) as a Motion-JPEG .avi at ``path``: a short video
+    OpenCV's own writer makes without any codec library."""
+    import cv2
+
+    first = cv2.imread(str(frames[0]))
+    height, width = first.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    try:
+        for frame in frames:
+            writer.write(cv2.imread(str(frame)))
+    finally:
+        writer.release()
+    return path

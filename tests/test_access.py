@@ -9,6 +9,7 @@ asserted, not assumed. The same rules seen through the pages are in tests/test_a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -19,9 +20,9 @@ from sammflow import access, export, export_choices
 from sammflow.cache import ClipStore
 from sammflow.dataset import Dataset, InputError
 from sammflow.demo import DemoConfig
-from sammflow.params import PipelineParams
+from sammflow.params import AnnotationParams, PipelineParams
 
-from app_helpers import OUTSIDE, refused_export_folders, watching
+from app_helpers import OUTSIDE, refused_export_folders, watching, write_video
 
 pytest_plugins = ("app_fixtures",)  # the dashboard's fixtures, kept out of conftest.py
 
@@ -94,13 +95,14 @@ def test_open_dataset_reads_through_the_given_loader(app_env: dict[str, str]) ->
     root, ann = app_env["SAMMFLOW_DATA"], app_env["SAMMFLOW_ANNOTATIONS"]
     calls = []
 
-    def loader(r: str, a: str, signature: tuple) -> Dataset:
-        calls.append((r, a, signature))
-        return access.load(r, a, signature)
+    def loader(r: str, a: str, signature: tuple, kind: str) -> Dataset:
+        calls.append((r, a, signature, kind))
+        return access.load(r, a, signature, kind)
 
     dataset = access.open_dataset(access.DatasetRef(root, ann), loader)
     assert [c.clip for c in dataset.annotations.clips] == ["006_1_1", "006_2_1", "011_1_2", "011_2_2"]
-    assert calls == [(str(Path(root).resolve()), str(Path(ann).resolve()), access.signature(str(Path(root).resolve()), str(Path(ann).resolve())))]
+    assert calls == [(str(Path(root).resolve()), str(Path(ann).resolve()), access.signature(str(Path(root).resolve()), str(Path(ann).resolve())),
+                      "samm")]  # the kind settled before reading (recognised from samm.csv)
 
 
 def test_the_signature_changes_with_the_annotation_file(app_data: Path, tmp_path: Path) -> None:
@@ -138,9 +140,9 @@ def test_open_dataset_names_the_path_and_the_problem(allowed: Path, app_data: Pa
         (folder / "999" / "999_1_1" / "999_0001.jpg").write_bytes(b"")
     loaded = []
 
-    def loader(r: str, a: str, signature: tuple) -> Dataset:
+    def loader(r: str, a: str, signature: tuple, kind: str) -> Dataset:
         loaded.append(r)
-        return access.load(r, a, signature)
+        return access.load(r, a, signature, kind)
 
     with pytest.raises(ValueError) as caught:
         access.open_dataset(access.DatasetRef(str(folder), str(ann)), loader)
@@ -314,3 +316,96 @@ def test_the_rules_are_written_down() -> None:
     assert "what a page user can reach" in doc and "no upload widget" in doc
     for name in (access.ENV_ROOTS, access.ENV_DATA, access.ENV_ANNOTATIONS, access.ENV_OUT):
         assert f"${name}" in doc, name
+
+
+# ---------------------------------------------------------------- every dataset kind, videos, composites (issue 12)
+
+
+def test_resolved_ref_settles_the_kind_and_finds_its_annotation_file(kinds_env: dict[str, Path]) -> None:
+    casme2, smic = kinds_env["casme2"], kinds_env["smic"]
+    ref = access.resolved_ref(access.DatasetRef(str(casme2)))
+    assert ref == access.DatasetRef(str(casme2.resolve()), str((casme2 / "CASME2-coding-20140508.xlsx").resolve()), kind="casme2")
+    assert access.resolved_ref(ref) == ref  # settled: as it is
+    assert access.resolved_ref(access.DatasetRef(str(smic), kind="auto")).kind == "smic"
+    assert access.resolved_ref(access.DatasetRef(str(casme2), kind="casme2")).annotations == ref.annotations
+    # the kind is part of what is read, and of the cache key
+    dataset = access.open_dataset(access.DatasetRef(str(casme2)))
+    assert dataset.kind == "casme2" and [c.clip for c in dataset.annotations.clips] == ["sub01_EP02_01f", "sub02_EP02_01f"]
+    assert access.ref_key(ref) != access.ref_key(dataclasses.replace(ref, kind="smic"))
+    assert access.kind_title("casme2") == "CASME II" and access.kind_title("samm+casme2") == "composite: SAMM + CASME II"
+    with pytest.raises(InputError, match="Unknown dataset kind 'casme4': one of auto, samm, casme2"):
+        access.resolved_ref(access.DatasetRef(str(casme2), kind="casme4"))
+
+
+def test_no_annotation_file_names_the_kind_and_the_files_it_looks_for(kinds_env: dict[str, Path], tmp_path: Path) -> None:
+    casme2 = kinds_env["casme2"]
+    with watching(casme2 / "CASME2-coding-20140508.xlsx") as hits:
+        with pytest.raises(ValueError) as caught:
+            access.open_dataset(access.DatasetRef(str(casme2), kind="smic"))
+    assert str(caught.value) == (f"No SMIC annotation file in {casme2.resolve()} (the kind chosen in the sidebar; expected `smic*.xlsx`, "
+                                 "`SMIC*.xlsx` or `smic*.csv`). This folder holds CASME2-coding-20140508.xlsx, a CASME II annotation "
+                                 "file: choose CASME II or auto. Type the annotation file's path, or choose another kind.")
+    assert hits == []  # nothing read but the folder's listing
+    # recognised from the layout, without its annotation file
+    layout = tmp_path / "CASME2"
+    (layout / "sub01" / "EP02_01f").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"^No CASME II annotation file in .* \(the kind recognised from the folder's layout; "
+                                         r"expected `CASME2-coding\*\.xlsx`"):
+        access.resolved_ref(access.DatasetRef(str(layout)))
+    # nothing to go by: every kind's files are listed
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ValueError, match=r"none of the kinds' files is there \(SAMM: `samm.csv`.*MMEW: `MMEW_Micro_Exp\*\.xlsx`"):
+        access.resolved_ref(access.DatasetRef(str(tmp_path / "nothing")))
+    # a folder that is not the kind's layout: the kind is named as a suspect
+    with pytest.raises(ValueError, match=r"read as SMIC\)\. Wrong dataset folder, annotation file or kind\?$"):
+        access.open_dataset(access.DatasetRef(str(casme2), str(casme2 / "CASME2-coding-20140508.xlsx"), kind="smic"))
+
+
+def test_a_composite_is_one_dataset_per_line_merged(kinds_env: dict[str, Path]) -> None:
+    samm, casme2 = kinds_env["samm"], kinds_env["casme2"]
+    text = f"# the MEGC2019 composite, two of its datasets\nsamm={samm}\n\ncasme2={casme2},annotations={casme2 / 'CASME2-coding-20140508.xlsx'}\n"
+    ref = access.composite_ref(text)
+    assert ref.kind == "samm+casme2" and [(p.kind, p.root) for p in ref.parts] == [("samm", str(samm)), ("casme2", str(casme2))]
+    assert ref.label == "composite: SAMM + CASME II"
+    assert access.dataset_name(ref) == "samm-casme2"
+    dataset = access.open_dataset(ref)
+    assert dataset.kind == "samm+casme2" and dataset.roots == (samm.resolve(), casme2.resolve())
+    assert [c.clip for c in dataset.annotations.clips] == ["samm-006_1_1", "samm-011_1_2", "casme2-sub01_EP02_01f", "casme2-sub02_EP02_01f"]
+    resolved = access.resolved_ref(ref)
+    assert resolved.parts[0].annotations == str((samm / "samm.csv").resolve()) and access.ref_key(resolved).count(";") == 1
+    for bad, message in [("", "No datasets given"), ("samm /data", "Composite, line 1: 'samm /data': expected KIND=PATH"),
+                         (f"samm={samm}\nsamm={casme2}", "Composite, line 2: a second samm dataset")]:
+        with pytest.raises(InputError, match=f"^{message}"):
+            access.composite_ref(bad)
+    # each part's paths are confined and named
+    with pytest.raises(ValueError, match=f"^Composite dataset `casme2=/etc`: Dataset folder `/etc` {OUTSIDE}"):
+        access.open_dataset(access.composite_ref(f"samm={samm}\ncasme2=/etc"))
+
+
+def test_a_video_is_confined_and_extracted_into_the_cache(kinds_env: dict[str, Path], tmp_path: Path,
+                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    frames = sorted((kinds_env["casme2"] / "CASME2_RAW_selected" / "sub01" / "EP02_01f").glob("*.jpg"), key=lambda f: int(f.stem[3:]))
+    video = write_video(frames[:6], tmp_path / "me.avi")
+    secret = tmp_path_factory.mktemp("SECRET")  # beside tmp_path: outside the roots
+    outside = write_video(frames[:6], secret / "secret.avi")
+    with watching(secret) as hits:
+        for call in (lambda: access.video_facts(str(outside)), lambda: access.extract_video(str(outside), access.video_events(onset=0, offset=2)),
+                     lambda: access.video_events(str(secret / "events.csv"))):
+            with pytest.raises(InputError, match=OUTSIDE):
+                call()
+    assert hits == []
+    assert access.video_facts(str(video)) == {"frames": 6, "fps": 30.0, "width": 640, "height": 480}
+    events = access.video_events(onset=1, offset=4)
+    source = access.extract_video(str(video), events)
+    assert source.to_spot == [1] and source.ref.video == str(video.resolve()) and source.ref.fps == 30.0
+    assert Path(source.ref.root).parent == access.video_cache() and access.video_cache() in access.allowed_roots()
+    dataset = access.open_dataset(source.ref)
+    assert dataset.kind == "samm" and [r.clip for r in dataset.annotations.rejected] == ["001_1"]  # no apex: not with "annotated"
+    assert [(c.clip, c.onset, c.offset, c.spot) for c in dataset.resolved(AnnotationParams(apex="auto")).annotations.clips] == [("001_1", 1, 4, True)]
+    assert access.dataset_name(source.ref) == "me"
+    with pytest.raises(InputError, match="inside the dataset folder"):  # the extracted videos are datasets too
+        access.export_folder(source.ref.root, str(access.video_cache() / "maps"))
+    with pytest.raises(InputError, match="^Video event: onset frame 4 is after offset frame 1"):
+        access.video_events(onset=4, offset=1)
+    with pytest.raises(InputError, match="not a video's name"):
+        access.extract_video(str(tmp_path / "me.txt"), events)

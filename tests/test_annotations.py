@@ -652,9 +652,9 @@ def test_fixes_apply_to_spreadsheet_numbers(tmp_path):
     assert result.by_clip["028_4_1"].apex == 1105 and result.rejected == ()
 
 
-def test_fixes_are_for_their_dataset_only(tmp_path):
-    with pytest.raises(ValueError, match=r"dataset must be one of \['samm'\], got 'casme2'"):
-        read_rows(tmp_path / "samm.csv", GOOD_ROWS, params=FIX, dataset="casme2")
+def test_an_unknown_dataset_kind_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"dataset must be one of \['samm', 'casme2', 'smic', 'casme3a', 'mmew'\], got 'casme'"):
+        read_rows(tmp_path / "samm.csv", GOOD_ROWS, params=FIX, dataset="casme")
 
 
 # --------------------------------------------------------------------------- apex policy (AnnotationParams.apex)

@@ -33,7 +33,7 @@ from sammflow.export import export_flows
 from sammflow.params import PRESETS, AlignParams, AnnotationParams, GifParams, PipelineParams
 from sammflow.pipeline import spot_clip
 
-from app_helpers import open_page
+from app_helpers import OUTSIDE, open_page, write_video
 
 pytest_plugins = ("app_fixtures",)  # the dashboard's fixtures, kept out of conftest.py
 REPO = Path(__file__).resolve().parents[1]
@@ -940,7 +940,7 @@ def test_apex_policy_spot_spots_the_apex_the_pages_show(app_env: dict[str, str])
 def test_the_overview_counts_labels_and_what_the_annotation_settings_did(app_env: dict[str, str]) -> None:
     at = open_page()
     assert_clean(at)
-    assert "kind: **samm**" in at.caption[0].value
+    assert "kind: **SAMM**" in at.caption[0].value
     counts = {label: metric(at, label) for label in ("MEGC2019: negative", "MEGC2019: positive", "MEGC2019: surprise",
                                                      "MEGC2019: not in MEGC", "Fixes applied", "Apex to spot")}
     assert counts == {"MEGC2019: negative": "1", "MEGC2019: positive": "1", "MEGC2019: surprise": "1", "MEGC2019: not in MEGC": "1",
@@ -954,3 +954,158 @@ def test_the_overview_counts_labels_and_what_the_annotation_settings_did(app_env
     at.toggle(key="fix_annotations").set_value(True).run()
     assert_clean(at)
     assert metric(at, "Fixes applied") == "0"  # none of the shipped fixes is about the demo's clips
+
+
+# ---------------------------------------------------------------- every dataset kind (issue 12)
+
+
+def folder_query(root: Path, **more: str) -> dict[str, str]:
+    return {"source": "Folder", "data": str(root), **more}
+
+
+def composite_query(demos: dict[str, Path], *kinds: str) -> dict[str, str]:
+    return {"source": "Composite", "composite": "\n".join(f"{kind}={demos[kind]}" for kind in kinds)}
+
+
+def test_the_kind_box_recognises_a_folder_and_a_forced_kind_is_explained(kinds_env: dict[str, Path]) -> None:
+    root = kinds_env["casme2"]
+    at = open_page(None, folder_query(root))
+    assert_clean(at)
+    box = at.selectbox(key="kind")
+    assert box.value == "auto" and box.options == ["auto", "SAMM", "CASME II", "SMIC", "CAS(ME)³ part A", "MMEW"]
+    assert at.text_input(key="ann").value == ""  # optional: the kind's file found in the folder
+    assert "kind: **CASME II**" in at.caption[0].value and str(root / "CASME2-coding-20140508.xlsx") in at.caption[0].value
+    assert "CASME II" in sidebar_text(at) and "`CASME2-coding-20140508.xlsx`" in sidebar_text(at)
+    assert (metric(at, "Subjects"), metric(at, "Clips"), metric(at, "Ready")) == ("2", "2", "2")
+    assert at.session_state["_sammflow_context"].dataset.kind == "casme2"
+    # forced to SMIC: said plainly, with the files it looks for and what the folder is instead
+    at.selectbox(key="kind").set_value("smic").run()
+    assert not at.exception and not at.title and len(at.error) == 1
+    message = at.error[0].value
+    assert message.startswith(f"No SMIC annotation file in {root} (the kind chosen in the sidebar; expected `smic*.xlsx`"), message
+    assert "holds CASME2-coding-20140508.xlsx, a CASME II annotation file: choose CASME II or auto" in message
+    # and with the CASME II file typed in, the layout does not match: the kind is named as a suspect
+    at.text_input(key="ann").set_value(str(root / "CASME2-coding-20140508.xlsx")).run()
+    assert not at.exception and not at.title
+    assert "read as SMIC). Wrong dataset folder, annotation file or kind?" in at.error[0].value
+    # chosen right: the page comes back; a link keeps the kind by its title
+    at.text_input(key="ann").set_value("")
+    at.selectbox(key="kind").set_value("casme2").run()
+    assert_clean(at)
+    assert "kind: **CASME II**" in at.caption[0].value
+    at = open_page(None, folder_query(root, kind="CASME II"))
+    assert_clean(at)
+    assert at.selectbox(key="kind").value == "casme2"
+
+
+def test_a_folder_without_any_annotation_file_names_what_was_looked_for(kinds_env: dict[str, Path], tmp_path: Path) -> None:
+    empty = tmp_path / "EMPTY"
+    empty.mkdir()
+    at = open_page(None, folder_query(empty))
+    assert not at.exception and not at.title
+    message = at.error[0].value
+    assert message.startswith(f"No annotation file in {empty}: none of the kinds' files is there (SAMM: `samm.csv`"), message
+    assert "CASME II: `CASME2-coding*.xlsx`" in message and "SMIC: `smic*.xlsx`" in message
+
+
+@pytest.mark.parametrize("kind", ["casme2", "smic", "samm+casme2"])
+@pytest.mark.parametrize("page", PAGES, ids=[(p or "overview").removeprefix("app_pages/") for p in PAGES])
+def test_every_page_renders_on_every_kind(kinds_env: dict[str, Path], kind: str, page: str | None) -> None:
+    """Issue 12: CASME II (subjects sub01, clips sub01_EP02_01f, one apex '/'), SMIC (no apex
+    at all: every clip spotted) and a composite of SAMM + CASME II (ids prefixed by kind)."""
+    query = composite_query(kinds_env, *kind.split("+")) if "+" in kind else folder_query(kinds_env[kind])
+    at = open_page(page, query)
+    assert_clean(at)
+    assert at.title
+    dataset = at.session_state["_sammflow_context"].dataset
+    assert dataset.kind == kind and len(tables.ready_ids(dataset)) == (4 if "+" in kind else 2)
+    shown = "\n".join(c.value for c in at.caption)
+    if page == "app_pages/alignment.py":
+        assert len(at.image) == 6 and len(at.get("plotly_chart")) == 3
+        if kind == "smic":  # no apex in SMIC's annotations: the page's apex is spotted, and says so
+            assert "apex spotted: " in shown and "(annotated: none usable)" in shown
+    if page == "app_pages/flow.py":
+        assert len(at.image) == len(dataset.ready()) + 4 and at.selectbox(key="clip").value in tables.ready_ids(dataset)
+    if page == "app_pages/gifs.py":
+        assert at.image[0].value[0].endswith(".gif")
+    if page == "app_pages/grid.py":
+        assert [image.captions[0].split(" · ")[0] for image in at.image] == tables.ready_ids(dataset)
+    if page is None and "+" in kind:
+        assert all(c.startswith(("samm-", "casme2-")) for c in at.dataframe[0].value["clip"])
+    if page == "app_pages/export.py":
+        assert at.button(key="run_export").label == f"Export {len(dataset.ready())} clips"
+
+
+def test_a_composite_shows_its_labels_per_dataset(kinds_env: dict[str, Path]) -> None:
+    at = open_page(None, composite_query(kinds_env, "samm", "casme2"))
+    assert_clean(at)
+    assert at.text_area(key="composite").value == f"samm={kinds_env['samm']}\ncasme2={kinds_env['casme2']}"
+    assert "kind: **composite: SAMM + CASME II**" in at.caption[0].value
+    assert f"`{kinds_env['casme2']}` · annotations `{kinds_env['casme2'] / 'CASME2-coding-20140508.xlsx'}`" in at.caption[0].value
+    assert (metric(at, "Subjects"), metric(at, "Clips"), metric(at, "Ready")) == ("4", "4", "4")
+    assert (metric(at, "MEGC2019: negative"), metric(at, "MEGC2019: surprise")) == ("2", "2")  # each clip by its dataset's table
+    assert [s.value for s in at.main.subheader][-1] == "Labels per dataset"
+    per_class, per_emotion = at.dataframe[-2].value, at.dataframe[-1].value
+    assert list(per_class.columns) == ["dataset", "negative", "positive", "surprise", "not in MEGC", "clips"]
+    assert per_class.values.tolist() == [["SAMM", 1, 0, 1, 0, 2], ["CASME II", 1, 0, 1, 0, 2]]
+    assert per_emotion.values.tolist() == [["SAMM", "Anger", "negative", 1], ["SAMM", "Surprise", "surprise", 1],
+                                           ["CASME II", "disgust", "negative", 1], ["CASME II", "surprise", "surprise", 1]]
+    # one dataset is not a composite: no per-dataset section
+    at = open_page(None, folder_query(kinds_env["casme2"]))
+    assert "Labels per dataset" not in [s.value for s in at.main.subheader]
+    # a line that is not a dataset, or a second of one kind, is named
+    at = open_page(None, {"source": "Composite", "composite": f"samm={kinds_env['samm']}\nsmic {kinds_env['smic']}"})
+    assert not at.exception and not at.title and at.error[0].value.startswith("Composite, line 2: ")
+    at = open_page(None, {"source": "Composite", "composite": f"samm={kinds_env['samm']}\nsamm={kinds_env['casme2']}"})
+    assert at.error[0].value.startswith("Composite, line 2: a second samm dataset")
+    at = open_page(None, {"source": "Composite", "composite": f"samm={kinds_env['samm']}\nsmic={kinds_env['casme2']}"})
+    assert at.error[0].value.startswith(f"Composite dataset `smic={kinds_env['casme2']}`: No SMIC annotation file in "), at.error[0].value
+
+
+def test_a_video_opens_as_a_dataset_of_its_events(kinds_env: dict[str, Path], tmp_path: Path) -> None:
+    """Issue 12: a video file (allowed roots, like every path) + one event's frames or an events
+    CSV, extracted once into the cache; an event without an apex is spotted (policy auto)."""
+    clip = kinds_env["casme2"] / "CASME2_RAW_selected" / "sub01" / "EP02_01f"
+    frames = sorted(clip.glob("*.jpg"), key=lambda f: int(f.stem.removeprefix("img")))
+    video = write_video(frames, tmp_path / "take 1.avi")
+    at = open_page(None, {"source": "Video", "video": str(video), "v_onset": "1", "v_offset": "8"})
+    assert_clean(at)
+    assert f"{len(frames)} frames · 30 fps · 640×480 px" in sidebar_text(at)
+    assert at.selectbox(key="apex_policy").value == "auto" and "Event 1 has no apex: it is spotted" in sidebar_text(at)
+    ctx = at.session_state["_sammflow_context"]
+    assert ctx.ref.video == str(video) and Path(ctx.ref.root).parent == disk.cache_dir() / "videos" and ctx.fps == 30.0
+    assert (metric(at, "Clips"), metric(at, "Ready"), metric(at, "Frames found"), metric(at, "Apex to spot")) == ("1", "1", "8", "1")
+    assert "take 1.avi" in at.caption[0].value
+    at.switch_page("app_pages/alignment.py").run()
+    assert_clean(at)
+    assert "001_1 · onset 1 · apex spotted: " in "\n".join(c.value for c in at.caption)
+    at.switch_page("app_pages/export.py").run()
+    assert_clean(at)
+    assert Path(at.text_input(key="out_dir").value).name.startswith("take_1-")  # the video's name, not the cache folder's
+    # with its apex: other events, a folder of their own; opened again, that folder as it is
+    extracted = {p.name for p in (disk.cache_dir() / "videos").iterdir()}
+    at = open_page(None, {"source": "Video", "video": str(video), "v_onset": "1", "v_apex": "4", "v_offset": "8"})
+    assert_clean(at)
+    assert at.selectbox(key="apex_policy").value == "annotated" and metric(at, "Apex to spot") == "0"
+    at.switch_page("app_pages/alignment.py").run()
+    assert "001_1 · onset 1 · apex 4 · offset 8" in "\n".join(c.value for c in at.caption)
+    made = {p.name for p in (disk.cache_dir() / "videos").iterdir()} - extracted
+    assert len(made) == 1
+    at = open_page(None, {"source": "Video", "video": str(video), "v_onset": "1", "v_apex": "4", "v_offset": "8"})
+    assert {p.name for p in (disk.cache_dir() / "videos").iterdir()} == extracted | made
+    # an events file: one clip per row
+    events = tmp_path / "events.csv"
+    events.write_text("onset,apex,offset,emotion,name\n0,3,5,happiness,smile\n4,,9,surprise,\n")
+    at = open_page(None, {"source": "Video", "video": str(video), "events": str(events)})
+    assert_clean(at)
+    table = next(d.value for d in at.dataframe if "status" in d.value.columns)
+    assert table[["clip", "emotion", "status"]].values.tolist() == [["001_smile", "happiness", "ready"], ["001_2", "surprise", "ready"]]
+    assert metric(at, "Clips") == "2" and at.selectbox(key="apex_policy").value == "auto"  # the second event has no apex
+    # mistakes: named, never a traceback
+    for query, expected in [({"v_onset": "0", "v_offset": "40"}, f"offset 40 is after the video's last frame {len(frames) - 1}"),
+                            ({"v_onset": "5", "v_offset": "2"}, "Video event: onset frame 5 is after offset frame 2"),
+                            ({"v_onset": "5"}, "Give the event's onset and offset frames"),
+                            ({"video": str(tmp_path / "none.avi"), "v_onset": "0", "v_offset": "2"}, "Video file not found: "),
+                            ({"video": str(kinds_env["casme2"].parent.parent / "elsewhere.avi")}, OUTSIDE)]:
+        at = open_page(None, {"source": "Video", "video": str(video), **query})
+        assert not at.exception and not at.title and expected in at.error[0].value, (query, at.error[0].value)

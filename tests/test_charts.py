@@ -78,6 +78,18 @@ def test_count_chart_and_histogram() -> None:
     hist = charts.histogram(table, "duration", "Duration", label="duration")
     assert sorted(hist.data[0].x) == [10, 12, 12] and hist.data[0].xbins.size == 1 and hist.data[0].xbins.start == 9.5
     assert hist.layout.yaxis.dtick == 1  # whole clips
+    assert hist.layout.xaxis.title.text == "duration (frames; 1 frame = 5 ms at 200 fps)"  # SAMM's rate by default
+
+
+def test_histogram_axis_says_the_kinds_frame_rate() -> None:
+    import pandas as pd
+
+    table = pd.DataFrame({"latency": [3, 5, None]})
+    titles = [charts.histogram(table, "latency", "Latency", label="latency", fps=fps).layout.xaxis.title.text for fps in (100, 30, None)]
+    assert titles == ["latency (frames; 1 frame = 10 ms at 100 fps)", "latency (frames; 1 frame = 33.3 ms at 30 fps)",
+                      "latency (frames)"]  # None: a composite of datasets filmed at different rates
+    empty = charts.histogram(pd.DataFrame({"latency": [None, None]}), "latency", "Latency", label="latency", fps=100)
+    assert len(empty.data[0].x) == 0  # SMIC: no latency at all (no annotated apex)
 
 
 def test_plotly_config_names_the_download_without_changing_the_default() -> None:

@@ -67,12 +67,12 @@ def test_flows_refuses_raw_frames(demo_root, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["export", "{tmp}/nowhere", "{tmp}/out"], "no samm.csv"),
+        (["export", "{tmp}/nowhere", "{tmp}/out"], "dataset folder not found, so no annotation file (samm.csv, "),
         (["export", "{tmp}/nowhere", "{tmp}/out", "-a", "{tmp}/nowhere.csv"], "annotation file not found"),
         (["export", "{demo}", "{demo}/out"], "inside the dataset folder"),
         (["export", "{demo}", "{tmp}/out", "--margin", "-3"], "--margin must be >= 0, got -3"),
         (["export", "{demo}", "{tmp}/out", "--preset", "htnet"], "--preset must be one of ['seed', 'ststnet', 'offapexnet'], got 'htnet'"),
-        (["export", "{demo}", "{tmp}/out", "--apex", "middle"], "--apex must be one of ['annotated', 'auto', 'spot'], got 'middle'"),
+        (["export", "{demo}", "{tmp}/out", "--apex", "centre"], "--apex must be one of ['annotated', 'auto', 'spot', 'middle'], got 'centre'"),
         (["export", "{demo}", "{tmp}/out", "--flow-method", "dis", "--dis-patch-size", "16", "--dis-finest-scale", "3"],
          "--dis-finest-scale 3 is coarser than the coarsest level DIS builds for a 224 px crop (--crop-size) with 16 px patches "
          "(--dis-patch-size): at most 2"),
@@ -111,3 +111,40 @@ def test_tvl1_without_opencv_contrib_is_one_line_before_any_work(demo_root, tmp_
     assert err.count("\n") == 1 and "needs OpenCV's contrib build" in err and "opencv-contrib-python-headless==4.14.0.94" in err
     assert not (tmp_path / "out").exists()
     assert main(["export", str(demo_root), str(tmp_path / "out2"), "--preset", "ststnet", "--flow-method", "dis", "-q"]) == 0
+
+
+@pytest.mark.slow
+def test_export_of_a_video_event(demo_root, demo_truth, tmp_path, capsys, monkeypatch):
+    import cv2
+
+    monkeypatch.setenv("SAMMFLOW_CACHE", str(tmp_path / "cache"))
+    truth = demo_truth["clips"][0]
+    frames = sorted((demo_root / truth["subject"] / truth["clip"]).glob("*.jpg"))
+    first = int(frames[0].stem.rsplit("_", 1)[1])
+    video = tmp_path / "my clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (1020, 544), False)
+    for path in frames:
+        writer.write(cv2.resize(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), (1020, 544), interpolation=cv2.INTER_AREA))
+    writer.release()
+    onset, apex, offset = (truth[k] - first for k in ("onset", "apex", "offset"))  # 0-based frame indices of the video
+    assert main(["export", str(video), str(tmp_path / "out"), "--onset", str(onset), "--offset", str(offset), "-q", "-j", "1"]) == 0
+    row = _rows(tmp_path / "out")[0]
+    assert row["status"] == "ok" and row["apex_source"] == "spotted" and abs(int(row["apex"]) - apex) <= 2
+    assert (tmp_path / "out" / row["output"]).is_file()
+    capsys.readouterr()
+    assert main(["export", str(video), str(tmp_path / "out2"), "--onset", str(onset), "--apex", str(apex), "--offset", str(offset),
+                 "-q", "-j", "1"]) == 0
+    assert _rows(tmp_path / "out2")[0]["apex"] == str(apex) and _rows(tmp_path / "out2")[0]["apex_source"] == "annotated"
+    assert main(["export", str(video), str(tmp_path / "out3"), "--onset", str(onset), "--offset", "999", "-q"]) == 2
+    assert "offset 999 is after the video's last frame" in capsys.readouterr().err
+    assert main(["export", str(video), str(tmp_path / "out4"), "-q"]) == 2
+    assert "a video needs its event: --onset N --offset N" in capsys.readouterr().err
+    assert main(["export", str(demo_root), str(tmp_path / "out5"), "--onset", "3", "-q"]) == 2
+    assert "--onset: only for a video file" in capsys.readouterr().err
+
+
+def _rows(out):
+    import csv
+
+    with open(out / "manifest.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))

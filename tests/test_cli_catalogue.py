@@ -133,7 +133,7 @@ OPTION_CASES = {
                                              f"use at most {4 * available_cores()}, or leave it out for one per core"),
     "workers_not_a_number": ("export D O -j many", "argument --workers/-j: invalid int value: 'many'"),
     "misspelt_flag": ("export D O --winsze 15", "unrecognized arguments: --winsze 15"),
-    "output_folder_missing": ("export D", "the following arguments are required: out"),
+    "output_folder_missing": ("export D", "DATA is missing: give a dataset folder or a video file and OUT, or --dataset KIND=PATH"),
     "gif_unknown_clip": ("gif D O --clip 999_9_9 -c 006_1_1", "--clip 999_9_9: not annotated in "),
     "demo_no_subjects": ("demo O --subjects 0", "--subjects must be in [1, 99], got 0"),
     "demo_too_many_clips": ("demo O --clips 21", "--clips must be in [1, 20], got 21"),
@@ -325,7 +325,7 @@ def test_an_unexpected_error_with_a_latin1_output_folder_is_one_printable_line(d
 
 
 def test_ctrl_c_while_the_dataset_is_read_writes_nothing(demo_root, place, monkeypatch):
-    def interrupted(*args):
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sammflow.cli, "load_dataset", interrupted)

@@ -19,7 +19,7 @@ CLASSES = [AnnotationParams, DetectParams, AlignParams, FlowParams, EncodeParams
 NOT_HASHED = {("DetectParams", "device"), ("AlignParams", "min_score"), ("AlignParams", "max_residual")}
 #: Every flag of each command, spelled as the README and earlier versions documented them.
 FLAGS = {
-    "annotations": ["--fix-annotations", "--no-fix-annotations", "--apex"],
+    "annotations": ["--fix-annotations", "--no-fix-annotations", "--apex", "--megc2019", "--no-megc2019"],
     "detect": ["--device", "--detect-max-side", "--min-prob", "--neighbours", "--min-face"],
     "align": ["--margin", "--crop-size", "--crop-interpolation", "--method", "--motion", "--robust", "--no-robust",
               "--min-score", "--max-residual"],
@@ -31,14 +31,15 @@ FLAGS = {
              "--dis-spatial-propagation", "--no-dis-spatial-propagation", "--head-motion", "--no-head-motion"],
     "encode": ["--map-size", "--map-interpolation", "--map-channels", "--map-scale", "--map-fixed-scale"],
     "model": ["--preset", "--arrays"],
+    "sources": ["--dataset", "--onset", "--offset", "--events"],
     "gif": ["--fps", "--step", "--to-offset", "--no-to-offset", "--gif-size", "--gif-labels", "--no-gif-labels"],
 }
-COMMON = ["-h", "--help", "--annotations", "-a", "--quiet", "-q", "--workers", "-j", "--force"]
+COMMON = ["-h", "--help", "--annotations", "-a", "--kind", "--quiet", "-q", "--workers", "-j", "--force"]
 COMMAND_STAGES = {
     "normalize": ["annotations", "detect", "align"],
     "flows": ["model", "flow", "encode"],
     "gif": ["gif", "annotations", "detect", "align"],
-    "export": ["model", "annotations", "detect", "align", "flow", "encode"],
+    "export": ["sources", "model", "annotations", "detect", "align", "flow", "encode"],
 }
 #: Values a parameter's bound needs of another one to be valid (a DIS patch stride of 64 px needs patches that large).
 COMPANIONS = {"dis_patch_stride": {"dis_patch_size": 64}}
@@ -108,7 +109,7 @@ def test_only_device_and_the_quality_thresholds_are_outside_the_hash():
 def test_defaults_are_the_original_scripts_but_the_map_scale():
     # the original min-max brightness scale is --map-scale minmax (issue 10: the robust default)
     assert PipelineParams().output_dict() == {
-        "annotations": {"fix": False, "apex": "annotated"},
+        "annotations": {"fix": False, "apex": "annotated", "megc2019": False},
         "detect": {"max_side": 640, "min_prob": 0.9, "neighbours": 3, "min_face": 40},
         "align": {"margin": 40, "crop_size": 224, "interpolation": "area", "method": "subpixel", "motion": "translation", "robust": True},
         "flow": {"method": "farneback", "pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2,
@@ -180,10 +181,11 @@ def test_hash_is_stable():
     assert len(PipelineParams().hash) == 12 and int(PipelineParams().hash, 16) >= 0
     assert PipelineParams().hash == PipelineParams().hash == PipelineParams.from_dict(PipelineParams().to_dict()).hash
     assert stable_hash({"b": 1, "a": [1, 2]}) == stable_hash({"a": [1, 2], "b": 1})  # key order does not matter
-    # 3bc4a220fbd7 before issue 11 (no annotation stage, flow method, map channels); an older params.json
+    # 3bc4a220fbd7 before issue 11 (no annotation stage, flow method, map channels), e1c5f3eb0c0d before issue 12
+    # (--megc2019); an older params.json
     # still resumes: a parameter it lacks counts as its default (sammflow.manifest.differences)
-    assert PipelineParams().hash == "e1c5f3eb0c0d"
-    assert [cls().hash for cls in CLASSES] == ["c8e7fb84745e", "9047a46927a3", "81b65edbdce8", "8d44cbd4f9fd", "593ffaa1d834", "1915364e6a2e"]
+    assert PipelineParams().hash == "4bce8a851cf4"
+    assert [cls().hash for cls in CLASSES] == ["4b560d070257", "9047a46927a3", "81b65edbdce8", "8d44cbd4f9fd", "593ffaa1d834", "1915364e6a2e"]
 
 
 HASHED = [(cls, f, p) for cls, f, p in _all_fields() if p.output]
@@ -319,7 +321,8 @@ def test_applied_fixes_are_hashed_with_the_version_of_their_table(monkeypatch):
     import sammflow.fixes
 
     fixed = PipelineParams(annotations=AnnotationParams(fix=True))
-    assert fixed.output_dict()["annotations"] == {"fix": True, "apex": "annotated", "fixes_version": sammflow.fixes.FIXES_VERSION}
+    assert fixed.output_dict()["annotations"] == {"fix": True, "apex": "annotated", "megc2019": False,
+                                                  "fixes_version": sammflow.fixes.FIXES_VERSION}
     assert "fixes_version" not in PipelineParams().output_dict()["annotations"]
     before = fixed.hash
     monkeypatch.setattr(sammflow.fixes, "FIXES_VERSION", "2099.1.1")

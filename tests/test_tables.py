@@ -29,8 +29,11 @@ from sammflow.align import Alignment
 from sammflow.detect import FaceBox
 from sammflow.params import AlignParams, AnnotationParams
 from sammflow.annotations import read_annotations
-from sammflow.dataset import Dataset, load_dataset
+from sammflow.dataset import Dataset, load_dataset, merge
+from sammflow.kinds import resolve
 from sammflow.pipeline import ClipError
+
+pytest_plugins = ("app_fixtures",)  # the kind demos (tests/app_fixtures.py)
 
 HEADER = "Subject;Filename;Inducement Code;Onset Frame;Apex Frame;Offset Frame;Duration;Micro;Action Units;Estimated Emotion;Objective Classes;Notes"
 ROWS = [
@@ -246,3 +249,64 @@ def test_features_summary_gives_the_shapes_and_labels(tmp_path: Path) -> None:
                                              "MEGC2019: 2 negative, 1 positive, 1 surprise, 1 not in MEGC · 3 subject folds")
     with pytest.raises(OSError):
         tables.features_summary(tmp_path / "missing.npz")
+
+
+# ---------------------------------------------------------------- every dataset kind (issue 12)
+
+
+@pytest.fixture(scope="module")
+def kinds(kind_demos: dict[str, Path]) -> dict[str, Dataset]:
+    """The kind demos, each read with its kind and annotation file found (``sammflow.kinds.resolve``)."""
+    read = {}
+    for kind, root in kind_demos.items():
+        found, annotations = resolve(root)
+        assert found == kind
+        read[kind] = load_dataset(root, read_annotations(annotations, dataset=kind))
+    return read
+
+
+def test_labels_per_dataset_of_a_composite(kinds: dict[str, Dataset], dataset: Dataset) -> None:
+    composite = merge([dataset, kinds["casme2"]])
+    per_class = tables.megc_by_dataset(composite)
+    assert list(per_class.columns) == ["dataset", "negative", "positive", "surprise", "not in MEGC", "clips"]
+    # this module's SAMM rows (valid: 1 Anger, 2 Happiness, 1 Surprise, 1 without emotion), the CASME II demo's (disgust, surprise)
+    assert per_class.values.tolist() == [["SAMM", 1, 2, 1, 1, 5], ["CASME II", 1, 0, 1, 0, 2]]
+    per_emotion = tables.emotions_by_dataset(composite)
+    assert per_emotion.values.tolist() == [["SAMM", "Anger", "negative", 1], ["SAMM", "Happiness", "positive", 2],
+                                           ["SAMM", "Surprise", "surprise", 1], ["SAMM", "—", tables.NOT_IN_MEGC, 1],
+                                           ["CASME II", "disgust", "negative", 1], ["CASME II", "surprise", "surprise", 1]]
+    # the whole composite: each clip mapped by its own dataset's table ("disgust" is negative in both, "Other" only SAMM's)
+    assert tables.megc_counts(composite) == {"negative": 2, "positive": 2, "surprise": 2, "not in MEGC": 1}
+    assert tables.label_table(composite).values.tolist() == [["Anger", "negative", 1], ["disgust", "negative", 1], ["Happiness", "positive", 2],
+                                                             ["Surprise", "surprise", 1], ["surprise", "surprise", 1],
+                                                             ["—", tables.NOT_IN_MEGC, 1]]
+    # one dataset: one row, the same counts as megc_counts
+    assert tables.megc_by_dataset(kinds["smic"]).values.tolist() == [["SMIC", 1, 0, 1, 0, 2]]
+    assert tables.megc_by_dataset(dataset).iloc[0, 1:5].tolist() == list(tables.megc_counts(dataset).values())
+
+
+def test_frame_rates_and_apexes_of_each_kind(kinds: dict[str, Dataset]) -> None:
+    assert [tables.frame_rate(kinds[k]) for k in ("samm", "casme2", "smic")] == [200.0, 200.0, 100.0]
+    assert tables.frame_rate(merge([kinds["samm"], kinds["casme2"]])) == 200.0
+    assert tables.frame_rate(merge([kinds["samm"], kinds["smic"]])) is None  # no one rate
+    # SMIC annotates no apex: the table shows none (the reference frame is not an apex), nor a latency
+    table = tables.annotation_table(kinds["smic"])
+    assert table["apex"].isna().all() and table["latency"].isna().all() and set(table["status"]) == {"ready"}
+    smic = kinds["smic"].annotations.clips[0]
+    assert smic.spot and tables.annotated_clip(kinds["smic"], smic.clip) is None
+    spotted = dataclasses.replace(smic, apex=smic.apex + 1, apex_source="spotted", spot=False)
+    assert tables.apex_note(kinds["smic"], spotted) == f"apex spotted: {smic.apex + 1} (annotated: none usable)"
+    # CASME II's "/" apex: none usable either; its other clip's apex is the file's
+    first, slash = kinds["casme2"].annotations.clips
+    assert tables.annotated_clip(kinds["casme2"], slash.clip) is None and tables.annotated_clip(kinds["casme2"], first.clip) == first
+
+
+def test_a_composite_clip_is_annotated_as_its_dataset_says(kinds: dict[str, Dataset]) -> None:
+    composite = merge([kinds["samm"], kinds["casme2"]]).resolved(AnnotationParams(apex="spot"))
+    samm = kinds["samm"].annotations.clips[0]
+    found = tables.annotated_clip(composite, f"samm-{samm.clip}")
+    assert found == dataclasses.replace(samm, subject=f"samm-{samm.subject}", clip=f"samm-{samm.clip}")
+    assert tables.annotated_clip(composite, f"casme2-{kinds['casme2'].annotations.clips[1].clip}") is None  # its "/" apex
+    assert tables.annotated_clip(composite, "samm-999_9_9") is None
+    assert [tables.caption(composite, c) for c in tables.ready_ids(composite)][2].startswith("casme2-sub01_EP02_01f · disgust")
+    assert tables.grid_clips(composite, "subject") == tables.ready_ids(composite)  # one clip per subject, subjects prefixed
