@@ -172,3 +172,14 @@ def test_composite_export_from_the_command_line(demos, tmp_path):
     assert code == 2 and "OUT is then the only positional argument" in err
     code, _, err = run_cli("export", out, "--dataset", "casme=/nowhere")
     assert code == 2 and "expected KIND=PATH[,annotations=FILE] with KIND one of samm, casme2, smic, casme3a, mmew" in err
+
+
+def test_megc2019_on_the_real_samm_file_is_the_composite_s_133_clips():
+    from helpers import __file__ as helpers_file
+    from sammflow.manifest import clip_row
+
+    real = Path(helpers_file).with_name("data") / "samm.csv"
+    annotations = read_annotations(real, params=AnnotationParams(fix=True, megc2019=True))
+    rows = [clip_row(c, "ok") for c in annotations.clips]
+    assert (len(rows), annotations.left_out, annotations.rejected) == (133, 26, ())  # the 26 "Other" clips left out
+    assert megc_report(rows)[2] == "MEGC2019 samm: 133 clips (92/26/15 negative/positive/surprise), 133 exported; as in the composite"
