@@ -48,7 +48,6 @@ COLUMNS = {
     "objective_class": "Objective Classes",
     "notes": "Notes",
 }
-REQUIRED = ("subject", "clip", "onset", "apex", "offset")
 FRAME_FIELDS = ("onset", "apex", "offset")
 #: How far down a spreadsheet the header row is looked for (the official one has ~13 text rows above it).
 HEADER_SEARCH_ROWS = 40

@@ -205,13 +205,18 @@ class _Folder:
     empty_because: str = ""  # "" when it has frames
 
 
-def _scan(root: Path) -> tuple[list[_Folder], list[DatasetIssue]]:
-    """Every ``root/<subject>/<clip>/`` folder (those without frames too, saying why) and the
-    problems met inside folders (see ``discover``)."""
+def _check_root(root: Path, expected: str) -> None:
+    """``FileNotFoundError`` / ``NotADirectoryError`` for a dataset folder that is missing or a file."""
     if not root.exists():
         raise FileNotFoundError(f"{show_path(root)}: dataset folder not found")
     if not root.is_dir():
-        raise NotADirectoryError(f"{show_path(root)}: is a file, expected the dataset folder (subject/clip/frames)")
+        raise NotADirectoryError(f"{show_path(root)}: is a file, expected {expected}")
+
+
+def _scan(root: Path) -> tuple[list[_Folder], list[DatasetIssue]]:
+    """Every ``root/<subject>/<clip>/`` folder (those without frames too, saying why) and the
+    problems met inside folders (see ``discover``)."""
+    _check_root(root, "the dataset folder (subject/clip/frames)")
     try:
         subject_dirs = sorted(p for p in root.iterdir() if p.is_dir())
     except OSError as exc:
@@ -269,10 +274,7 @@ _LAYOUT_DEPTH = 4
 def _scan_kind(root: Path, kind: Kind) -> tuple[list[_Folder], list[DatasetIssue]]:
     """The clip folders of a non-SAMM layout (``Kind.folder_of``), each as (subject, Filename) with
     its frames, and the problems met (see ``_scan``)."""
-    if not root.exists():
-        raise FileNotFoundError(f"{show_path(root)}: dataset folder not found")
-    if not root.is_dir():
-        raise NotADirectoryError(f"{show_path(root)}: is a file, expected the {kind.title} dataset folder")
+    _check_root(root, f"the {kind.title} dataset folder")
     folders: list[_Folder] = []
     issues: list[DatasetIssue] = []
     seen: set[Path] = set()
