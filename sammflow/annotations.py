@@ -150,8 +150,9 @@ class Annotations:
         Dataset kind (``"samm"``): which shipped fixes and label mapping apply.
     params : AnnotationParams
         What the rows were resolved with (shipped fixes, apex policy).
-    left_out : int
-        Rows left out because they are not of the MEGC2019 classes (``params.megc2019``).
+    omitted : tuple of ClipAnnotation or RejectedRow
+        Rows left out because they are not of the MEGC2019 classes (``params.megc2019``): not
+        part of the run, but still annotated (their folders are not "without a row").
     fix_log : tuple of FixOutcome
         Every shipped fix met with ``params.fix``: applied, a no-op, or not applied (also a
         warning in ``problems``).
@@ -168,11 +169,16 @@ class Annotations:
     params: AnnotationParams = field(default_factory=AnnotationParams)
     fix_log: tuple[FixOutcome, ...] = ()
     table: tuple[tuple[int, tuple[str, ...]], ...] = field(default=(), repr=False, compare=False)
-    left_out: int = 0
+    omitted: tuple[ClipAnnotation | RejectedRow, ...] = field(default=(), repr=False, compare=False)
     by_clip: dict[str, ClipAnnotation] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_clip", {c.clip: c for c in self.clips})
+
+    @property
+    def left_out(self) -> int:
+        """How many rows ``omitted`` holds."""
+        return len(self.omitted)
 
     @property
     def subjects(self) -> list[str]:
@@ -336,15 +342,16 @@ def parse_table(table: Table, *, source: str, params: AnnotationParams = Annotat
                               apex_source=origin, fixes=tuple(o.change for o in applied)))
     if not clips and not rejected:
         raise AnnotationError(f"{show_path(source)}: header found but no data rows")
-    left_out = 0
+    omitted: list[ClipAnnotation | RejectedRow] = []
     if params.megc2019:  # the composite's classes only: the rest is not part of this run at all
-        kept_clips = [c for c in clips if megc_label(dataset, c.emotion) >= 0]
-        kept_rejected = [r for r in rejected if megc_label(dataset, r.values.get("emotion", "")) >= 0]
-        kept = {c.clip for c in kept_clips} | {r.clip for r in kept_rejected}
-        left_out = len(clips) + len(rejected) - len(kept_clips) - len(kept_rejected)
-        clips, rejected, problems = kept_clips, kept_rejected, [p for p in problems if p.clip in kept]
+        omitted = [c for c in clips if megc_label(dataset, c.emotion) < 0]
+        omitted += [r for r in rejected if megc_label(dataset, r.values.get("emotion", "")) < 0]
+        gone = {item.clip for item in omitted}
+        clips = [c for c in clips if c.clip not in gone]
+        rejected = [r for r in rejected if r.clip not in gone]
+        problems = [p for p in problems if p.clip not in gone]
     return Annotations(source=source, clips=tuple(clips), rejected=tuple(rejected), problems=tuple(problems), dataset=dataset,
-                       params=params, fix_log=tuple(fix_log), table=table, left_out=left_out)
+                       params=params, fix_log=tuple(fix_log), table=table, omitted=tuple(omitted))
 
 
 def _reference_apex(values: dict[str, str], problems: list[AnnotationProblem]) -> int | None:

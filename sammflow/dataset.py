@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sammflow.annotations import Annotations, ClipAnnotation
+from sammflow.annotations import Annotations, ClipAnnotation, RejectedRow
 from sammflow.kinds import KINDS, Kind
 from sammflow.frames import MAX_FRAME_PIXELS, FrameError, frame_size, read_grey, undecodable
 from sammflow.params import AnnotationParams
@@ -395,7 +395,9 @@ def _join_kind(root: Path, annotations: Annotations, folders: tuple[_Folder, ...
             number = getattr(ann, name)
             if number not in found.frames.frames:
                 issues.append(DatasetIssue(ann.clip, "missing_frame", f"{ann.clip}: {name} frame {number} not on disk"))
-    used |= {(r.subject.lower(), (r.values.get("folder") or r.values.get("clip", "")).lower()) for r in annotations.rejected}
+    for row in (*annotations.rejected, *annotations.omitted):  # annotated, though not processed: their folders are not "without a row"
+        name = (row.values.get("folder") or row.values.get("clip", "")) if isinstance(row, RejectedRow) else (row.folder or row.clip)
+        used.add((row.subject.lower(), name.lower()))
     for key, found in sorted(by_key.items()):
         if key not in used and found.frames.frames:
             name = f"{found.frames.subject}/{found.frames.clip}"
@@ -460,7 +462,7 @@ def _join(root: Path, annotations: Annotations, folders: tuple[_Folder, ...], sc
         mine = [f for f in found if _same_subject(f.frames.subject, row.subject)]
         if (mine or found) and row.clip not in clips:
             clips[row.clip] = (mine or found)[0].frames
-    annotated = set(annotations.by_clip) | {r.clip for r in annotations.rejected}
+    annotated = set(annotations.by_clip) | {r.clip for r in annotations.rejected} | {o.clip for o in annotations.omitted}
     for name in sorted(set(by_name) - annotated):
         with_frames = [f.frames for f in by_name[name] if f.frames.frames]
         if not with_frames:

@@ -120,9 +120,11 @@ def test_merge_prefixes_subjects_and_clips_by_kind(demos):
 
 def test_megc2019_keeps_only_the_three_classes(demos):
     params = AnnotationParams(megc2019=True)
-    for kind in KINDS:
-        annotations = _open(demos[kind], params).annotations
+    for kind in ("samm", *KINDS):
+        dataset = _open(demos[kind], params)
+        annotations = dataset.annotations
         assert all(megc_label(kind, c.emotion) >= 0 for c in annotations.clips)
+        assert dataset.issues == ()  # a left-out clip's folder is annotated, not "without a row"
         total = len(_open(demos[kind]).annotations.clips)
         assert len(annotations.clips) + annotations.left_out == total
     assert _open(demos["casme3a"], params).annotations.clips == ()  # CAS(ME)³ is not part of MEGC2019
