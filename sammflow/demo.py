@@ -148,6 +148,8 @@ LAYOUTS: dict[str, _Layout] = {
         quirks="frames numbered 1, 2, ... within each clip; clips sit in emotion folders, not subject folders"),
 }
 KINDS = tuple(LAYOUTS)
+#: How the head moves from frame to frame (``DemoConfig.jitter_kind``).
+JITTER_KINDS = ("smooth", "uniform")
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,12 @@ class DemoConfig:
     amplitude : float
         Peak displacement of the local motion at apex, in frame pixels.
     jitter : float
-        Standard deviation of the per-frame head translation, in frame pixels.
+        Size of the per-frame head translation, in frame pixels: its standard deviation
+        (``jitter_kind="smooth"``), or the half-width of its range (``"uniform"``).
+    jitter_kind : str
+        ``"smooth"``: a slow drift, as a seated subject's head moves; ``"uniform"``: every
+        frame independently uniform in ±``jitter`` on each axis (a demanding case for
+        alignment: no two frames alike). Only ``"uniform"`` enters the hash.
     noise : float
         Standard deviation of the sensor noise, in grey levels.
     width, height : int
@@ -182,6 +189,7 @@ class DemoConfig:
     frames: int = 36
     amplitude: float = 4.0
     jitter: float = 1.5
+    jitter_kind: str = "smooth"
     noise: float = 1.5
     width: int | None = None
     height: int | None = None
@@ -192,6 +200,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.kind not in LAYOUTS:
             raise ValueError(f"kind must be one of {list(KINDS)}, got {self.kind!r}")
+        if self.jitter_kind not in JITTER_KINDS:
+            raise ValueError(f"jitter_kind must be one of {list(JITTER_KINDS)}, got {self.jitter_kind!r}")
         width, height = LAYOUTS[self.kind].size
         if self.width is None:
             object.__setattr__(self, "width", width)
@@ -211,6 +221,8 @@ class DemoConfig:
         fields = asdict(self)
         if self.kind == "samm":
             del fields["kind"]
+        if self.jitter_kind == "smooth":
+            del fields["jitter_kind"]
         return fields
 
     @property
@@ -467,7 +479,7 @@ def _write_demo(root: Path, config: DemoConfig, progress: Callable[[int, int, st
             offset = first + config.frames - 1 - lead
             apex = onset + int(round((offset - onset) * rng.uniform(0.4, 0.6)))
             bumps = _bumps(subject, motion, config.amplitude)
-            jitter = _jitter_track(config.frames, config.jitter, rng)
+            jitter = _jitter_track(config.frames, config.jitter, rng, config.jitter_kind)
             clip_dir = root.joinpath(*clip.folder)
             clip_dir.mkdir(parents=True, exist_ok=True)
             if config.kind == "casme3a" and not same_video:
@@ -577,10 +589,13 @@ def _write_depth(folder: Path, numbers: tuple[int, ...], config: DemoConfig, sub
         (folder / f"{number}.png").write_bytes(encoded.tobytes())
 
 
-def _jitter_track(n: int, std: float, rng: np.random.Generator) -> np.ndarray:
-    """Smooth random head translation per frame, (n, 2) frame px, zero mean, ≈ ``std``."""
+def _jitter_track(n: int, std: float, rng: np.random.Generator, kind: str = "smooth") -> np.ndarray:
+    """Random head translation per frame, (n, 2) frame px: smooth, zero mean, ≈ ``std``; or
+    (``kind="uniform"``) independent per frame, uniform in ±``std``."""
     if std == 0:
         return np.zeros((n, 2))
+    if kind == "uniform":
+        return np.round(rng.uniform(-std, std, (n, 2)) * 32) / 32
     steps = rng.normal(0, 1, (n + 8, 2))
     kernel = np.hanning(7)
     kernel /= kernel.sum()
