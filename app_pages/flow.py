@@ -52,18 +52,21 @@ def open_large(clip: str) -> None:
 
 
 st.subheader(f"{len(shown)} of {len(clips)} clips")
+with st.spinner("Computing the flows…"):
+    results = ui.flows(ctx, [*shown, st.session_state["clip"]])  # together: a slow method's pairs run in parallel
 tiles = []
 for start in range(0, len(shown), 3):
     for column, clip in zip(st.columns(3), shown[start:start + 3]):
-        try:
-            tiles.append((ui.flow(ctx, clip).map_rgb, tables.caption(ctx.dataset, clip)))
+        if isinstance(results[clip], ClipError):
+            column.error(str(results[clip]))
+        else:
+            tiles.append((results[clip].map_rgb, tables.caption(ctx.dataset, clip)))
             column.image(figures.enlarge(tiles[-1][0], 196), caption=tiles[-1][1], width=196)
-        except ClipError as exc:
-            column.error(str(exc))
         column.button("Open large", key=f"large_{clip}", icon=":material/open_in_full:", on_click=open_large, args=(clip,),
                       type="tertiary", disabled=clip == st.session_state["clip"], help=f"Show {clip} large below, with arrows.")
-if tiles:
-    st.download_button("Download samples (PNG)", figures.png(figures.panel(tiles, columns=3, tile=168, title="Onset → apex flow maps")),
+if tiles:  # the PNGs of this page are made on click (deferred), not on every rerun
+    st.download_button("Download samples (PNG)",
+                       lambda: figures.png(figures.panel(tiles, columns=3, tile=168, title="Onset → apex flow maps")),
                        file_name=f"flow_samples_{st.session_state['seed']}.png", mime="image/png", icon=":material/download:",
                        on_click="ignore", key="samples_png")
 
@@ -73,10 +76,9 @@ clip = st.selectbox("Clip shown large", clips, key="clip", bind="query-params", 
 a1, a2 = st.columns(2)
 step = a1.slider("Arrow spacing (crop px)", 6, 32, 14, key="arrow_step", bind="query-params")
 scale = a2.slider("Arrow length per px of flow", 1.0, 20.0, 4.0, step=0.5, key="arrow_scale", bind="query-params")
-try:
-    result = ui.flow(ctx, clip)
-except ClipError as exc:
-    st.error(str(exc))
+result = results[clip]  # the box's clip is the one passed to ui.flows above (st.session_state["clip"])
+if isinstance(result, ClipError):
+    st.error(str(result))
     st.stop()
 ann = result.normalized.clip  # its apex spotted where the sidebar's apex policy says so
 size = ctx.params.align.crop_size
@@ -93,9 +95,10 @@ m1.metric("Mean flow (crop px)", f"{stats['mean']:.3f}")
 m2.metric("99th percentile (crop px)", f"{stats['p99']:.3f}")
 m3.metric("Dominant direction", f"{stats['direction']:.0f}°", help="0° = right, 90° = down, 180° = left, 270° = up.")
 d1, d2, _ = st.columns([1, 1, 2])
-d1.download_button("Download map (PNG)", figures.png(result.map_rgb), file_name=flow_map_name(ann), mime="image/png",
+d1.download_button("Download map (PNG)", lambda: figures.png(result.map_rgb), file_name=flow_map_name(ann), mime="image/png",
                    icon=":material/download:", on_click="ignore")
-d2.download_button("Download figure (PNG)", figures.png(figures.panel(figure, columns=4, tile=size, title=tables.caption(ctx.dataset, clip))),
+d2.download_button("Download figure (PNG)",
+                   lambda: figures.png(figures.panel(figure, columns=4, tile=size, title=tables.caption(ctx.dataset, clip))),
                    file_name=f"flow_{clip}.png", mime="image/png", icon=":material/download:", on_click="ignore")
 
 st.subheader("Flow channels (crop resolution)")

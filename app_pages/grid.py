@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from sammflow import figures, tables, ui
-from sammflow.pipeline import ClipError
+from sammflow import figures, ui
 
 ctx = ui.context()
 st.title("Normalized grid")
@@ -15,25 +14,20 @@ which = c1.radio("Frame", ["first", "onset", "apex"], index=1, horizontal=True, 
 per = c2.radio("One tile per", ["clip", "subject"], horizontal=True, key="per", bind="query-params")
 columns = c3.slider("Columns", 2, 8, 5, key="cols", bind="query-params")
 
-tiles, failed = [], []
-bar = st.progress(0.0, text="Aligning…")
-clips = tables.grid_clips(ctx.dataset, per)
-for i, clip in enumerate(clips):
-    try:
-        number = tables.frame_number(ctx.dataset, clip, which, clip=ui.annotation(ctx, clip))  # a spotted apex where there is one
-        tiles.append((ui.crops(ctx, clip, [number]).crops[number], f"{clip} · {which} {number}"))
-    except ClipError as exc:
-        failed.append(str(exc))
-    bar.progress((i + 1) / max(len(clips), 1), text=f"Aligning {clip} ({i + 1} of {len(clips)})…")
+bar = st.empty()  # a progress bar while tiles are made (not when the grid is in memory)
+grid = ui.grid(ctx, which, per, progress=lambda done, total, stage: bar.progress(
+    done / max(total, 1), text=f"{stage}… {done} of {total} {per}s ready"))
 bar.empty()
 
-if not tiles:
+if not grid.tiles:
     st.warning("No clip could be aligned.")
-for start in range(0, len(tiles), columns):
-    for column, (image, text) in zip(st.columns(columns), tiles[start:start + columns]):
+for start in range(0, len(grid.tiles), columns):
+    for column, (image, text) in zip(st.columns(columns), grid.tiles[start:start + columns]):
         column.image(image, caption=text, width="stretch")
-for message in failed:
+for message in grid.failed:
     st.error(message)
-if tiles:
-    st.download_button("Download grid (PNG)", figures.png(figures.panel(tiles, columns=columns, tile=160, title=f"Aligned {which} frame per {per}")),
+if grid.tiles:
+    # made on click (deferred), not on every rerun: a panel of every tile is the page's slowest part
+    st.download_button("Download grid (PNG)", lambda: figures.png(figures.panel(grid.tiles, columns=columns, tile=160,
+                                                                              title=f"Aligned {which} frame per {per}")),
                        file_name=f"grid_{which}_{per}.png", mime="image/png", icon=":material/download:", on_click="ignore")

@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,6 +45,31 @@ class Fidelity:
             "peak_distance_mean": float(np.mean(self.peak_distances)),
             "align_ms_per_frame": 1000 * self.align_seconds / max(self.frames, 1),
         }
+
+
+def true_jitter(clip_truth: dict) -> tuple[dict[int, np.ndarray], set[int]]:
+    """The clip's true head jitter per frame (frame px, ``(dx, dy)``) and its frames without local motion."""
+    jitter = {f["frame"]: np.array(f["jitter"]) for f in clip_truth["frames"]}
+    still = {f["frame"] for f in clip_truth["frames"] if f["motion"] == 0.0}
+    return jitter, still
+
+
+def residual_shifts(clip_truth: dict, matches: Mapping[int, Any], apex: int, scale: float) -> list[float]:
+    """Residual shift of each aligned frame without local motion (the apex left out), crop px.
+
+    A frame's crop is the apex box moved by its match ``(dx, dy)``; aligned exactly, that is
+    the frame's true jitter minus the apex's. The residual is the distance between the two,
+    times ``scale`` (``crop_size / box.width``: frame px → crop px). Only the frames in
+    ``matches`` count (any object with ``dx`` and ``dy``).
+    """
+    jitter, still = true_jitter(clip_truth)
+    out = []
+    for n in sorted(still - {apex}):
+        if n not in matches:
+            continue
+        expected = jitter[n] - jitter[apex]
+        out.append(float(np.hypot(matches[n].dx - expected[0], matches[n].dy - expected[1])) * scale)
+    return out
 
 
 def true_flow_in_crop(clip_truth: dict, box, crop_size: int, *, iterations: int = 30) -> np.ndarray:
@@ -126,8 +153,7 @@ def measure(root: Path, methods: dict[str, AlignParams | None]) -> dict[str, dic
     results = {name: Fidelity() for name in methods}
     for clip, frames in dataset.ready():
         clip_truth = truth["by_clip"][clip.clip]
-        jitter = {f["frame"]: np.array(f["jitter"]) for f in clip_truth["frames"]}
-        still = {f["frame"] for f in clip_truth["frames"] if f["motion"] == 0.0}
+        jitter, _ = true_jitter(clip_truth)
         box, _ = find_apex_face(clip, frames)
         decoded = {n: read_grey(frames.path(n)) for n in frames.numbers}
         apex = decoded[clip.apex]
@@ -147,10 +173,7 @@ def measure(root: Path, methods: dict[str, AlignParams | None]) -> dict[str, dic
                 crops[n] = aligner.crop(frame, matches[n])
             result.align_seconds += time.perf_counter() - start
             result.frames += len(decoded)
-            scale = params.crop_size / box.width
-            for n in still - {clip.apex}:
-                expected = jitter[n] - jitter[clip.apex]
-                result.residuals.append(float(np.hypot(matches[n].dx - expected[0], matches[n].dy - expected[1])) * scale)
+            result.residuals.extend(residual_shifts(clip_truth, matches, clip.apex, params.crop_size / box.width))
             _, flow_map = flow_from_crops(crops[clip.onset], crops[clip.apex], params=PipelineParams(align=params))
             true = true_flow_in_crop(clip_truth, box, params.crop_size)
             angle_error, pixel_error, distance = map_measures(flow_map, true)

@@ -1,29 +1,27 @@
 """Benchmarks: speed, memory, alignment fidelity and flow methods, as ratios measured in one run.
 
-    .venv/bin/python bench/run.py                       # full run (first time ≈ 3 min to generate data)
-    .venv/bin/python bench/run.py --quick               # smaller data, for a smoke test
+    .venv/bin/python bench/run.py                       # full run (first time ≈ 5 min to generate data)
+    .venv/bin/python bench/run.py --quick --out /tmp/bench_quick.md   # smoke run: every row on small data
     .venv/bin/python bench/run.py --only flow-methods   # one section (speed, fidelity, flow-methods)
+    .venv/bin/python bench/run.py --only speed --rows grid flow --out /tmp/b.md   # some speed rows only
 
-Generates (or reuses) SAMM-size demo datasets under bench/data/, prints the tables and writes
+Generates (or reuses) the benchmark data under bench/data/ (the demanding set and the
+SAMM-scale set of ``bench/speed.py``, the fidelity demo sets), prints the tables and writes
 BENCHMARKS.md with the machine, the date and the ratios. Only the sections measured are
 rewritten: ``--only`` keeps every other section of the file as it is (and says in the
 section it refreshed when it was measured), and sections the script does not write (notes
-added by hand) are always kept. Every speed row is a fresh process timed from the outside
-(start-up included) unless it says "warm".
+added by hand) are always kept. Every speed row says cold (a fresh process timed from the
+outside, start-up included) or warm; the speed section starts with issue 13's target table.
+The default run measures every section, so alignment fidelity is re-measured in the same run
+as the speed rows.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import resource
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,167 +29,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.flow_methods import markdown  # noqa: E402
+from bench.samm_scale import SammScaleConfig, generate_samm_scale  # noqa: E402
+from bench.speed import GROUPS, SpeedData, speed_section  # noqa: E402
 from sammflow.demo import DemoConfig, generate_demo  # noqa: E402
 from sammflow.params import AlignParams  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
-PYTHON = sys.executable
+#: The demanding set of issue 13 (speed rows): 20 clips × 60 SAMM-size frames, every frame's head
+#: independently uniform in ±3 px, noise σ = 1; and its --quick stand-in.
+DEMANDING = DemoConfig(subjects=5, clips_per_subject=4, frames=60, seed=11, jitter=3.0, jitter_kind="uniform", noise=1.0)
+DEMANDING_QUICK = DemoConfig(subjects=2, clips_per_subject=2, frames=20, seed=11, jitter=3.0, jitter_kind="uniform", noise=1.0)
+#: The SAMM-scale set (export and dashboard rows): every row of the real samm.csv; --quick: its first 12 rows.
+SAMM_SCALE = SammScaleConfig()
+SAMM_SCALE_QUICK = SammScaleConfig(clips=12)
 #: The sections of BENCHMARKS.md this script writes, by ``--only`` name, in file order.
 SECTIONS = {"speed": "## Speed and memory", "fidelity": "## Alignment fidelity (issue 4)", "flow-methods": "## Flow methods (issue 11)"}
 #: Warm timed runs of each flow per pair and thread count (median).
 FLOW_RUNS = 3
-
-
-def run(cmd: list[str], **kwargs) -> tuple[float, str]:
-    """Wall time of a fresh process and its output (raises if it fails)."""
-    start = time.perf_counter()
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, **kwargs)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-2000:]}")
-    return elapsed, result.stdout + result.stderr
-
-
-def peak_rss_children_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
-def decode_only(root: Path) -> tuple[float, int]:
-    code = (
-        "import sys, time\nfrom pathlib import Path\nfrom sammflow.dataset import read_grey\n"
-        f"paths = sorted(Path({str(root)!r}).glob('*/*/*.jpg'))\nstart = time.perf_counter()\n"
-        "for p in paths: read_grey(p)\nprint(time.perf_counter() - start, len(paths))"
-    )
-    _, out = run([PYTHON, "-c", code])
-    seconds, count = out.split()[-2:]
-    return float(seconds), int(count)
-
-
-def export_warm(root: Path, out: Path, workers: int) -> float:
-    """clips/s of a second export in the same process (torch, MTCNN and the worker pool loaded;
-    apex boxes detected again: the only box cache is the dashboard's disk store)."""
-    code = (
-        "import time\nfrom pathlib import Path\nfrom sammflow.annotations import read_annotations\n"
-        "from sammflow.dataset import load_dataset\nfrom sammflow.export import export_flows\n"
-        f"root = Path({str(root)!r})\nds = load_dataset(root, read_annotations(root / 'samm.csv'))\n"
-        f"export_flows(ds, Path({str(out)!r}) / 'a', workers={workers})\n"
-        f"start = time.perf_counter()\nreport = export_flows(ds, Path({str(out)!r}) / 'b', workers={workers})\n"
-        "print(len(report.rows) / (time.perf_counter() - start))"
-    )
-    _, text = run([PYTHON, "-c", code])
-    return float(text.split()[-1])
-
-
-def alignment_time(root: Path) -> dict[str, float]:
-    """ms per frame of the original whole-pixel alignment and of the sub-pixel default, on
-    frames already decoded (the alignment alone)."""
-    import numpy as np
-
-    from sammflow.align import FrameAligner, apex_template, crop_aligned, match_frame
-    from sammflow.annotations import read_annotations
-    from sammflow.dataset import load_dataset, read_grey
-    from sammflow.pipeline import find_apex_face
-
-    dataset = load_dataset(root, read_annotations(root / "samm.csv"))
-    times = {"whole_pixel": 0.0, "subpixel": 0.0}
-    count = 0
-    whole = AlignParams(method="whole_pixel")
-    for clip, frames in dataset.ready()[:6]:
-        box, _ = find_apex_face(clip, frames)
-        decoded = [read_grey(frames.path(n)) for n in frames.numbers]
-        template = apex_template(decoded[frames.numbers.index(clip.apex)], box)
-        start = time.perf_counter()
-        for frame in decoded:
-            m = match_frame(frame, template, box)
-            crop_aligned(frame, box, m.dx, m.dy, params=whole)
-        times["whole_pixel"] += time.perf_counter() - start
-        aligner = FrameAligner(template, box)
-        start = time.perf_counter()
-        for frame in decoded:
-            aligner.crop(frame, aligner.match(frame))
-        times["subpixel"] += time.perf_counter() - start
-        count += len(decoded)
-    return {k: 1000 * v / count for k, v in times.items()} | {"frames": float(np.float64(count))}
-
-
-APP_TIMING = """
-import json, sys, time
-from streamlit.testing.v1 import AppTest
-at = AppTest.from_file("app.py", default_timeout=300)
-start = time.perf_counter()
-at.run()
-first = time.perf_counter() - start
-assert not at.exception, at.exception
-torch_loaded = "torch" in sys.modules
-at.switch_page("app_pages/flow.py").run()
-assert not at.exception, at.exception
-images = len(at.get("image"))
-at.sidebar.slider(key="winsize").set_value(21)
-start = time.perf_counter()
-at.run()
-warm = time.perf_counter() - start
-assert not at.exception, at.exception
-print(json.dumps({"first": first, "torch": torch_loaded, "warm": warm, "images": images}))
-"""
-
-
-def app_timings(root: Path, cache: Path) -> dict[str, float]:
-    """Overview first run and the flow page's warm re-render after a flow-parameter change (AppTest)."""
-    env = {**os.environ, "SAMMFLOW_DATA": str(root), "SAMMFLOW_ANNOTATIONS": str(root / "samm.csv"), "SAMMFLOW_CACHE": str(cache)}
-    _, out = run([PYTHON, "-c", APP_TIMING], env=env)
-    return json.loads(next(line for line in reversed(out.splitlines()) if line.startswith('{"first"')))
-
-
-def speed_section(speed_root: Path) -> str:
-    """The speed and memory table, measured on ``speed_root``."""
-    rows: list[tuple[str, ...]] = []
-    scratch = Path(tempfile.mkdtemp(prefix="sammflow-bench-"))
-    try:
-        decode_s, n_frames = decode_only(speed_root)
-        rows.append(("decode only (1 process, grey JPEG decode)", f"{decode_s:.2f} s", f"{n_frames / decode_s:.0f} frames/s"))
-        original_s, _ = run([PYTHON, "bench/original.py", str(speed_root), str(scratch / "original")])
-        rows.append(("original method (PIL + full-res MTCNN + whole-pixel TM, 1 process)", f"{original_s:.2f} s",
-                     f"{n_frames / original_s:.0f} frames/s, {original_s / decode_s:.2f}× decode"))
-        rss_before = peak_rss_children_mb()
-        timings = {}
-        for workers in (1, os.cpu_count() or 1):
-            if workers in timings:
-                continue
-            wall, _ = run([PYTHON, "-m", "sammflow", "normalize", str(speed_root), str(scratch / f"norm{workers}"), "-q", "-j", str(workers)])
-            timings[workers] = wall
-            rows.append((f"normalize, sub-pixel, {workers} worker(s), start-up included", f"{wall:.2f} s",
-                         f"{n_frames / wall:.0f} frames/s, **{wall / decode_s:.2f}× decode**, {original_s / wall:.1f}× faster than original"))
-        rss = max(peak_rss_children_mb(), rss_before)
-        rows.append(("peak RSS of any process (decode, original, normalize)", f"{rss:.0f} MB", "target < 1500 MB"))
-        same = _same_outputs(scratch / "norm1", scratch / f"norm{max(timings)}")
-        rows.append(("normalize N workers == 1 worker (crops, alignment.csv)", "identical" if same else "DIFFERENT", ""))
-        clips = len(list(speed_root.glob("*/*")))
-        for workers in (1, os.cpu_count() or 1):
-            wall, _ = run([PYTHON, "-m", "sammflow", "export", str(speed_root), str(scratch / f"cold{workers}"), "-q", "-j", str(workers)])
-            rows.append((f"export maps, cold (fresh process, start-up and torch import included), {workers} worker(s), {clips} clips",
-                         f"{clips / wall:.1f} clips/s", f"{wall:.2f} s"))
-            rate = export_warm(speed_root, scratch / f"export{workers}", workers)
-            rows.append((f"export maps, warm (second export in the same process: torch, MTCNN, pool loaded; boxes re-detected), "
-                         f"{workers} worker(s), {clips} clips", f"{rate:.1f} clips/s", "target ≥ 20 clips/s"))
-        if (ROOT / "app.py").exists():
-            app = app_timings(speed_root, scratch / "cache")
-            rows.append(("app: overview page, first run (AppTest, fresh process)", f"{app['first']:.2f} s",
-                         f"target < 3 s; torch imported: {'yes' if app['torch'] else 'no'}"))
-            rows.append(("app: flow page re-render after a flow-parameter change (9 maps + large view, crops cached)",
-                         f"{app['warm']:.2f} s", "target < 0.3 s"))
-        align = alignment_time(speed_root)
-        rows.append(("alignment only, original whole-pixel (TM + crop)", f"{align['whole_pixel']:.2f} ms/frame", ""))
-        rows.append(("alignment only, sub-pixel default (coarse TM + robust refinement + cubic crop)", f"{align['subpixel']:.2f} ms/frame",
-                     f"{align['subpixel'] / align['whole_pixel']:.2f}× alignment alone; "
-                     f"{(decode_s / n_frames * 1000 + align['subpixel']) / (decode_s / n_frames * 1000 + align['whole_pixel']):.2f}× with decode"))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    table = markdown(rows, ("measure", "result", "note"))
-    return f"""SAMM-size demo data: {n_frames} grey 2040×1088 JPEG frames ({clips} clips), `bench/data/`.
-Ratios compare rows of this same run.
-
-{table}
-"""
 
 
 def _datasets(configs: list[DemoConfig]) -> str:
@@ -324,18 +178,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small datasets (smoke test; numbers not representative)")
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), metavar="SECTION",
                         help=f"measure only these sections ({', '.join(SECTIONS)}) and rewrite only them in --out, keeping the rest")
+    parser.add_argument("--rows", nargs="+", choices=GROUPS, metavar="ROWS", default=list(GROUPS),
+                        help=f"speed rows to measure ({', '.join(GROUPS)}; default: all); the others are left out of the section")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
     wanted = [name for name in SECTIONS if name in (args.only or SECTIONS)]
 
-    speed_config = DemoConfig(subjects=2, clips_per_subject=2, frames=20, seed=11) if args.quick else DemoConfig(subjects=5, clips_per_subject=4, frames=60, seed=11)
+    demanding_config = DEMANDING_QUICK if args.quick else DEMANDING
+    samm_config = SAMM_SCALE_QUICK if args.quick else SAMM_SCALE
     # fidelity on faces/motions/jitter not used while developing the method (tests use seeds 0 and 3)
     fidelity_configs = [DemoConfig(subjects=5, clips_per_subject=2, frames=30, seed=23, jitter=1.5),
                         DemoConfig(subjects=3, clips_per_subject=2, frames=30, seed=37, jitter=3.0, amplitude=3.0)]
     if args.quick:
         fidelity_configs = [DemoConfig(subjects=2, clips_per_subject=2, frames=16, seed=23)]
     print("generating / reusing benchmark data under bench/data ...", flush=True)
-    speed_root = generate_demo(DATA / f"speed-{speed_config.hash}", speed_config) if "speed" in wanted else None
+    speed_data = None
+    if "speed" in wanted:
+        c = demanding_config
+        speed_data = SpeedData(
+            demanding=generate_demo(DATA / f"demanding-{c.hash}", c),
+            demanding_about=(f"`bench/data/demanding-{c.hash}`: {c.subjects * c.clips_per_subject} clips × {c.frames} grey "
+                             f"{c.width}×{c.height} JPEG frames (q{c.jpeg_quality}), every frame's head independently uniform in "
+                             f"±{c.jitter:g} px, noise σ = {c.noise:g}, one local motion per clip"),
+            samm=generate_samm_scale(DATA / samm_config.name, samm_config),
+            samm_about=(f"`bench/data/{samm_config.name}`: the rows of the real samm.csv"
+                        + (f" (its first {samm_config.clips} rows and the impossible ones)" if samm_config.clips else "")
+                        + f", each clip's onset and apex frames (2040×1088 grey JPEG q{samm_config.jpeg_quality}, the demo's face "
+                          f"per subject, head uniform in ±{samm_config.jitter:g} px per frame, noise σ = {samm_config.noise:g}, "
+                          "a local motion at the apex)"),
+            quick=args.quick)
     fidelity_roots = [generate_demo(DATA / f"fidelity-{c.hash}", c) for c in fidelity_configs] if {"fidelity", "flow-methods"} & set(wanted) else []
 
     machine = f"{platform.node() or 'machine'}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -344,24 +215,20 @@ def main(argv: list[str] | None = None) -> None:
     for name in wanted:
         print(f"measuring: {name} ...", flush=True)
         if name == "speed":
-            bodies[name] = speed_section(speed_root)
+            bodies[name] = speed_section(speed_data, args.rows)
         elif name == "fidelity":
             bodies[name] = fidelity_section(fidelity_configs, fidelity_roots)
         else:
             bodies[name] = flow_methods_section(fidelity_configs, fidelity_roots)
     old = args.out.read_text() if args.out.exists() else ""
     alone = bool(args.only) and bool(old)  # an --only run into an existing file keeps its title, date and machine
-    stamp = (f"Refreshed alone by `bench/run.py{' --quick' if args.quick else ''} --only {' '.join(wanted)}` on {date} "
+    rows = f" --rows {' '.join(args.rows)}" if list(args.rows) != list(GROUPS) else ""
+    stamp = (f"Refreshed alone by `bench/run.py{' --quick' if args.quick else ''} --only {' '.join(wanted)}{rows}` on {date} "
              f"({machine}); the sections not refreshed are from the run dated above.\n\n") if alone else ""
     sections = {SECTIONS[name]: f"{SECTIONS[name]}\n\n{stamp}{body}" for name, body in bodies.items()}
     text = merge_sections(old, sections, head=None if alone else preamble(quick=args.quick, date=date, machine=machine))
     args.out.write_text(text)
     print("".join(sections.values()) if alone else text)
-
-
-def _same_outputs(a: Path, b: Path) -> bool:
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name not in ("params.json", "manifest.csv"))
-    return bool(files) and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 (MTCNN), aligned crops, and per-frame MTCNN boxes.
 
 The dashboard reads through it (``apex_box``, ``aligned_crops``, ``mtcnn_track``, and
-``spotted_clip`` / ``motion``: a clip's spotted apex and motion curve, from the stored box), so a
-restart, or a change of a flow or encoding parameter, never re-detects nor re-aligns; its
-batch export passes the same store to the job (``boxes=``), so a box found by a page is not
-found again. Results are the pipeline's own types (``NormalizedClip``). It imports neither
-Streamlit nor torch: the detector (``sammflow.detect.load_detector``) is only loaded on a
-cache miss, so a warm cache never pays torch's start-up.
+``spotted_clip`` / ``motion``: a clip's spotted apex and motion curve, from the stored box;
+``crops_with_box``, the part of ``aligned_crops`` after the box, runs in the grid's worker
+processes: ``sammflow.tiles``), so a restart, or a change of a flow or encoding parameter,
+never re-detects nor re-aligns; its batch export passes the same store to the job
+(``boxes=``), so a box found by a page is not found again. Results are the pipeline's own
+types (``NormalizedClip``). It imports neither Streamlit nor torch: the detector
+(``sammflow.detect.load_detector``) is only loaded on a cache miss, so a warm cache never
+pays torch's start-up.
 
 Layout, under ``cache_dir()`` (``$SAMMFLOW_CACHE``, else ``$XDG_CACHE_HOME/sammflow``, else
 ``~/.cache/sammflow``)::
@@ -382,8 +384,41 @@ def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, number
         Unknown clip, a frame not on disk or unreadable, no face, frame smaller than the crop.
     """
     annotated, frames = clip_of(dataset, clip_id)
-    clip = clip or annotated
     box, warnings = apex_box(dataset, clip_id, params.detect, store=store)
+    return crops_with_box(clip or annotated, frames, box, warnings, params, numbers, store=store)
+
+
+def crops_with_box(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox, warnings: Iterable[str], params: PipelineParams,
+                   numbers: Iterable[int], *, store: ClipStore, cached_only: bool = False) -> NormalizedClip | None:
+    """``aligned_crops`` once the apex box is known: the part a worker process runs
+    (``sammflow.tiles``), reading and writing the same store entries.
+
+    Parameters
+    ----------
+    clip : ClipAnnotation
+        The clip as processed: its frames are aligned to its apex's crop.
+    frames : ClipFrames
+    box : FaceBox
+        The apex box (``apex_box``: from the dataset's apex).
+    warnings : iterable of str
+        The detection's, carried into the result.
+    params : PipelineParams
+    numbers : iterable of int
+    store : ClipStore
+    cached_only : bool
+        Return ``None`` instead of aligning when a frame is not in the store (a cheap look
+        before handing the work to a worker).
+
+    Returns
+    -------
+    NormalizedClip or None
+        As ``aligned_crops``; ``None`` only with ``cached_only``.
+
+    Raises
+    ------
+    ClipError
+        A frame not on disk or unreadable, frame smaller than the crop.
+    """
     dh, ah = params.detect.hash, params.align.hash
     try:
         apex = frames.path(clip.apex)  # the template: the dataset's apex is on disk (apex_box), a spotted one too
@@ -400,13 +435,15 @@ def aligned_crops(dataset: Dataset, clip_id: str, params: PipelineParams, number
             missing.append(number)
         else:
             crops[number], matches[number] = hit
+    if missing and cached_only:
+        return None
     if missing:
         normalized = normalize_clip(clip, frames, params=params, numbers=missing, box=box)
         for number, match in normalized.alignment.matches().items():
             crops[number], matches[number] = normalized.crops[number], match
             store.put_crop(clip.clip, dh, ah, number, frames.frames[number], box, normalized.crops[number], match, apex=apex)
     store.touch(clip.clip, dh, ah)
-    return NormalizedClip(clip, crops, Alignment.from_matches(box, matches), warnings)
+    return NormalizedClip(clip, crops, Alignment.from_matches(box, matches), tuple(warnings))
 
 
 def spotted_clip(dataset: Dataset, clip_id: str, params: PipelineParams, *, store: ClipStore) -> tuple[ClipAnnotation, dict[int, float]]:

@@ -51,6 +51,17 @@ LEGEND_MARGIN = 84
 LABEL_MARGIN = 74
 
 
+def _white_template() -> None:
+    """Make plotly's "plotly_white" the template of the figures made from now on (once, when
+    the first chart is drawn; plotly is imported only then). Assigning it to each figure
+    (``update_layout(template=...)``) copied and validated the whole template, ≈ 30 ms a
+    figure, a third of the flow page's rerun."""
+    import plotly.io as pio
+
+    if pio.templates.default != "plotly_white":
+        pio.templates.default = "plotly_white"
+
+
 def style(fig: Any, *, height: int = 320, title: str = "", legend: bool = False, right: int = 10) -> Any:
     """The dashboard's common look for a plotly figure.
 
@@ -70,7 +81,7 @@ def style(fig: Any, *, height: int = 320, title: str = "", legend: bool = False,
     plotly.graph_objects.Figure
         ``fig``, restyled.
     """
-    fig.update_layout(template="plotly_white", height=height,
+    fig.update_layout(height=height,
                       margin={"l": 10, "r": right, "t": 44 if title else 10, "b": LEGEND_MARGIN if legend else 10},
                       title={"text": title, "font": {"size": 15}} if title else None, showlegend=legend,
                       legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0, "xanchor": "left", "x": 0},
@@ -92,6 +103,8 @@ def count_chart(table: Any, column: str, title: str) -> Any:
     plotly.graph_objects.Figure
     """
     import plotly.express as px
+
+    _white_template()
 
     counts = table[column].fillna("—").astype(str).value_counts().rename_axis(column).reset_index(name="clips")
     fig = px.bar(counts, x=column, y="clips", text="clips", color_discrete_sequence=[ACCENT])
@@ -120,6 +133,8 @@ def histogram(table: Any, column: str, title: str, *, label: str, fps: float | N
     plotly.graph_objects.Figure
     """
     import plotly.express as px
+
+    _white_template()
 
     values = table[[column]].dropna().astype(int)
     fig = px.histogram(values, x=column, color_discrete_sequence=[ACCENT])
@@ -164,6 +179,8 @@ def jitter_chart(track: dict[int, FaceBox | None], aligned: NormalizedClip, onse
     plotly.graph_objects.Figure
     """
     import plotly.graph_objects as go
+
+    _white_template()
     from plotly.subplots import make_subplots
 
     alignment = aligned.alignment
@@ -213,6 +230,8 @@ def score_chart(aligned: NormalizedClip, params: AlignParams, flagged: Iterable[
     plotly.graph_objects.Figure
     """
     import plotly.graph_objects as go
+
+    _white_template()
     from plotly.subplots import make_subplots
 
     frames = [int(n) for n in aligned.alignment.frames]
@@ -258,6 +277,8 @@ def motion_chart(curve: Mapping[int, float], onset: int, offset: int, *, apex: i
         One trace, "motion from onset"; with ``spotted``, a second one, the spotted apex's point.
     """
     import plotly.graph_objects as go
+
+    _white_template()
 
     frames = sorted(int(n) for n in curve)
     values = [float(curve[n]) for n in frames]
@@ -329,6 +350,8 @@ def channel_chart(values: np.ndarray, title: str, unit: str, *, signed: bool, he
         ``channel_range``; values beyond saturate, the hover shows the true value.
     """
     import plotly.graph_objects as go
+
+    _white_template()
 
     low, high = channel_range(values, signed=signed)
     z = np.asarray(values, np.float32)

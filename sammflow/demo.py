@@ -385,18 +385,24 @@ def generate_demo(
         ``out_dir``.
     """
     out_dir = Path(out_dir)
-    existing = _existing_demo(out_dir)
+    existing = existing_hash(out_dir)
     if existing == config.hash:
         return out_dir
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         what = "a demo dataset made with other settings" if existing else "not a sammflow demo dataset"
         raise FileExistsError(f"{show_path(out_dir)}: already exists and is {what}; choose an empty or new folder")
+    return build_folder(out_dir, lambda staging: _write_demo(staging, config, progress))
+
+
+def build_folder(out_dir: Path, write: Callable[[Path], None]) -> Path:
+    """Make ``out_dir`` (absent or empty) by ``write(staging)`` into a temporary sibling folder
+    renamed into place: an interrupted run leaves nothing half-written. Returns ``out_dir``."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        _write_demo(staging, config, progress)
+        write(staging)
         if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above
+            out_dir.rmdir()  # empty, checked by the caller
         os.replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -404,7 +410,8 @@ def generate_demo(
     return out_dir
 
 
-def _existing_demo(out_dir: Path) -> str | None:
+def existing_hash(out_dir: Path) -> str | None:
+    """The config hash in ``out_dir``'s ground_truth.json (a demo, or a set built like one), if any."""
     try:
         return json.loads((out_dir / GROUND_TRUTH).read_text())["config_hash"]
     except (OSError, ValueError, KeyError, TypeError):

@@ -1,13 +1,16 @@
-"""Face detection with facenet-pytorch's MTCNN: one box per clip, on the apex frame.
+"""Face detection with MTCNN (``sammflow.mtcnn``: facenet-pytorch's detector without
+torchvision): one box per clip, on the apex frame.
 
-torch is imported only here, and only when a detector is built, so processes that never
-detect (flow tuning, export from cached crops, the app's overview) never pay its ≈ 5 s
-start-up. MTCNN's ``None`` results and object-dtype arrays are converted here, once.
+torch is imported only when a detector is built, so processes that never detect (flow
+tuning, export from cached crops, the app's overview) never pay its ≈ 2.5 s start-up.
+MTCNN's ``None`` results (and the object-dtype arrays of facenet-pytorch's own detector,
+which ``detector=`` still accepts) are converted here, once.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,18 +78,65 @@ class FaceBox:
         )
 
 
+#: Largest number of frames that go through MTCNN together in ``detect_faces`` (memory grows
+#: with it, ≈ 3 MB a 640×341 frame; the time per frame levels off from about 10).
+BATCH = 16
+
+
 @functools.lru_cache(maxsize=4)
 def load_detector(device: str = "cpu", min_face: int = 40) -> Any:
-    """Build (once per device and ``min_face``) facenet-pytorch's MTCNN; its weights ship
-    inside the wheel, nothing is downloaded."""
+    """Build (once per device and ``min_face``) the MTCNN detector of ``sammflow.mtcnn``:
+    facenet-pytorch's networks and results without importing facenet-pytorch or torchvision.
+    Its weights ship inside the facenet-pytorch wheel; nothing is downloaded."""
     import torch
-    from facenet_pytorch import MTCNN
+
+    from sammflow.mtcnn import MTCNN
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
-    detector = MTCNN(keep_all=True, device=device, post_process=False, min_face_size=min_face)
+    return MTCNN(min_face_size=min_face, device=device)
 
-    return detector
+
+class LoadingDetector:
+    """A detector being built (``load_detector``: torch's import, seconds) in a thread, standing
+    in for it meanwhile: ``detect`` waits for it. So a batch job or a page starts its worker
+    processes and decodes the first apex frames while torch loads.
+
+    Its detections run torch on one thread (the worker processes hold the other cores).
+    ``error`` turns a build failure (CUDA asked for but missing) into the caller's exception type.
+    """
+
+    def __init__(self, params: DetectParams, error: type[Exception] = RuntimeError) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._error = error
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sammflow-detector")
+        #: Done when the detector is built (or failed to be: ``detect`` raises that error).
+        self.ready = self._thread.submit(load_detector, params.device, params.min_face)
+
+    def detect(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            detector = self.ready.result()
+        except RuntimeError as exc:
+            raise self._error(str(exc)) from exc
+        import torch  # imported by load_detector
+
+        threads = torch.get_num_threads()  # torch's thread count is the calling thread's own
+        torch.set_num_threads(1)
+        try:
+            return detector.detect(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    def close(self) -> None:
+        """Wait for the thread."""
+        self._thread.shutdown(wait=True)
+
+    def __enter__(self) -> LoadingDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def detect_face(frame: np.ndarray, *, params: DetectParams = DetectParams(), detector: Any = None, frame_number: int | None = None) -> FaceBox:
@@ -99,7 +149,10 @@ def detect_face(frame: np.ndarray, *, params: DetectParams = DetectParams(), det
     params : DetectParams
         ``max_side`` sets the downscale used for detection; the box is mapped back.
     detector : MTCNN, optional
-        A detector from ``load_detector``; built for ``params.device`` if omitted.
+        A detector from ``load_detector`` (or anything with facenet's ``detect``); built for
+        ``params.device`` if omitted.
+    frame_number : int, optional
+        Recorded in the box.
 
     Returns
     -------
@@ -111,27 +164,128 @@ def detect_face(frame: np.ndarray, *, params: DetectParams = DetectParams(), det
     NoFaceError
         If no face has probability ≥ ``params.min_prob``.
     """
-    if frame.ndim not in (2, 3) or frame.dtype != np.uint8:
-        raise ValueError(f"frame must be uint8 (H, W) or (H, W, 3), got {frame.dtype} {frame.shape}")
+    image, scale = _detection_image(frame, params)
     detector = detector if detector is not None else load_detector(params.device, params.min_face)
+    boxes, probs = detector.detect(image)
+    return _best_face(boxes, probs, params=params, scale=scale, shape=frame.shape, frame_number=frame_number)
+
+
+def detect_faces(
+    frames: Sequence[np.ndarray],
+    *,
+    params: DetectParams = DetectParams(),
+    detector: Any = None,
+    frame_numbers: Sequence[int | None] | None = None,
+) -> list[FaceBox | NoFaceError]:
+    """``detect_face`` on each frame, frames of one size going through MTCNN together: the
+    same box for each frame as ``detect_face`` gives it (a batched result that rounding could
+    turn into another box is recomputed alone: ``_settled``).
+
+    Batching cuts the per-frame time by ≈ 40 % on CPU (one pass of each network per pyramid
+    level for up to ``BATCH`` frames: ≈ 14 against 24 ms for a 640×341 frame on one thread).
+
+    Parameters
+    ----------
+    frames : sequence of ndarray, uint8, (H, W) grey or (H, W, 3) RGB
+        Full-resolution frames, of any sizes.
+    params : DetectParams
+    detector : MTCNN, optional
+        A detector from ``load_detector``, or anything whose ``detect`` takes a list of
+        equal-size RGB images and returns per-image boxes and probabilities (facenet's
+        ``MTCNN`` does); built for ``params.device`` if omitted.
+    frame_numbers : sequence of int or None, optional
+        Recorded in the boxes, one per frame.
+
+    Returns
+    -------
+    list of FaceBox or NoFaceError
+        One per frame, in order: its box, or the ``NoFaceError`` that ``detect_face`` would
+        have raised (returned, not raised).
+    """
+    numbers = [None] * len(frames) if frame_numbers is None else list(frame_numbers)
+    if len(numbers) != len(frames):
+        raise ValueError(f"{len(frames)} frames but {len(numbers)} frame numbers")
+    results: list[FaceBox | NoFaceError | None] = [None] * len(frames)
+    prepared: dict[tuple[int, ...], list[tuple[int, np.ndarray, float]]] = {}
+    for index, frame in enumerate(frames):
+        try:
+            image, scale = _detection_image(frame, params)
+        except NoFaceError as exc:
+            results[index] = exc
+            continue
+        prepared.setdefault(image.shape, []).append((index, image, scale))
+    if prepared and detector is None:
+        detector = load_detector(params.device, params.min_face)
+    for group in prepared.values():
+        for start in range(0, len(group), BATCH):
+            chunk = group[start:start + BATCH]
+            all_boxes, all_probs = detector.detect([image for _, image, _ in chunk])
+            for (index, image, scale), boxes, probs in zip(chunk, all_boxes, all_probs):
+                if not _settled(boxes, probs, params=params, scale=scale):
+                    boxes, probs = detector.detect(image)  # alone, as detect_face sees it
+                try:
+                    results[index] = _best_face(boxes, probs, params=params, scale=scale, shape=frames[index].shape,
+                                                frame_number=numbers[index])
+                except NoFaceError as exc:
+                    results[index] = exc
+    return results  # type: ignore[return-value]  # every slot is filled
+
+
+#: How far a batched detection must be from every decision that rounding makes, for its result
+#: to be the one the frame gets alone: box coordinates from a half pixel (where they round),
+#: probabilities from ``min_prob`` and from each other. The networks' arithmetic in a batch
+#: differs from one frame's in the last float bits (≤ 1e-4 px measured on the boxes).
+SETTLED_PX = 1e-3
+SETTLED_PROB = 1e-4
+
+
+def _settled(boxes: Any, probs: Any, *, params: DetectParams, scale: float) -> bool:
+    """Whether a batched result cannot round differently from the same frame's alone: then
+    ``detect_faces`` gives exactly ``detect_face``'s box (so a clip's box never depends on the
+    clips it was detected with); otherwise the frame is detected again alone."""
+    if boxes is None or probs is None:
+        return True
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    probs = np.asarray([np.nan if p is None else p for p in np.ravel(probs)], dtype=float)
+    if not np.isfinite(probs).all():
+        return False
+    ranked = np.sort(probs)[::-1]
+    if np.abs(probs - params.min_prob).min() < SETTLED_PROB or (len(ranked) > 1 and ranked[0] - ranked[1] < SETTLED_PROB):
+        return False
+    best = boxes[int(np.argmax(probs))] / scale
+    return bool(np.abs(best - np.floor(best) - 0.5).min() >= SETTLED_PX)
+
+
+def _detection_image(frame: np.ndarray, params: DetectParams) -> tuple[np.ndarray, float]:
+    """The RGB image MTCNN sees (``frame`` downscaled to ``params.max_side``), and the scale.
+
+    Raises ValueError for a frame that is not uint8 grey or RGB, NoFaceError if the image is
+    smaller than the smallest face looked for (MTCNN's pyramid would be empty).
+    """
+    if frame.ndim not in (2, 3) or frame.dtype != np.uint8 or (frame.ndim == 3 and frame.shape[2] != 3):
+        raise ValueError(f"frame must be uint8 (H, W) or (H, W, 3), got {frame.dtype} {frame.shape}")
     scale = 1.0
     small = frame
     longest = max(frame.shape[:2])
     if params.max_side and longest > params.max_side:
         scale = params.max_side / longest
         small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    if min(small.shape[:2]) < params.min_face:  # MTCNN's pyramid would be empty (torch.cat of nothing)
+    if min(small.shape[:2]) < params.min_face:
         raise NoFaceError(f"no face can be found: the detection image is {small.shape[1]}×{small.shape[0]} px, "
                           f"smaller than the smallest face looked for (--min-face {params.min_face})")
-    rgb = np.ascontiguousarray(np.dstack([small] * 3) if small.ndim == 2 else small)
-    boxes, probs = detector.detect(rgb)
+    return np.ascontiguousarray(np.dstack([small] * 3) if small.ndim == 2 else small), scale
+
+
+def _best_face(boxes: Any, probs: Any, *, params: DetectParams, scale: float, shape: tuple[int, ...], frame_number: int | None) -> FaceBox:
+    """The most probable of one image's MTCNN faces (facenet's ``detect`` convention: ``None``
+    or object arrays), mapped back to frame pixels; NoFaceError if none reaches ``min_prob``."""
     if boxes is None or probs is None:
         raise NoFaceError("no face found")
-    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)  # numpy 2: MTCNN may return object arrays
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)  # numpy 2: facenet's MTCNN may return object arrays
     probs = np.asarray([np.nan if p is None else p for p in np.ravel(probs)], dtype=float)
     keep = np.flatnonzero(np.nan_to_num(probs, nan=0.0) >= params.min_prob)
     if keep.size == 0:
         best = np.nanmax(probs) if np.isfinite(probs).any() else 0.0
         raise NoFaceError(f"no face with probability >= {params.min_prob} (best {best:.2f})")
     best = keep[np.argmax(probs[keep])]
-    return FaceBox.from_xyxy(boxes[best] / scale, shape=frame.shape, prob=float(probs[best]), frame=frame_number)
+    return FaceBox.from_xyxy(boxes[best] / scale, shape=shape, prob=float(probs[best]), frame=frame_number)

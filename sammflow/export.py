@@ -6,8 +6,10 @@ cause, and the others still run. Nothing is lost or mixed up:
 * every file is written atomically (``sammflow.files.write_atomic``), so an interrupted run
   never leaves a half-written PNG, GIF, crop or manifest;
 * ``params.json`` (every parameter, its hash, the inputs, package versions) is written when
-  a job *starts*, and ``manifest.csv`` (one row per annotated clip) after every clip, clips
-  not done yet marked ``pending``: whatever is in the folder is attributable at any moment;
+  a job *starts*, and ``manifest.csv`` (one row per annotated clip) as clips finish (a
+  failure at once, an ``ok`` row at most ``sammflow.outfolder.MANIFEST_INTERVAL`` s later, all
+  when the job ends), clips not done yet marked ``pending``: whatever is in the folder is
+  attributable at any moment;
 * a re-run with the same parameters resumes: clips whose row is ``ok`` and whose outputs
   exist are kept; ``force=True`` recomputes them. Outputs made with other parameters (or
   from another input folder) are never mixed in: the job refuses, unless ``force=True``,
@@ -26,10 +28,11 @@ per-clip work and the jobs themselves.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ from typing import Any
 from sammflow.animate import encode_gif, gif_frame_numbers
 from sammflow.annotations import ClipAnnotation, RejectedRow
 from sammflow.dataset import ClipFrames, Dataset, FrameError, InputError, read_grey
-from sammflow.detect import FaceBox
+from sammflow.detect import FaceBox, LoadingDetector
 from sammflow.encode import flow_arrays
 from sammflow.features import FEATURES_FILE, array_name, encode_npy, gather
 from sammflow.kinds import output_stem
@@ -45,7 +48,7 @@ from sammflow.files import encode_image, read_csv, read_json, write_atomic, writ
 from sammflow.manifest import ALIGNMENT_COLUMNS, MANIFEST_COLUMNS, alignment_fields, annotated_in_order
 from sammflow.outfolder import ALIGNMENT_FILE, MANIFEST_FILE, PARAMS_FILE, JobReport, OutputFolder
 from sammflow.params import AnnotationParams, GifParams, PipelineParams
-from sammflow.pipeline import BoxCache, ClipError, clip_flow, find_apex_face, flow_from_crops, normalize_clip, spot_clip
+from sammflow.pipeline import BoxCache, ClipError, clip_flow, find_apex_faces, flow_from_crops, normalize_clip, spot_clip
 from sammflow.workers import Prepare, Progress, RowCallback, default_workers, run_clips
 
 __all__ = ["MANIFEST_COLUMNS", "JobReport", "default_workers", "export_flows", "export_gifs", "flow_map_name", "flows_from_normalized",
@@ -145,16 +148,18 @@ def _gif_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox | None, war
 # ---------------------------------------------------------------- jobs
 
 
-def _face_step(folder: OutputFolder, params: PipelineParams, detector: Any, boxes: BoxCache | None) -> Prepare:
-    """The per-clip step of this process: the apex face box (torch stays out of the workers)."""
-    if detector is None and folder.todo:
-        from sammflow.detect import load_detector
-
-        try:
-            detector = load_detector(params.detect.device, params.detect.min_face)
-        except RuntimeError as exc:  # CUDA asked for but missing: the same for every clip
-            raise InputError(str(exc)) from exc
-    return lambda clip, frames: find_apex_face(clip, frames, params=params.detect, detector=detector, boxes=boxes)
+@contextlib.contextmanager
+def _face_step(folder: OutputFolder, params: PipelineParams, detector: Any, boxes: BoxCache | None) -> Iterator[Prepare]:
+    """The per-clip step of this process: the apex face boxes (torch stays out of the workers),
+    several clips' at once. The detector is built (torch imported, ≈ 2.5 s) in a thread while
+    the worker processes start and the first apex frames are decoded."""
+    loading = LoadingDetector(params.detect, error=InputError) if detector is None and folder.todo else None
+    found_by = loading or detector
+    try:
+        yield lambda items: find_apex_faces(items, params=params.detect, detector=found_by, boxes=boxes)
+    finally:
+        if loading is not None:
+            loading.close()
 
 
 def sources_of(dataset: Dataset) -> dict[str, str]:
@@ -208,8 +213,8 @@ def export_flows(
     dataset = dataset.resolved(params.annotations)
     with OutputFolder(out_dir, dataset, kind="flows", params=params, force=force, sources=sources_of(dataset),
                       items=annotated_in_order(dataset.annotations), arrays=arrays) as folder:
-        run_clips(folder, _flow_work, (params, folder.out, arrays), prepare=_face_step(folder, params, detector, boxes), workers=workers,
-                  progress=progress, on_row=on_row)
+        with _face_step(folder, params, detector, boxes) as prepare:
+            run_clips(folder, _flow_work, (params, folder.out, arrays), prepare=prepare, workers=workers, progress=progress, on_row=on_row)
         _gather(folder, arrays)
     assert folder.report is not None
     return folder.report
@@ -245,8 +250,8 @@ def normalize_dataset(
     dataset = dataset.resolved(params.annotations)
     with OutputFolder(out_dir, dataset, kind="normalized", params=params, force=force, sources=sources_of(dataset),
                       items=annotated_in_order(dataset.annotations)) as folder:
-        run_clips(folder, _normalize_work, (params, folder.out), prepare=_face_step(folder, params, detector, None), workers=workers,
-                  progress=progress)
+        with _face_step(folder, params, detector, None) as prepare:
+            run_clips(folder, _normalize_work, (params, folder.out), prepare=prepare, workers=workers, progress=progress)
     assert folder.report is not None
     return folder.report
 
@@ -351,8 +356,9 @@ def export_gifs(
     items = [c for c in annotated_in_order(dataset.annotations) if wanted is None or c.clip in wanted]
     with OutputFolder(out_dir, dataset, kind="gifs", params=params, force=force, sources=sources_of(dataset), items=items,
                       extra={"gif": gif.to_dict()}, keep_others=True) as folder:
-        run_clips(folder, _gif_work, (params, folder.out, gif), prepare=None if aligned else _face_step(folder, params, detector, None),
-                  workers=workers, blocked=_not_normalized(dataset.root) if aligned else None, progress=progress)
+        with contextlib.nullcontext(None) if aligned else _face_step(folder, params, detector, None) as prepare:
+            run_clips(folder, _gif_work, (params, folder.out, gif), prepare=prepare, workers=workers,
+                      blocked=_not_normalized(dataset.root) if aligned else None, progress=progress)
     assert folder.report is not None
     return folder.report
 

@@ -8,7 +8,7 @@ cause, so a batch can record them and go on.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ import numpy as np
 from sammflow.align import Alignment, align_frames
 from sammflow.annotations import ClipAnnotation
 from sammflow.dataset import ClipFrames, FrameError, frame_size, read_grey
-from sammflow.detect import FaceBox, NoFaceError, detect_face
+from sammflow.detect import FaceBox, NoFaceError, detect_face, detect_faces
 from sammflow.encode import encode_flow
 from sammflow.flow import FlowField, compute_flow
 from sammflow.spot import motion_curve, spot_apex
@@ -119,40 +119,105 @@ def find_apex_face(
     return box, warnings
 
 
+def find_apex_faces(
+    items: Sequence[tuple[ClipAnnotation, ClipFrames]], *, params: DetectParams = DetectParams(), detector: Any = None,
+    boxes: BoxCache | None = None,
+) -> list[tuple[FaceBox, list[str]] | ClipError]:
+    """``find_apex_face`` for several clips: their apex frames go through MTCNN together
+    (``sammflow.detect.detect_faces``: equal-size frames as one batch), which costs less per
+    frame than one at a time. Each clip gets what ``find_apex_face`` would give it.
+
+    Returns
+    -------
+    list, one entry per item, in order
+        ``(box, warnings)``, or the ``ClipError`` that clip raised (no face, unreadable apex).
+    """
+    results: list[tuple[FaceBox, list[str]] | ClipError | None] = [None] * len(items)
+    todo: list[tuple[int, _ApexImage]] = []
+    for index, (clip, frames) in enumerate(items):
+        cached = boxes.get_box(clip, frames, params) if boxes is not None else None
+        if cached is not None:
+            results[index] = (cached[0], list(cached[1]))
+            continue
+        try:
+            todo.append((index, _ApexImage.read(clip, frames, None, params)))
+        except ClipError as exc:
+            results[index] = exc
+    found = detect_faces([apex.image for _, apex in todo], params=params, detector=detector,
+                         frame_numbers=[apex.clip.apex for _, apex in todo]) if todo else []
+    for (index, apex), first in zip(todo, found):
+        try:
+            box, warnings = apex.finish(first, params, detector)
+        except ClipError as exc:
+            results[index] = exc
+            continue
+        if boxes is not None:
+            boxes.put_box(apex.clip, apex.frames, params, box, warnings)
+        results[index] = (box, warnings)
+    return [r for r in results if r is not None]
+
+
+@dataclass(frozen=True)
+class _ApexImage:
+    """A clip's apex frame as detection sees it: decoded at the reduced size detection needs
+    (JPEG makes that ≈ 2× faster), or the full frame the caller had."""
+
+    clip: ClipAnnotation
+    frames: ClipFrames
+    image: np.ndarray
+    full_shape: tuple[int, ...]
+    reduce: int
+
+    @classmethod
+    def read(cls, clip: ClipAnnotation, frames: ClipFrames, apex: np.ndarray | None, params: DetectParams) -> _ApexImage:
+        try:
+            full_shape = _frame_shape(frames.path(clip.apex)) if apex is None else apex.shape
+            reduce = _detection_reduce(full_shape, params) if apex is None else 1
+            image = read_grey(frames.path(clip.apex), reduce=reduce) if apex is None else apex
+        except FrameError as exc:
+            raise ClipError(f"{clip.clip}: {exc}") from exc
+        return cls(clip, frames, image, full_shape, reduce)
+
+    def finish(self, first: FaceBox | NoFaceError, params: DetectParams, detector: Any) -> tuple[FaceBox, list[str]]:
+        """The box in full-frame pixels from the apex's detection result ``first``; when it
+        found no face, the nearest frames (up to ``params.neighbours`` either side) are tried."""
+        clip, frames, reduce, full_shape = self.clip, self.frames, self.reduce, self.full_shape
+        warnings: list[str] = []
+        found = first
+        if isinstance(first, NoFaceError):
+            cause = str(first)
+            nearby = [n for d in range(1, params.neighbours + 1) for n in (clip.apex - d, clip.apex + d) if n in frames.frames]
+            for number in nearby:
+                try:
+                    neighbour = read_grey(frames.frames[number], reduce=reduce)
+                    if neighbour.shape != self.image.shape:
+                        continue
+                    found = detect_face(neighbour, params=params, detector=detector, frame_number=number)
+                except (NoFaceError, FrameError):
+                    continue
+                warnings.append(f"no face on apex frame {clip.apex} ({cause}); used the box found on frame {number}")
+                break
+            else:
+                tried = f"nor on frames {nearby}" if nearby else "and no neighbour frames to try"
+                small = f" (frames are only {full_shape[1]}×{full_shape[0]} px)" if min(full_shape[:2]) < _SMALL_FRAME else ""
+                raise ClipError(f"{clip.clip}: {cause} on apex frame {clip.apex} {tried}{small}") from None
+        assert isinstance(found, FaceBox)
+        box = found if reduce == 1 else FaceBox.from_xyxy(
+            np.array([found.x1, found.y1, found.x2, found.y2], dtype=float) * reduce, shape=full_shape, prob=found.prob, frame=found.frame)
+        if box.touches_border(full_shape):
+            warnings.append(f"face box {box.x1, box.y1, box.x2, box.y2} touches the frame border: the face may be cut off")
+        return box, warnings
+
+
 def _find_apex_face(
     clip: ClipAnnotation, frames: ClipFrames, apex: np.ndarray | None = None, *, params: DetectParams = DetectParams(), detector: Any = None
 ) -> tuple[FaceBox, list[str]]:
+    image = _ApexImage.read(clip, frames, apex, params)
     try:
-        full_shape = _frame_shape(frames.path(clip.apex)) if apex is None else apex.shape
-        reduce = _detection_reduce(full_shape, params) if apex is None else 1
-        image = read_grey(frames.path(clip.apex), reduce=reduce) if apex is None else apex
-    except FrameError as exc:
-        raise ClipError(f"{clip.clip}: {exc}") from exc
-    warnings: list[str] = []
-    try:
-        found = detect_face(image, params=params, detector=detector, frame_number=clip.apex)
+        first: FaceBox | NoFaceError = detect_face(image.image, params=params, detector=detector, frame_number=clip.apex)
     except NoFaceError as exc:
-        cause = str(exc)
-        nearby = [n for d in range(1, params.neighbours + 1) for n in (clip.apex - d, clip.apex + d) if n in frames.frames]
-        for number in nearby:
-            try:
-                neighbour = read_grey(frames.frames[number], reduce=reduce)
-                if neighbour.shape != image.shape:
-                    continue
-                found = detect_face(neighbour, params=params, detector=detector, frame_number=number)
-            except (NoFaceError, FrameError):
-                continue
-            warnings.append(f"no face on apex frame {clip.apex} ({cause}); used the box found on frame {number}")
-            break
-        else:
-            tried = f"nor on frames {nearby}" if nearby else "and no neighbour frames to try"
-            small = f" (frames are only {full_shape[1]}×{full_shape[0]} px)" if min(full_shape[:2]) < _SMALL_FRAME else ""
-            raise ClipError(f"{clip.clip}: {cause} on apex frame {clip.apex} {tried}{small}") from None
-    box = found if reduce == 1 else FaceBox.from_xyxy(
-        np.array([found.x1, found.y1, found.x2, found.y2], dtype=float) * reduce, shape=full_shape, prob=found.prob, frame=found.frame)
-    if box.touches_border(full_shape):
-        warnings.append(f"face box {box.x1, box.y1, box.x2, box.y2} touches the frame border: the face may be cut off")
-    return box, warnings
+        first = exc
+    return image.finish(first, params, detector)
 
 
 #: Frames whose shorter side is below this are named as a likely cause when no face is found

@@ -17,13 +17,17 @@ It owns what the pages share and nothing else:
 * **the session context** (``context``): the open dataset, resolved with the sidebar's
   annotation settings (``Dataset.resolved``), and the parameters, for the pages.
 * **the cached compute layer**: ``st.cache_data`` around the pipeline's own functions and
-  types (``NormalizedClip``, ``ClipFlow``), keyed by dataset (+ annotation settings) + clip id
+  types (``NormalizedClip``, ``FlowField``), keyed by dataset (+ annotation settings) + clip id
   + the hashes of the parameters that change the result (never by arrays); under it the
   on-disk ``sammflow.cache.ClipStore``, the one cache of apex boxes, so a restart or a change
-  of a flow parameter or a quality threshold never re-detects nor re-aligns. A clip whose
-  apex is to be spotted is spotted first (``spotted``, ``sammflow.pipeline.spot_clip``), and
-  every page then uses that apex, as the export does. MTCNN itself is the process-wide
-  detector of ``sammflow.detect.load_detector``.
+  of a flow parameter or a quality threshold never re-detects nor re-aligns. A flow field is
+  kept by its crops and the flow parameters active under its method; its map is encoded on
+  each call (milliseconds), so a map parameter computes no flow. The pages that show many
+  clips get them together (``sammflow.tiles``): ``grid`` aligns on the worker pool and is then
+  kept whole as drawn; ``flows`` computes in threads. A clip whose apex is to be spotted is
+  spotted first (``spotted``, ``sammflow.pipeline.spot_clip``), and every page then uses that
+  apex, as the export does. MTCNN itself is the process-wide detector of
+  ``sammflow.detect.load_detector``.
 
 Tables, figures, paths and the export job are Streamlit-free modules (``sammflow.tables``,
 ``sammflow.figures``, ``sammflow.access``, ``sammflow.export``) that the pages call directly.
@@ -41,11 +45,13 @@ The demo dataset of the first run is generated in a thread of the server process
 it, and a tab opened meanwhile shows its progress, then the dataset.
 
 Memory: every ``st.cache_data`` has ``max_entries``. At the default 224 px crops the
-in-memory caches hold at most about 512 × 0.1 MB (crops) + 128 × 0.6 MB (flows) + 32 × 1 MB
-(GIFs) + 2 × 8 datasets (as read, and resolved) ≈ 200 MB, shared by all sessions (spotted
-apexes and motion curves are a few KB each), on top of torch and MTCNN (≈ 0.65 GB
-once loaded, only on a disk-cache miss); a session itself keeps only its page's images,
-after an export its manifest rows, and after *Prepare zip* on the GIF page that zip
+in-memory caches hold at most about 512 × 0.1 MB (crops) + 128 × 0.4 MB (flow fields) + 6 ×
+8 MB (grids of SAMM's 159 clips) + 32 × 1 MB (GIFs) + 2 × 8 datasets (as read, and resolved)
+≈ 200 MB, shared by all sessions (spotted apexes and motion curves are a few KB each), on top
+of torch and MTCNN (≈ 0.65 GB once loaded, only on a disk-cache miss) and the worker
+processes of ``sammflow.workers`` (one per core, started by the first grid or TV-L1 sample
+that needs them, kept for the server's life); a session itself keeps only its page's
+images, after an export its manifest rows, and after *Prepare zip* on the GIF page that zip
 (``MAX_ZIP_BYTES`` at most).
 """
 
@@ -62,7 +68,7 @@ from typing import Any, TypeVar
 import numpy as np
 import streamlit as st
 
-from sammflow import __version__, access, export
+from sammflow import __version__, access, export, tables, tiles
 from sammflow.export import GifZip, zip_gifs
 from sammflow.access import AUTO, ENV_DATA, ENV_ANNOTATIONS, ENV_DEVICE, ENV_ROOTS, DatasetRef, demo_config, demo_root, kind_title
 from sammflow.animate import encode_gif, gif_frame_numbers
@@ -72,19 +78,22 @@ from sammflow.dataset import Dataset, FrameError, read_grey
 from sammflow.demo import ANNOTATIONS
 from sammflow.detect import FaceBox
 from sammflow.figures import PairFigure, pair_figure as draw_pair
-from sammflow.flow import FlowMethodUnavailable
+from sammflow.encode import encode_flow
+from sammflow.flow import FlowField, FlowMethodUnavailable, require_method
 from sammflow.kinds import KINDS
 from sammflow.outfolder import JobReport
 from sammflow.params import PRESETS, STAGE_CLASSES, AnnotationParams, GifParams, Param, PipelineParams, declared
-from sammflow.pipeline import ClipError, ClipFlow, NormalizedClip, flow_from_crops
+from sammflow.pipeline import ClipError, ClipFlow, NormalizedClip
 from sammflow.tables import frame_rate, ready_ids
+from sammflow.tiles import FrameRequest, Grid
 from sammflow.workers import RowCallback
 
 #: The default demo's generation on the first run, measured (s): said on the page while it runs.
 DEMO_FIRST_RUN_S = 25
 #: Bounded in-memory caches (entries per cached function).
 MAX_CLIP_ENTRIES = 512  # crops of one or two frames (≈ 50 KB each at 224 px)
-MAX_FLOW_ENTRIES = 128  # ≈ 0.5 MB each (crops + float flow field)
+MAX_FLOW_ENTRIES = 128  # ≈ 0.4 MB each (float flow field)
+MAX_GRID_ENTRIES = 6  # a whole grid, ≈ 50 KB a tile (8 MB for SAMM's 159 clips)
 MAX_ALIGNMENT_ENTRIES = 64  # per-frame match records of whole clips, no images
 MAX_GIF_ENTRIES = 32
 MAX_DATASET_ENTRIES = 8  # datasets read (annotations + frame paths)
@@ -350,12 +359,14 @@ def ensure_demo(place: Any = None) -> Path:
     return root
 
 
-@st.cache_data(max_entries=MAX_DATASET_ENTRIES, ttl=600, show_spinner="Reading the dataset…")
+# Datasets are read-only once made: one object shared by every rerun and session
+# (st.cache_data would unpickle a copy on each rerun, ≈ 10 ms for 160 clips, more with long clips).
+@st.cache_resource(max_entries=MAX_DATASET_ENTRIES, ttl=600, show_spinner="Reading the dataset…")
 def _load(root: str, annotations: str, signature: tuple[Any, ...], kind: str) -> Dataset:
     return access.load(root, annotations, signature, kind)
 
 
-@st.cache_data(max_entries=MAX_DATASET_ENTRIES, ttl=600, show_spinner="Applying the annotation settings…")
+@st.cache_resource(max_entries=MAX_DATASET_ENTRIES, ttl=600, show_spinner="Applying the annotation settings…")
 def _resolve(dataset_key: str, params_hash: str, _dataset: Dataset, _params: AnnotationParams) -> Dataset:
     # keyed by the dataset (``access.ref_key``: kinds, paths, signatures) + the annotation parameters' hash
     return _dataset.resolved(_params)
@@ -507,7 +518,7 @@ def sidebar() -> Context | None:
             ref, error = None, str(exc)
         if st.button("Rescan dataset", help="Read the annotation file and the frames on disk again.", width="stretch"):
             # results in memory too (failures included); the disk cache checks its files itself
-            for cached in (_load, _resolve, _spotted, _motion, _crops, _alignment, _flow, _gif):
+            for cached in (_load, _resolve, _spotted, _motion, _crops, _alignment, _grid, _flow_field, _gif):
                 cached.clear()
         try:
             params = params_sidebar()
@@ -689,21 +700,125 @@ def onset_apex(ctx: Context, clip_id: str) -> NormalizedClip:
     return crops(ctx, clip_id, (ann.onset, ann.apex))
 
 
-@st.cache_data(max_entries=MAX_FLOW_ENTRIES, show_spinner=False)
-def _flow(dataset_key: str, clip_id: str, key: str, _ctx: Context) -> ClipFlow | str:
-    # key = crop key + flow + encoding hashes: a flow parameter change recomputes only this
+class _NotCached(Exception):
+    """A memory cache's function asked for a value it does not hold (``_grid``, ``_flow_field``).
+
+    Those functions store results made outside them: in parallel (``sammflow.tiles``) and with
+    a progress bar, which the body of a ``st.cache_data`` function could not drive. Called with
+    ``_made=None`` they look up (raising this, which Streamlit never caches); called with a
+    value they store it under their key.
+    """
+
+
+@st.cache_data(max_entries=MAX_GRID_ENTRIES, show_spinner=False)
+def _grid(dataset_key: str, key: str, which: str, per: str, _made: Grid | None = None) -> Grid:
+    # keyed by dataset + detection/alignment hashes + frame role + clip/subject: the tiles as drawn
+    if _made is None:
+        raise _NotCached
+    return _made
+
+
+def grid(ctx: Context, which: str, per: str, progress: Callable[[int, int, str], None] | None = None) -> Grid:
+    """The normalized grid: one aligned frame (``which``: first, onset, apex) of every ready clip,
+    or of each subject's first (``per``: ``sammflow.tables.grid_clips``), captioned
+    ``"<clip> · <which> <frame>"``, and a message naming each clip that has none.
+
+    Each clip as the pages process it (``annotation``: a spotted apex where there is one).
+    Made by ``sammflow.tiles.aligned_frames`` (boxes and crops read from the disk store,
+    the missing ones made in parallel and put there), then held in memory as a whole.
+
+    Parameters
+    ----------
+    progress : callable(done, total, text), optional
+        Called while the tiles are made (not when the grid is in memory).
+    """
+    key = (ctx.key, _crops_key(ctx.params), which, per)
     try:
-        pair = onset_apex(_ctx, clip_id)
-        field, flow_map = flow_from_crops(pair.crops[pair.clip.onset], pair.crops[pair.clip.apex], params=_ctx.params)
-    except (ClipError, FlowMethodUnavailable) as exc:  # FlowMethodUnavailable: TV-L1 without OpenCV's contrib build
-        return str(exc)
-    return ClipFlow(pair, field, flow_map)
+        return _grid(*key)
+    except _NotCached:
+        pass
+    requests: list[FrameRequest] = []
+    failed: dict[str, str] = {}
+    clips = tables.grid_clips(ctx.dataset, per)
+    for i, clip in enumerate(clips):
+        try:
+            annotated, frames = clip_of(ctx.dataset, clip)
+            if annotated.spot and progress:  # seconds a clip, once (every frame from onset to offset aligned)
+                progress(i, len(clips), "Spotting the apexes")
+            ann = annotation(ctx, clip)
+            requests.append(FrameRequest(ann, annotated, frames, tables.frame_number(ctx.dataset, clip, which, clip=ann)))
+        except ClipError as exc:
+            failed[clip] = str(clip_error(clip, str(exc), ctx))
+    settled = len(failed)  # clips that failed before (unknown, no face to spot from): counted as done
+    results = tiles.aligned_frames(requests, ctx.params, store=_store(ctx.ref), progress=progress and (
+        lambda done, total, stage: progress(settled + done, len(clips), stage)))
+    shown: dict[str, tuple[np.ndarray, str]] = {}
+    for req, result in zip(requests, results):
+        if isinstance(result, ClipError):
+            failed[req.clip.clip] = str(clip_error(req.clip.clip, str(result), ctx))
+        else:
+            shown[req.clip.clip] = (result.crops[req.number], f"{req.clip.clip} · {which} {req.number}")
+    made = Grid(tuple(shown[c] for c in clips if c in shown), tuple(failed[c] for c in clips if c in failed))
+    return _grid(*key, made)
+
+
+@st.cache_data(max_entries=MAX_FLOW_ENTRIES, show_spinner=False)
+def _flow_field(dataset_key: str, clip_id: str, key: str, _made: FlowField | None = None) -> FlowField:
+    # keyed by the crops (dataset + clip + detection/alignment hashes) + the flow parameters'
+    # hash, which leaves out those inactive under the method: a change of the map's encoding,
+    # or of another method's parameter, reuses the field
+    if _made is None:
+        raise _NotCached
+    return _made
+
+
+def flows(ctx: Context, clips: Iterable[str]) -> dict[str, ClipFlow | ClipError]:
+    """Onset→apex flow and map of each clip, as the export computes them (the apex spotted
+    where it is to be), or why a clip has none.
+
+    The flow fields are held in memory by crops and active flow parameters; the maps are
+    encoded from them on each call (milliseconds), so a change of a map parameter computes no
+    flow and a change of a flow parameter no crop. Fields not in memory are computed together,
+    one per core at a time (``sammflow.tiles.compute_flows``).
+
+    Returns
+    -------
+    dict of clip → ClipFlow or ClipError
+        The error names the clip: its crops cannot be made (no face, frame missing ...) or the
+        flow method cannot run here.
+    """
+    p = ctx.params
+    key = f"{_crops_key(p)}-{p.flow.hash}"
+    results: dict[str, ClipFlow | ClipError] = {}
+    pairs: dict[str, NormalizedClip] = {}
+    fields: dict[str, FlowField] = {}
+    for clip in dict.fromkeys(clips):
+        try:
+            pairs[clip] = onset_apex(ctx, clip)
+        except ClipError as exc:
+            results[clip] = exc
+            continue
+        try:
+            fields[clip] = _flow_field(ctx.key, clip, key)
+        except _NotCached:
+            pass
+    missing = [clip for clip in pairs if clip not in fields]
+    if missing:
+        try:
+            require_method(p.flow.method)
+        except FlowMethodUnavailable as exc:  # TV-L1 without OpenCV's contrib build
+            results.update((clip, clip_error(clip, str(exc), ctx)) for clip in missing)
+            missing = []
+        crops = [(pairs[clip].crops[pairs[clip].clip.onset], pairs[clip].crops[pairs[clip].clip.apex]) for clip in missing]
+        for clip, field in zip(missing, tiles.compute_flows(crops, p.flow)):
+            fields[clip] = _flow_field(ctx.key, clip, key, field)
+    for clip, field in fields.items():
+        results[clip] = ClipFlow(pairs[clip], field, encode_flow(field, params=p.encode))
+    return {clip: results[clip] for clip in dict.fromkeys(clips)}
 
 
 def flow(ctx: Context, clip_id: str) -> ClipFlow:
-    """Onset→apex flow and map of a clip, as the export computes it (the apex spotted where it is
-    to be). Only the flow and encoding run again when only flow or encoding parameters change:
-    the crops come from the caches.
+    """Onset→apex flow and map of one clip (``flows``).
 
     Raises
     ------
@@ -711,8 +826,10 @@ def flow(ctx: Context, clip_id: str) -> ClipFlow:
         If the clip's crops cannot be made (no face, frame missing ...) or the flow method
         cannot run here.
     """
-    p = ctx.params
-    return _succeeded(_flow(ctx.key, clip_id, f"{_crops_key(p)}-{p.flow.hash}-{p.encode.hash}", ctx), clip_id, ctx)
+    result = flows(ctx, [clip_id])[clip_id]
+    if isinstance(result, ClipError):
+        raise result
+    return result
 
 
 def mtcnn_boxes(ctx: Context, clip_id: str, progress: Callable[[int, int], None] | None = None) -> dict[int, FaceBox | None]:

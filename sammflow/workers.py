@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import multiprocessing
 import os
 import signal
@@ -33,8 +34,12 @@ from sammflow.text import show_path
 Progress = Callable[[int, int, str], None]
 #: ``on_row(done, total, row)``: called with each clip's manifest row as it is finished.
 RowCallback = Callable[[int, int, dict[str, Any]], None]
-#: ``prepare(clip, frames) -> (box, warnings)``: the step that runs in this process.
-Prepare = Callable[[ClipAnnotation, ClipFrames], tuple[Any, list[str]]]
+#: ``prepare(items) -> results``: the step that runs in this process, for several clips at once:
+#: for each ``(clip, frames)`` of ``items``, ``(box, warnings)`` or the exception that clip met.
+Prepare = Callable[[list[tuple[ClipAnnotation, ClipFrames]]], list[Any]]
+#: Most clips given to ``prepare`` at once. The first batches are smaller (1, 2, 4, ...), so
+#: that the workers start early.
+PREPARE_BATCH = 8
 
 
 def available_cores() -> int:
@@ -50,11 +55,18 @@ def default_workers() -> int:
     return available_cores()
 
 
+#: What a worker imports as it starts, while the main process imports torch: the jobs' work
+#: functions and all they use (otherwise the first task pays for it).
+WARM_MODULES = ("sammflow.export",)
+
+
 def _worker_init() -> None:
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
     # Ctrl-C reaches the whole process group: the main process stops the batch; a worker
     # finishes its clip (atomic writes) instead of dying with a traceback on the terminal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for module in WARM_MODULES:
+        importlib.import_module(module)
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
@@ -108,6 +120,14 @@ def preflight(dataset: Dataset, clip: ClipAnnotation, needed: tuple[str, ...] = 
     return frames
 
 
+def _batches(todo: list[tuple[int, ClipAnnotation]]) -> Iterator[list[tuple[int, ClipAnnotation]]]:
+    """``todo`` in batches of 1, 2, 4, ... up to ``PREPARE_BATCH`` clips."""
+    start, size = 0, 1
+    while start < len(todo):
+        yield todo[start:start + size]
+        start, size = start + size, min(2 * size, PREPARE_BATCH)
+
+
 class _Runner:
     """The state of one ``run_clips`` call: the folder, the clips in flight and how many are done."""
 
@@ -138,11 +158,17 @@ class _Runner:
             return f"{clip.clip}: the worker process died (out of memory or killed); re-run to retry"
         return f"{clip.clip}: unexpected {type(exc).__name__}: {exc}"  # the folder's record() says where its traceback is
 
+    @property
+    def queued_at_most(self) -> int:
+        """Clips the workers may have queued before this process waits for one to finish: enough
+        that they never wait for the next batch of ``prepare`` (detection need not run further ahead)."""
+        return 2 * max(self.workers, PREPARE_BATCH)
+
     def collect(self, block: bool) -> None:
         """Record finished clips: all of them (``block``), or those done by now, waiting only
-        while the workers have ``2 × workers`` clips queued (detection need not run further ahead)."""
+        while the workers have ``queued_at_most`` clips queued."""
         while self.pending:
-            if block or len(self.pending) >= 2 * self.workers:
+            if block or len(self.pending) >= self.queued_at_most:
                 done_now, _ = wait(self.pending, return_when=FIRST_COMPLETED)
             else:
                 done_now = {f for f in self.pending if f.done()}
@@ -156,7 +182,7 @@ class _Runner:
                     self.failed(index, clip, exc)
                 else:
                     self.finish(index, row)
-            if not block and len(self.pending) < 2 * self.workers:
+            if not block and len(self.pending) < self.queued_at_most:
                 return
 
     def salvage(self) -> None:
@@ -186,8 +212,10 @@ def run_clips(
         Entered; each clip's row is recorded there as it finishes.
     work : callable
         A module-level function (it is sent to worker processes) returning the row's columns.
-    prepare : callable(clip, frames) -> (box, warnings), optional
-        Runs in this process before ``work`` (face detection); ``(None, [])`` if omitted.
+    prepare : callable(items) -> results, optional
+        Runs in this process before ``work`` (face detection), on up to ``PREPARE_BATCH`` clips
+        at once: for each ``(clip, frames)``, ``(box, warnings)`` or the exception that clip
+        met (its failure row). An exception it raises stops the job. ``(None, [])`` if omitted.
     workers : int
         Worker processes at most; 1 runs everything here. Never more are started than the
         cores (``available_cores``) or the clips to do: each is one more Python interpreter.
@@ -202,19 +230,28 @@ def run_clips(
         progress(runner.done, runner.total, f"{folder.resumed} already done" if folder.resumed else "")
     pool = _pool(workers) if workers > 1 and len(folder.todo) > 1 else None
     try:
-        for index, clip in folder.todo:
-            try:
-                if blocked and clip.clip in blocked:
-                    raise ClipError(f"{clip.clip}: {blocked[clip.clip]}")
-                frames = preflight(folder.dataset, clip)
-                box, warnings = prepare(clip, frames) if prepare else (None, [])
-                if pool is None:
-                    runner.finish(index, {**clip_row(clip, "ok"), **work(clip, frames, box, warnings, *args)})
-                else:
-                    runner.pending[pool.submit(work, clip, frames, box, warnings, *args)] = (index, clip)
-            except Exception as exc:  # noqa: BLE001 - one clip's failure must not stop the batch
-                runner.failed(index, clip, exc)
-            runner.collect(block=False)
+        for chunk in _batches(folder.todo):
+            ready: list[tuple[int, ClipAnnotation, ClipFrames]] = []
+            for index, clip in chunk:
+                try:
+                    if blocked and clip.clip in blocked:
+                        raise ClipError(f"{clip.clip}: {blocked[clip.clip]}")
+                    ready.append((index, clip, preflight(folder.dataset, clip)))
+                except Exception as exc:  # noqa: BLE001 - one clip's failure must not stop the batch
+                    runner.failed(index, clip, exc)
+            prepared = prepare([(clip, frames) for _, clip, frames in ready]) if prepare and ready else [(None, [])] * len(ready)
+            for (index, clip, frames), result in zip(ready, prepared, strict=True):
+                try:
+                    if isinstance(result, Exception):
+                        raise result
+                    box, warnings = result
+                    if pool is None:
+                        runner.finish(index, {**clip_row(clip, "ok"), **work(clip, frames, box, warnings, *args)})
+                    else:
+                        runner.pending[pool.submit(work, clip, frames, box, warnings, *args)] = (index, clip)
+                except Exception as exc:  # noqa: BLE001 - one clip's failure must not stop the batch
+                    runner.failed(index, clip, exc)
+                runner.collect(block=False)
         runner.collect(block=True)
     except BaseException:
         runner.salvage()

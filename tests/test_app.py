@@ -26,14 +26,14 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from sammflow import cache as disk
-from sammflow import access, detect, export, export_choices, figures, tables, ui
+from sammflow import access, detect, export, export_choices, figures, tables, tiles, ui
 from sammflow.annotations import read_annotations
 from sammflow.dataset import load_dataset
 from sammflow.export import export_flows
 from sammflow.params import PRESETS, AlignParams, AnnotationParams, GifParams, PipelineParams
 from sammflow.pipeline import spot_clip
 
-from app_helpers import OUTSIDE, open_page, write_video
+from app_helpers import OUTSIDE, open_page, watching, write_video
 
 pytest_plugins = ("app_fixtures",)  # the dashboard's fixtures, kept out of conftest.py
 REPO = Path(__file__).resolve().parents[1]
@@ -360,6 +360,28 @@ def test_grid_shows_one_aligned_tile_per_clip_or_subject(app_env: dict[str, str]
     assert all("apex" in c for image in at.image for c in image.captions)
 
 
+def test_the_grid_is_kept_whole_and_fills_the_disk_cache(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: run again, the grid reads no file (it is held in memory as drawn); its boxes
+    and crops are in the disk cache, so after a restart no face is detected again."""
+    st.cache_data.clear()
+    at = open_page("app_pages/grid.py", {"frame": "apex"})
+    assert_clean(at)
+    shown = urls(at)
+    with watching(Path(app_env["SAMMFLOW_CACHE"])) as reads:
+        at.run()
+    assert_clean(at)
+    assert reads == [] and len(urls(at)) == len(shown) == 4
+    assert [b.label for b in at.download_button] == ["Download grid (PNG)"]
+    st.cache_data.clear()  # a restarted server
+    monkeypatch.setattr(detect, "load_detector", lambda *args: pytest.fail("the boxes are on disk"))
+    at = open_page("app_pages/grid.py", {"frame": "apex"})
+    assert_clean(at)
+    assert [image.captions[0] for image in at.image] == [f"{c.clip} · apex {c.apex}" for c in
+                                                          read_annotations(Path(app_env["SAMMFLOW_DATA"]) / "samm.csv").clips]
+    at.switch_page("app_pages/flow.py").run()  # the apex crops the grid made are the flow page's too
+    assert_clean(at)
+
+
 # ---------------------------------------------------------------- flow samples
 
 
@@ -458,6 +480,36 @@ def test_a_linked_large_clip_stays_through_a_resample(app_env: dict[str, str], m
         at.button(key="resample").click().run()
         assert_clean(at)
         assert _large(at) == after, linked
+
+
+def test_flows_are_computed_again_only_when_an_active_flow_parameter_changes(app_env: dict[str, str],
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: the flow fields are kept by crops + the flow parameters active under the method;
+    the maps are encoded from them. A map parameter, or a parameter of another method, computes
+    no flow (TV-L1: a second a pair)."""
+    st.cache_data.clear()
+    computed: list[str] = []
+    real = tiles.compute_flows
+
+    def compute_flows(pairs, params, **kwargs):
+        computed.append(f"{params.method} {len(pairs)}")
+        return real(pairs, params, **kwargs)
+
+    monkeypatch.setattr(tiles, "compute_flows", compute_flows)
+    at = open_page("app_pages/flow.py")
+    assert_clean(at) and computed == ["farneback 4"]  # the 4 clips of the sample; the large one is among them
+    maps = urls(at)
+    for key, value in (("map_scale", "minmax"), ("map_size", 32), ("map_channels", "uvs")):
+        at.sidebar.selectbox(key=key).set_value(value).run()
+        assert_clean(at)
+    assert computed == ["farneback 4"] and urls(at)[:4] != maps[:4]  # new maps, from the same flows
+    at.sidebar.selectbox(key="flow_method").set_value("dis").run()
+    at.sidebar.selectbox(key="flow_method").set_value("farneback").run()  # back: its flows are still there
+    assert computed == ["farneback 4", "dis 4"]
+    at.sidebar.slider(key="winsize").set_value(21).run()
+    at.sidebar.selectbox(key="flow_method").set_value("dis").run()  # the window size is Farnebäck's: DIS's flows stand
+    assert_clean(at)
+    assert computed == ["farneback 4", "dis 4", "farneback 4"]
 
 
 def test_flow_view_lives_in_the_url(app_env: dict[str, str]) -> None:

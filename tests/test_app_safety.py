@@ -318,7 +318,7 @@ def test_every_streamlit_cache_has_max_entries() -> None:
                     keywords = {k.arg for k in deco.keywords} if isinstance(deco, ast.Call) else set()
                     caches.append((f"{path.name}:{node.name}", "max_entries" in keywords))
     # the compute caches of the issue-9 layer (no detector cache: MTCNN is detect.load_detector's)
-    assert {"ui.py:_load", "ui.py:_crops", "ui.py:_alignment", "ui.py:_flow", "ui.py:_gif"} <= {name for name, _ in caches}, caches
+    assert {"ui.py:_load", "ui.py:_crops", "ui.py:_alignment", "ui.py:_grid", "ui.py:_flow_field", "ui.py:_gif"} <= {name for name, _ in caches}, caches
     assert len(caches) >= 6, caches
     assert [name for name, bounded in caches if not bounded] == []
 

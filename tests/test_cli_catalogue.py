@@ -339,12 +339,12 @@ def test_ctrl_c_while_the_dataset_is_read_writes_nothing(demo_root, place, monke
 
 @pytest.mark.slow
 def test_sigterm_during_the_first_clip_leaves_a_resumable_folder(demo_root, place, monkeypatch):
-    real = sammflow.export.find_apex_face
+    real = sammflow.export.find_apex_faces
 
-    def terminated(clip, frames, **kwargs):
+    def terminated(items, **kwargs):
         raise sammflow.cli.Terminated(signal.SIGTERM)
 
-    monkeypatch.setattr(sammflow.export, "find_apex_face", terminated)
+    monkeypatch.setattr(sammflow.export, "find_apex_faces", terminated)
     out = place / "work" / "OUT"
     data_before, place_before = files_under(demo_root), files_under(place, skip=out)
     run = run_cli("export", demo_root, out, "-q", "-j", "1")
@@ -353,7 +353,7 @@ def test_sigterm_during_the_first_clip_leaves_a_resumable_folder(demo_root, plac
           place_before=place_before)
     assert [r["status"] for r in manifest(out)] == ["pending"] * 4
     assert "stopped by SIGTERM: 4 clip(s) left pending" in (out / "sammflow.log").read_text()
-    monkeypatch.setattr(sammflow.export, "find_apex_face", real)
+    monkeypatch.setattr(sammflow.export, "find_apex_faces", real)
     again = run_cli("export", demo_root, out, "-q", "-j", "1")
     assert again.code == 0 and [r["status"] for r in manifest(out)] == ["ok"] * 4
 

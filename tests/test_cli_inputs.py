@@ -484,24 +484,24 @@ def test_unexpected_error_with_nowhere_to_log_says_so(demo_root, tmp_path, monke
 
 
 def test_interrupt_keeps_finished_clips_and_resumes(demo_root, tmp_path, monkeypatch):
-    real = sammflow.export.find_apex_face
+    real = sammflow.export.find_apex_faces
     calls = []
 
-    def interrupted(clip, frames, **kwargs):
-        calls.append(clip.clip)
-        if len(calls) == 3:
+    def interrupted(items, **kwargs):
+        calls.append([clip.clip for clip, _ in items])
+        if len(calls) == 3:  # the apex faces of clips 1, then 2 and 3 found; those of clip 4 being looked for
             raise KeyboardInterrupt
-        return real(clip, frames, **kwargs)
+        return real(items, **kwargs)
 
-    monkeypatch.setattr(sammflow.export, "find_apex_face", interrupted)
+    monkeypatch.setattr(sammflow.export, "find_apex_faces", interrupted)
     run = run_cli("export", demo_root, tmp_path / "out", "-q", "-j", "1")
     assert_clean_failure(run, 130)
     assert run.err_lines == [f"interrupted (SIGINT); finished clips are kept in {tmp_path / 'out'} "
                              f"(the rest are 'pending' in its manifest.csv): re-run the same command to resume"]
-    assert [r["status"] for r in run.rows] == ["ok", "ok", "pending", "pending"]
-    monkeypatch.setattr(sammflow.export, "find_apex_face", real)
+    assert [len(c) for c in calls] == [1, 2, 1] and [r["status"] for r in run.rows] == ["ok", "ok", "ok", "pending"]
+    monkeypatch.setattr(sammflow.export, "find_apex_faces", real)
     again = run_cli("export", demo_root, tmp_path / "out", "-q", "-j", "1")
-    assert again.code == 0 and "(2 already done by an earlier run, kept)" in again.out
+    assert again.code == 0 and "(3 already done by an earlier run, kept)" in again.out
     assert [r["status"] for r in again.rows] == ["ok"] * 4
 
 

@@ -100,3 +100,31 @@ def test_min_face_larger_than_the_detection_image_is_a_clear_no_face(face_image)
     # MTCNN itself fails with "torch.cat(): expected a non-empty list" (an unexpected error)
     with pytest.raises(NoFaceError, match=r"the detection image is 512×512 px, smaller than the smallest face looked for \(--min-face 600\)"):
         detect_face(face_image, params=DetectParams(min_face=600))
+
+
+def test_a_loading_detector_stands_in_for_the_detector_being_built(monkeypatch):
+    """Built in a thread (torch's import overlaps the start of a job), ``detect`` waits for it
+    and runs torch on one thread (the workers hold the other cores), the caller's thread count
+    kept; a detector that cannot be built raises the caller's error type."""
+    import torch
+
+    import sammflow.detect as detect_module
+
+    class Fake:
+        def detect(self, images):
+            return "found", images, torch.get_num_threads()
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(detect_module, "load_detector", lambda device, min_face: Fake())
+    with detect_module.LoadingDetector(DetectParams()) as loading:
+        assert loading.detect("image") == ("found", "image", 1)
+        assert torch.get_num_threads() == before
+
+    def missing(device, min_face):
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+
+    monkeypatch.setattr(detect_module, "load_detector", missing)
+    with detect_module.LoadingDetector(DetectParams(device="cuda:3"), error=LookupError) as loading:
+        with pytest.raises(LookupError, match="'cuda:3' requested but CUDA is not available"):
+            loading.detect("image")
+    assert torch.get_num_threads() == before

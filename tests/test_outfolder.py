@@ -131,7 +131,7 @@ def test_normalize_resumes_and_redoes_a_clip_with_a_crop_missing(demo_root, tmp_
 def test_a_run_that_finished_nothing_does_not_block_other_parameters(demo_root, tmp_path, monkeypatch):
     import sammflow.export
 
-    monkeypatch.setattr(sammflow.export, "find_apex_face", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(sammflow.export, "find_apex_faces", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         export_flows(dataset(demo_root), tmp_path / "out", params=PipelineParams(align=AlignParams(margin=10)))
     monkeypatch.undo()

@@ -122,6 +122,26 @@ def test_apex_boxes_come_from_the_store_until_the_apex_frame_changes(demo_copy, 
     assert pipeline.find_apex_face(clip, frames, boxes=store) == again and len(calls) == 4
 
 
+def test_apex_faces_of_several_clips_are_those_found_one_clip_at_a_time(demo_copy, tmp_path, monkeypatch):
+    """``find_apex_faces`` (one MTCNN batch for several clips, as the jobs and the grid page use
+    it): per clip the same box and warnings as ``find_apex_face``, a failure in its own slot,
+    boxes in the store served without detection."""
+    items = _dataset(demo_copy).ready()
+    singles = [pipeline.find_apex_face(clip, frames) for clip, frames in items]
+    bad_clip, bad_frames = items[1]
+    bad_frames.path(bad_clip.apex).write_bytes(b"not a jpeg")
+    batches = []
+    real = pipeline.detect_faces
+    monkeypatch.setattr(pipeline, "detect_faces", lambda frames, **k: batches.append(len(frames)) or real(frames, **k))
+    store = ClipStore(demo_copy, base=tmp_path / "cache")
+    found = pipeline.find_apex_faces(items, boxes=store)
+    assert batches == [len(items) - 1]  # every readable apex in one call
+    assert isinstance(found[1], pipeline.ClipError) and str(found[1]).startswith(f"{bad_clip.clip}: {bad_frames.path(bad_clip.apex)}: ")
+    assert [f for i, f in enumerate(found) if i != 1] == [s for i, s in enumerate(singles) if i != 1]
+    assert pipeline.find_apex_faces(items[:1] + items[2:], boxes=store) == [found[0], *found[2:]] and len(batches) == 1  # from the store
+    assert pipeline.find_apex_faces([]) == [] and len(batches) == 1
+
+
 # ---------------------------------------------------------------- bad frames and paths (issue 10)
 
 

@@ -62,8 +62,8 @@ def _folder(dataset, out):
                         sources={"dataset": str(dataset.root), "annotations": dataset.annotations.source})
 
 
-def _prepare(clip, frames):
-    return BOX, [f"prepared {clip.clip} here, pid {os.getpid()}"]
+def _prepare(items):
+    return [(BOX, [f"prepared {clip.clip} here, pid {os.getpid()}"]) for clip, _ in items]
 
 
 def test_every_clip_is_recorded_in_order_with_progress(tiny, tmp_path):
@@ -101,16 +101,15 @@ def test_blocked_missing_and_buggy_clips_fail_alone(tiny, tmp_path):
 def test_a_full_disk_stops_the_batch(tiny, tmp_path):
     calls = []
 
-    def prepare(clip, frames):
-        calls.append(clip.clip)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return _prepare(clip, frames)
+    def prepare(items):
+        calls.extend(clip.clip for clip, _ in items)
+        return [OSError(errno.ENOSPC, "No space left on device") if clip.clip == "006_1_2" else result
+                for (clip, _), result in zip(items, _prepare(items))]
 
     with pytest.raises(InputError, match=r"cannot write outputs \(No space left on device\); finished clips are kept, re-run to resume"):
         with _folder(_dataset(tiny), tmp_path / "out") as folder:
             run_clips(folder, work, ("here",), prepare=prepare)
-    assert calls == ["006_1_1", "006_1_2"]  # nothing tried after it
+    assert calls == ["006_1_1", "006_1_2", "006_1_3"]  # prepared in batches of 1, 2, ...: nothing worked on after it
     assert [r["status"] for r in read_csv(tmp_path / "out" / "manifest.csv")] == ["ok", "pending", "pending", "pending"]
 
 
