@@ -243,10 +243,10 @@ def _settled(boxes: Any, probs: Any, *, params: DetectParams, scale: float) -> b
     """Whether a batched result cannot round differently from the same frame's alone: then
     ``detect_faces`` gives exactly ``detect_face``'s box (so a clip's box never depends on the
     clips it was detected with); otherwise the frame is detected again alone."""
-    if boxes is None or probs is None:
+    faces = _faces(boxes, probs)
+    if faces is None:
         return True
-    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
-    probs = np.asarray([np.nan if p is None else p for p in np.ravel(probs)], dtype=float)
+    boxes, probs = faces
     if not np.isfinite(probs).all():
         return False
     ranked = np.sort(probs)[::-1]
@@ -279,13 +279,23 @@ def _detection_image(frame: np.ndarray, params: DetectParams) -> tuple[np.ndarra
 def _best_face(boxes: Any, probs: Any, *, params: DetectParams, scale: float, shape: tuple[int, ...], frame_number: int | None) -> FaceBox:
     """The most probable of one image's MTCNN faces (facenet's ``detect`` convention: ``None``
     or object arrays), mapped back to frame pixels; NoFaceError if none reaches ``min_prob``."""
-    if boxes is None or probs is None:
+    faces = _faces(boxes, probs)
+    if faces is None:
         raise NoFaceError("no face found")
-    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)  # numpy 2: facenet's MTCNN may return object arrays
-    probs = np.asarray([np.nan if p is None else p for p in np.ravel(probs)], dtype=float)
+    boxes, probs = faces
     keep = np.flatnonzero(np.nan_to_num(probs, nan=0.0) >= params.min_prob)
     if keep.size == 0:
         best = np.nanmax(probs) if np.isfinite(probs).any() else 0.0
         raise NoFaceError(f"no face with probability >= {params.min_prob} (best {best:.2f})")
     best = keep[np.argmax(probs[keep])]
     return FaceBox.from_xyxy(boxes[best] / scale, shape=shape, prob=float(probs[best]), frame=frame_number)
+
+
+def _faces(boxes: Any, probs: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """One image's MTCNN result as float arrays, boxes (n, 4) and probabilities (n,) (a
+    missing probability NaN); ``None`` where it found no face (facenet's ``None``). numpy 2:
+    facenet's own MTCNN may return object arrays."""
+    if boxes is None or probs is None:
+        return None
+    return (np.asarray(boxes, dtype=float).reshape(-1, 4),
+            np.asarray([np.nan if p is None else p for p in np.ravel(probs)], dtype=float))

@@ -292,31 +292,26 @@ class MTCNN:
 
         # second stage: RNet on 24×24 crops
         if len(boxes) > 0:
-            boxes, image_inds, out = self._refine(pixels, boxes, image_inds, _rnet, "rnet", 24)
-            score = out[1][:, 1]
-            ipass = score > self.thresholds[1]
-            boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
-            image_inds, mv = image_inds[ipass], out[0][ipass]
+            boxes, image_inds, mv = self._refine(pixels, boxes, image_inds, _rnet, "rnet", 24, self.thresholds[1])
             pick = _batched_nms(torch, boxes[:, :4], boxes[:, 4], image_inds, 0.7)
             boxes, image_inds, mv = boxes[pick], image_inds[pick], mv[pick]
             boxes = _rerec(torch, _bbreg(torch, boxes, mv))
 
         # third stage: ONet on 48×48 crops, then NMS by intersection over the smaller box
         if len(boxes) > 0:
-            boxes, image_inds, out = self._refine(pixels, boxes, image_inds, _onet, "onet", 48)
-            score = out[1][:, 1]
-            ipass = score > self.thresholds[2]
-            boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
-            image_inds, mv = image_inds[ipass], out[0][ipass]
+            boxes, image_inds, mv = self._refine(pixels, boxes, image_inds, _onet, "onet", 48, self.thresholds[2])
             boxes = _bbreg(torch, boxes, mv)
             pick = torch.as_tensor(_batched_nms_min(boxes[:, :4].cpu().numpy(), boxes[:, 4].cpu().numpy(), image_inds.cpu().numpy(), 0.7),
                                    device=boxes.device)
             boxes, image_inds = boxes[pick], image_inds[pick]
         return boxes[:, :5].cpu().numpy(), image_inds.cpu().numpy()
 
-    def _refine(self, pixels: _Pixels, boxes: Any, image_inds: Any, net: Any, name: str, size: int) -> tuple[Any, Any, tuple[Any, ...]]:
+    def _refine(self, pixels: _Pixels, boxes: Any, image_inds: Any, net: Any, name: str, size: int,
+                threshold: float) -> tuple[Any, Any, Any]:
         """Each box's crop (clipped to the image) resampled to ``size`` px, through ``net`` in
-        facenet's chunks. Boxes wholly outside the image are dropped first."""
+        facenet's chunks (boxes wholly outside the image are dropped first); the boxes whose
+        face score passes ``threshold``, with that score as their 5th column, their image
+        indices and their box regressions."""
         torch = self._torch
         y, ey, x, ex = _pad(boxes, pixels.width, pixels.height)
         inside = (ey > y - 1) & (ex > x - 1)
@@ -325,10 +320,13 @@ class MTCNN:
             boxes, image_inds = boxes[keep], image_inds[keep]
             y, ey, x, ex = y[inside], ey[inside], x[inside], ex[inside]
         if len(boxes) == 0:
-            return boxes, image_inds, (boxes.new_zeros((0, 4)), boxes.new_zeros((0, 2)))
+            return boxes[:, :5], image_inds, boxes.new_zeros((0, 4))
         im_data = _normalised(pixels.crops(image_inds.cpu().numpy(), y - 1, ey, x - 1, ex, size))
         outs = [net(torch, self._params[name], im_data[i:i + _CHUNK]) for i in range(0, len(im_data), _CHUNK)]
-        return boxes, image_inds, tuple(torch.cat(parts, dim=0) for parts in zip(*outs))
+        regression, probs = (torch.cat(parts, dim=0) for parts in zip(*outs))
+        score = probs[:, 1]
+        ipass = score > threshold
+        return torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1), image_inds[ipass], regression[ipass]
 
 
 class _Pixels:

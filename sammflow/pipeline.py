@@ -154,7 +154,7 @@ def find_apex_faces(
         if boxes is not None:
             boxes.put_box(apex.clip, apex.frames, params, box, warnings)
         results[index] = (box, warnings)
-    return [r for r in results if r is not None]
+    return results  # type: ignore[return-value]  # every slot is filled: from the store, an error or a detection
 
 
 @dataclass(frozen=True)
