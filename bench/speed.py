@@ -10,7 +10,7 @@ Two data sets (``bench/run.py`` builds or reuses them under ``bench/data``):
   clips, onset and apex frames): export, TV-L1 export and dashboard rows.
 
 Every row says **cold** or **warm**. Cold: a fresh process timed from the outside (interpreter
-start-up, imports, torch and MTCNN load included), with an empty sammflow disk cache
+start-up, imports and MTCNN load included), with an empty sammflow disk cache
 (``SAMMFLOW_CACHE`` pointing at a new folder). Warm: the same process again (what is loaded
 stays loaded). In every row the data set's files are in the OS page cache (each file read
 once just before the measurements): no row measures the disk.
@@ -267,7 +267,7 @@ def speed_section(data: SpeedData, groups: Sequence[str] = GROUPS) -> str:
                 ok, total = _ok_rows(out / "manifest.csv", valid)
                 m[f"export_rate_{w}"] = valid / ran.wall
                 rows.append((f"export maps (Farnebäck), {w} worker(s), SAMM-scale set — cold (fresh process `python -m sammflow "
-                             f"export DATA OUT -q -j {w}`, start-up, torch import and MTCNN load included, empty disk cache)",
+                             f"export DATA OUT -q -j {w}`, start-up and MTCNN load included, empty disk cache)",
                              f"{valid / ran.wall:.1f} clips/s", f"{ran.wall:.2f} s for the {valid} valid clips ({ok} ok of {total} "
                              f"manifest rows; the {total - valid} impossible rows are reported, not processed); CPU {ran.cpu_share(n):.0%} "
                              f"of {n} cores; {_mem(ran)}"))
@@ -277,7 +277,7 @@ def speed_section(data: SpeedData, groups: Sequence[str] = GROUPS) -> str:
             m["export_warm"] = valid / result["seconds"]
             warm_ok = str(result["ok"]) if result["ok"] == valid else f"**only {result['ok']}**"
             rows.append((f"export maps (Farnebäck), {n} worker(s), SAMM-scale set — **warm** (second `export_flows` in the same "
-                         "process: torch, MTCNN and the worker pool loaded; apex faces detected again)",
+                         "process: MTCNN and the worker pool loaded; apex faces detected again)",
                          f"{valid / result['seconds']:.1f} clips/s", f"{result['seconds']:.2f} s for the {valid} valid clips "
                          f"({warm_ok} ok); {_mem(ran)} (both exports)"))
 

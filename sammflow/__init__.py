@@ -23,8 +23,8 @@ Above the stages, imports run one way::
     cli | access, tables, figures,     the command line | the dashboard: paths, tables, images,
           charts, export_choices, ui     charts, the export page's plan (Streamlit only in ui)
 
-Nothing here imports Streamlit (that lives in ``sammflow.ui``) or torch (imported lazily by
-``sammflow.detect`` when a face is actually detected).
+Nothing here imports Streamlit (that lives in ``sammflow.ui``) or torch (MTCNN runs on
+OpenCV on CPU; ``sammflow.detect`` imports torch only for a GPU detector).
 """
 
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ Residuals are in crop pixels (at ``crop_size``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ _MAX_ITERATIONS = 8
 _CONVERGED = 0.002  # px: a refinement step smaller than this ends the iterations
 _REGION_SIGMA = 4.0  # px on the stride grid (8 frame px): size of a "region" for robust weights
 _CONVERGED_SHIFT = 0.01  # px: a shift's refinement ends at a step smaller than this (each step cuts the error ≈ 6×)
+_SLACK = 2  # frame px around a shift's first sampling window converted with it (later ones stay within ~1 px)
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ def _parabola(surface: np.ndarray, x: int, y: int) -> tuple[float, float]:
     """Sub-pixel peak of ``surface`` around its maximum at (x, y), one parabola per axis."""
     def vertex(minus: float, centre: float, plus: float) -> float:
         curvature = minus - 2 * centre + plus
-        return float(np.clip(0.5 * (minus - plus) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
+        return float(min(max(0.5 * (minus - plus) / curvature, -0.5), 0.5)) if curvature < 0 else 0.0
 
     h, w = surface.shape
     fx = vertex(surface[y, x - 1], surface[y, x], surface[y, x + 1]) if 0 < x < w - 1 else 0.0
@@ -225,6 +227,9 @@ class Reference:
         self.jacobian = np.stack(columns, axis=1)
         self.motion = motion
         self.rows, self.cols = rows, cols
+        # the grid's first pixel (x, y) in the crop and the extent it spans: what ``_shifted_samples`` filters
+        self.grid_origin = (cols.start, rows.start)
+        self.grid_span = ((self.grid[1] - 1) * cols.step + 1, (self.grid[0] - 1) * rows.step + 1)
         # translation: the normal equations are a few dot products with these, computed once per clip
         self.gx, self.gy = np.ascontiguousarray(gx), np.ascontiguousarray(gy)
         self.gxx, self.gxy, self.gyy = gx * gx, gx * gy, gy * gy
@@ -303,13 +308,17 @@ def _refine_translation(frame: np.ndarray, reference: Reference, box: FaceBox, s
     per iteration)."""
     template, gx, gy = reference.values, reference.gx, reference.gy
     dx, dy = start.dx, start.dy
+    source = _FloatFrame(frame, slack=_SLACK)  # every iteration samples about the same window
     weights: np.ndarray | None = None  # None: all ones
+    total = float(len(template))  # Σ weights
     sampled = template
-    covariance = np.zeros((2, 2))
+    spread = 0.0  # trace of the shift's covariance
     for iteration in range(_MAX_ITERATIONS):
-        sampled = _shifted_samples(frame, box.x1 + dx, box.y1 + dy, reference)
-        gain, bias = _photometric_fast(sampled, reference, weights)
-        residual = sampled - np.float32(gain) * template - np.float32(bias)
+        sampled = _shifted_samples(source, box.x1 + dx, box.y1 + dy, reference)
+        gain, bias = _photometric_fast(sampled, reference, weights, total)
+        residual = np.multiply(template, np.float32(gain))  # sampled − gain·template − bias, in one buffer
+        np.subtract(sampled, residual, out=residual)
+        residual -= np.float32(bias)
         if robust:  # from the first step: the apex template's own expression must not pull the start
             weights = _region_weights(residual, reference.grid)
         if weights is None:
@@ -325,30 +334,31 @@ def _refine_translation(frame: np.ndarray, reference: Reference, box: FaceBox, s
         det = g2 * g2 * (hxx * hyy - hxy * hxy)
         if not det > 1e-12 * max(g2 * g2 * hxx * hyy, 1e-30):
             break  # a flat template: keep the whole-pixel answer
-        # step = −H⁻¹ b with H = g² [[hxx, hxy], [hxy, hyy]]
-        inverse = np.array([[hyy, -hxy], [-hxy, hxx]]) * (g2 / det)
-        step_x = -(inverse[0, 0] * bx + inverse[0, 1] * by)
-        step_y = -(inverse[1, 0] * bx + inverse[1, 1] * by)
+        # step = −H⁻¹ b with H = g² [[hxx, hxy], [hxy, hyy]]: H⁻¹ = g²/det [[hyy, −hxy], [−hxy, hxx]]
+        factor = g2 / det
+        ixx, ixy, iyy = hyy * factor, -hxy * factor, hxx * factor
+        step_x = -(ixx * bx + ixy * by)
+        step_y = -(ixy * bx + iyy * by)
         dx, dy = dx + step_x, dy + step_y
         # standard error of the shift: residual variance × (JᵀWJ)⁻¹
         dof = max(total - 4.0, 1.0)
         variance = float(np.dot(weighted, residual)) / dof
-        covariance = variance * inverse
+        spread = variance * ixx + variance * iyy
         if max(abs(step_x), abs(step_y)) < _CONVERGED_SHIFT and iteration >= 1:
             break
     if not (np.isfinite(dx) and np.isfinite(dy)) or np.hypot(dx - start.dx, dy - start.dy) > 2.0:
         return FrameMatch(start.dx, start.dy, start.score, residual=float("inf"))
-    error = 2.0 * float(np.sqrt(max(np.trace(covariance), 0.0)))
+    error = 2.0 * math.sqrt(max(spread, 0.0))
     return FrameMatch(float(dx), float(dy), _correlation_with(sampled, reference), residual=error * scale_to_crop)
 
 
-def _photometric_fast(sampled: np.ndarray, reference: Reference, weights: np.ndarray | None) -> tuple[float, float]:
-    """``_photometric`` with the template's unweighted mean and variance computed once per clip."""
+def _photometric_fast(sampled: np.ndarray, reference: Reference, weights: np.ndarray | None, total: float) -> tuple[float, float]:
+    """``_photometric`` with the template's unweighted mean and variance computed once per clip
+    (``total``: ``weights.sum()``, which the caller has)."""
     if weights is None:
         mean_s = float(sampled.mean())
         gain = float(np.dot(reference.centred, sampled)) / reference.variance if reference.variance > 0 else 1.0
         return gain, mean_s - gain * reference.mean
-    total = float(weights.sum())
     weighted = weights * reference.values
     sum_t, sum_s = float(weighted.sum()), float(np.dot(weights, sampled))
     mean_t, mean_s = sum_t / total, sum_s / total
@@ -370,7 +380,7 @@ def crop_aligned(frame: np.ndarray, box: FaceBox, dx: float = 0.0, dy: float = 0
     """
     _check_grey(frame, "frame")
     if angle == 0.0 and scale == 1.0:
-        patch = _shifted_patch(frame, box.x1 + dx, box.y1 + dy, box.width, box.height)
+        patch = _shifted_patch(_FloatFrame(frame), box.x1 + dx, box.y1 + dy, box.width, box.height)
     else:
         patch = _warped_patch(frame, box, _similarity_params(dx, dy, angle, scale))
     size = params.crop_size
@@ -446,12 +456,19 @@ class FrameAligner:
 
 
 def _cubic_weights(fraction: float) -> np.ndarray:
-    """Keys cubic (a = −0.5) weights of the 4 pixels around a position ``floor + fraction``."""
-    x = np.array([1.0 + fraction, fraction, 1.0 - fraction, 2.0 - fraction])
+    """Keys cubic (a = −0.5) weights of the 4 pixels around a position ``floor + fraction``.
+
+    Computed on Python floats: numpy's per-call overhead on four elements cost more than the
+    filtering the weights feed (the same float64 operations, so the same weights)."""
     a = -0.5
-    near = (a + 2) * x**3 - (a + 3) * x**2 + 1
-    far = a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
-    return np.where(x <= 1.0, near, far).astype(np.float32)
+
+    def weight(x: float) -> float:
+        if x <= 1.0:
+            return (a + 2) * x**3 - (a + 3) * x**2 + 1
+        return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+
+    f = float(fraction)
+    return np.array([weight(1.0 + f), weight(f), weight(1.0 - f), weight(2.0 - f)], dtype=np.float32)
 
 
 def _window(frame: np.ndarray, x0: int, y0: int, width: int, height: int) -> np.ndarray:
@@ -466,17 +483,43 @@ def _window(frame: np.ndarray, x0: int, y0: int, width: int, height: int) -> np.
     return part
 
 
-def _shifted_patch(frame: np.ndarray, x: float, y: float, width: int, height: int) -> np.ndarray:
-    """float32 (height, width) patch whose pixel (0, 0) samples ``frame`` at (x, y), cubic.
+class _FloatFrame:
+    """A frame read as float32 windows (``_window``): the first window, grown by ``slack`` px
+    on each side, is converted once and later windows inside it are views of it.
+
+    The refinement of a shift asks for about the same window 2–8 times, a fraction of a pixel
+    apart: converting it once spares a uint8 → float32 pass over the box per iteration. A
+    window outside that part is converted on its own.
+    """
+
+    def __init__(self, frame: np.ndarray, *, slack: int = 0) -> None:
+        self.frame, self.slack = frame, slack
+        self.part: np.ndarray | None = None
+        self.origin = (0, 0)
+
+    def window(self, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+        """``_window(frame, x0, y0, width, height)``, a view of the converted part where it lies inside."""
+        if self.part is None:
+            s = self.slack
+            self.origin = (x0 - s, y0 - s)
+            self.part = _window(self.frame, x0 - s, y0 - s, width + 2 * s, height + 2 * s)
+        left, top = x0 - self.origin[0], y0 - self.origin[1]
+        if left >= 0 and top >= 0 and left + width <= self.part.shape[1] and top + height <= self.part.shape[0]:
+            return self.part[top:top + height, left:left + width]
+        return _window(self.frame, x0, y0, width, height)
+
+
+def _shifted_patch(source: _FloatFrame, x: float, y: float, width: int, height: int) -> np.ndarray:
+    """float32 (height, width) patch whose pixel (0, 0) samples the frame at (x, y), cubic.
 
     A shift has the same sub-pixel weights everywhere, so sampling is one separable filter
     with exact float weights (``cv2.remap`` would quantise positions to 1/32 px).
     """
-    ix, iy = int(np.floor(x)), int(np.floor(y))
+    ix, iy = math.floor(x), math.floor(y)
     fx, fy = x - ix, y - iy
     if fx == 0.0 and fy == 0.0:
-        return _window(frame, ix, iy, width, height)
-    window = _window(frame, ix - 1, iy - 1, width + 3, height + 3)
+        return source.window(ix, iy, width, height)
+    window = source.window(ix - 1, iy - 1, width + 3, height + 3)
     out = cv2.sepFilter2D(window, cv2.CV_32F, _cubic_weights(fx), _cubic_weights(fy), anchor=(0, 0), borderType=cv2.BORDER_ISOLATED)
     return out[:height, :width]
 
@@ -508,23 +551,19 @@ def _warped_patch(frame: np.ndarray, box: FaceBox, params: np.ndarray) -> np.nda
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def _shifted_samples(frame: np.ndarray, x: float, y: float, reference: Reference) -> np.ndarray:
+def _shifted_samples(source: _FloatFrame, x: float, y: float, reference: Reference) -> np.ndarray:
     """The template grid's samples (``reference.rows``/``cols``) of the box whose pixel (0, 0)
     is at frame (x, y), cubic: what ``_shifted_patch(...)[rows, cols]`` gives, filtering only
     the part of the box the grid covers."""
-    rows, cols = reference.rows, reference.cols
-    h, w = reference.shape
-    r0, c0 = rows.start, cols.start
-    height, width = len(range(*rows.indices(h))), len(range(*cols.indices(w)))
-    span_y, span_x = (height - 1) * rows.step + 1, (width - 1) * cols.step + 1
-    patch = _shifted_patch(frame, x + c0, y + r0, span_x, span_y)
-    return patch[::rows.step, ::cols.step].ravel()
+    (c0, r0), (span_x, span_y) = reference.grid_origin, reference.grid_span
+    patch = _shifted_patch(source, x + c0, y + r0, span_x, span_y)
+    return patch[::reference.rows.step, ::reference.cols.step].ravel()
 
 
 def _sample(frame: np.ndarray, box: FaceBox, params: np.ndarray, reference: Reference) -> np.ndarray:
     h, w = reference.shape
     if reference.motion == "translation":
-        patch = _shifted_patch(frame, box.x1 + params[0], box.y1 + params[1], w, h)
+        patch = _shifted_patch(_FloatFrame(frame), box.x1 + params[0], box.y1 + params[1], w, h)
     else:
         patch = _warped_patch(frame, box, params)
     return patch[reference.rows, reference.cols].ravel()
@@ -558,18 +597,22 @@ def _region_weights(residual: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     typical = _median(energy[::3])  # a third of the points give the same median
     if typical <= 1e-6:
         return np.ones_like(residual)
-    # (1 − u)² where u = energy / (4 × typical) < 1, else 0
-    return np.square(np.maximum(1.0 - energy / np.float32(4.0 * typical), np.float32(0.0)))
+    # (1 − u)² where u = energy / (4 × typical) < 1, else 0; in place (``energy`` is a new array)
+    np.divide(energy, np.float32(4.0 * typical), out=energy)
+    np.subtract(np.float32(1.0), energy, out=energy)
+    np.maximum(energy, np.float32(0.0), out=energy)
+    return np.square(energy, out=energy)
 
 
 def _median(values: np.ndarray) -> float:
-    """``np.median`` of a 1-D array, by partial sorting (several times faster)."""
+    """``np.median`` of a 1-D array, by one partial sort (several times faster): for an even
+    count, the lower middle value is the largest of the lower half."""
     n = len(values)
     half = n // 2
+    ordered = np.partition(values, half)
     if n % 2:
-        return float(np.partition(values, half)[half])
-    low, high = np.partition(values, (half - 1, half))[half - 1:half + 1]
-    return (float(low) + float(high)) / 2.0
+        return float(ordered[half])
+    return (float(ordered[:half].max()) + float(ordered[half])) / 2.0
 
 
 def _correlation_with(sampled: np.ndarray, reference: Reference) -> float:

@@ -8,8 +8,7 @@ processes: ``sammflow.tiles``), so a restart, or a change of a flow or encoding 
 never re-detects nor re-aligns; its batch export passes the same store to the job
 (``boxes=``), so a box found by a page is not found again. Results are the pipeline's own
 types (``NormalizedClip``). It imports neither Streamlit nor torch: the detector
-(``sammflow.detect.load_detector``) is only loaded on a cache miss, so a warm cache never
-pays torch's start-up.
+(``sammflow.detect.load_detector``) is only loaded on a cache miss.
 
 Layout, under ``cache_dir()`` (``$SAMMFLOW_CACHE``, else ``$XDG_CACHE_HOME/sammflow``, else
 ``~/.cache/sammflow``)::

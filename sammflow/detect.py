@@ -1,16 +1,18 @@
 """Face detection with MTCNN (``sammflow.mtcnn``: facenet-pytorch's detector without
-torchvision): one box per clip, on the apex frame.
+facenet-pytorch): one box per clip, on the apex frame.
 
-torch is imported only when a detector is built, so processes that never detect (flow
-tuning, export from cached crops, the app's overview) never pay its ≈ 2.5 s start-up.
-MTCNN's ``None`` results (and the object-dtype arrays of facenet-pytorch's own detector,
-which ``detector=`` still accepts) are converted here, once.
+On CPU the networks run on OpenCV's dnn module, so no process that detects on CPU imports
+torch (≈ 2.5 s and ≈ 0.4 GB); on "cuda" or "mps" torch runs them, imported when the detector
+is built. MTCNN's ``None`` results (and the object-dtype arrays of facenet-pytorch's own
+detector, which ``detector=`` still accepts) are converted here, once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,23 +88,27 @@ BATCH = 16
 @functools.lru_cache(maxsize=4)
 def load_detector(device: str = "cpu", min_face: int = 40) -> Any:
     """Build (once per device and ``min_face``) the MTCNN detector of ``sammflow.mtcnn``:
-    facenet-pytorch's networks and results without importing facenet-pytorch or torchvision.
-    Its weights ship inside the facenet-pytorch wheel; nothing is downloaded."""
-    import torch
-
+    facenet-pytorch's networks and results without importing facenet-pytorch. On "cpu" it
+    runs on OpenCV (no torch import); elsewhere on torch. Its weights ship inside the
+    facenet-pytorch wheel; nothing is downloaded."""
     from sammflow.mtcnn import MTCNN
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+    if device != "cpu":
+        import torch
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
     return MTCNN(min_face_size=min_face, device=device)
 
 
 class LoadingDetector:
-    """A detector being built (``load_detector``: torch's import, seconds) in a thread, standing
-    in for it meanwhile: ``detect`` waits for it. So a batch job or a page starts its worker
-    processes and decodes the first apex frames while torch loads.
+    """A detector being built (``load_detector``: reading the weights, and on a GPU torch's
+    import, seconds) in a thread, standing in for it meanwhile: ``detect`` waits for it. So a
+    batch job or a page starts its worker processes and decodes the first apex frames meanwhile.
 
-    Its detections run torch on one thread (the worker processes hold the other cores).
+    Its detections run on one thread (the worker processes hold the other cores): torch's
+    thread count is set for the calling thread only, OpenCV's for the process while any
+    detection runs (``_one_opencv_thread``).
     ``error`` turns a build failure (CUDA asked for but missing) into the caller's exception type.
     """
 
@@ -119,6 +125,9 @@ class LoadingDetector:
             detector = self.ready.result()
         except RuntimeError as exc:
             raise self._error(str(exc)) from exc
+        if getattr(detector, "engine", None) != "torch":
+            with _one_opencv_thread():
+                return detector.detect(*args, **kwargs)
         import torch  # imported by load_detector
 
         threads = torch.get_num_threads()  # torch's thread count is the calling thread's own
@@ -137,6 +146,32 @@ class LoadingDetector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_opencv_threads_lock = threading.Lock()
+_opencv_threads_users = 0
+_opencv_threads_before = 0
+
+
+@contextlib.contextmanager
+def _one_opencv_thread() -> Iterator[None]:
+    """OpenCV on one thread while any caller is inside (its thread count is the process's, so
+    concurrent detections share one setting): the first in saves the count, the last out
+    restores it. On a machine whose cores the worker processes hold, OpenCV's own threads
+    would only wait for them."""
+    global _opencv_threads_users, _opencv_threads_before
+    with _opencv_threads_lock:
+        if _opencv_threads_users == 0:
+            _opencv_threads_before = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+        _opencv_threads_users += 1
+    try:
+        yield
+    finally:
+        with _opencv_threads_lock:
+            _opencv_threads_users -= 1
+            if _opencv_threads_users == 0:
+                cv2.setNumThreads(_opencv_threads_before)
 
 
 def detect_face(frame: np.ndarray, *, params: DetectParams = DetectParams(), detector: Any = None, frame_number: int | None = None) -> FaceBox:
@@ -181,8 +216,9 @@ def detect_faces(
     same box for each frame as ``detect_face`` gives it (a batched result that rounding could
     turn into another box is recomputed alone: ``_settled``).
 
-    Batching cuts the per-frame time by ≈ 40 % on CPU (one pass of each network per pyramid
-    level for up to ``BATCH`` frames: ≈ 14 against 24 ms for a 640×341 frame on one thread).
+    Under torch (a GPU), batching cuts the per-frame time (one pass of each network per pyramid
+    level for up to ``BATCH`` frames: ≈ 14 against 24 ms for a 640×341 frame on one CPU
+    thread); the OpenCV engine (CPU) runs the frames of a batch one by one.
 
     Parameters
     ----------

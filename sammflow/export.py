@@ -150,9 +150,10 @@ def _gif_work(clip: ClipAnnotation, frames: ClipFrames, box: FaceBox | None, war
 
 @contextlib.contextmanager
 def _face_step(folder: OutputFolder, params: PipelineParams, detector: Any, boxes: BoxCache | None) -> Iterator[Prepare]:
-    """The per-clip step of this process: the apex face boxes (torch stays out of the workers),
-    several clips' at once. The detector is built (torch imported, ≈ 2.5 s) in a thread while
-    the worker processes start and the first apex frames are decoded."""
+    """The per-clip step of this process: the apex face boxes (the detector stays out of the
+    workers), several clips' at once. The detector is built in a thread while the worker
+    processes start and the first apex frames are decoded (on a GPU that includes torch's
+    import, ≈ 2.5 s)."""
     loading = LoadingDetector(params.detect, error=InputError) if detector is None and folder.todo else None
     found_by = loading or detector
     try:

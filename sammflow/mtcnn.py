@@ -1,39 +1,55 @@
-"""MTCNN face detection (Zhang et al. 2016) as facenet-pytorch 2.5.3 runs it, with torch alone.
+"""MTCNN face detection (Zhang et al. 2016) as facenet-pytorch 2.5.3 runs it, without facenet-pytorch.
 
-facenet-pytorch's detector imports torchvision (for one NMS function and an unused image
-transform), and torchvision's import pulls in ``torch._dynamo``: ≈ 2 s of start-up that
-detection never uses. This module is a port of its ``MTCNN.detect`` (``keep_all=True``) and
+This module is a port of facenet-pytorch's ``MTCNN.detect`` (``keep_all=True``) and
 ``models/utils/detect_face.detect_face``: the same three networks with the weights shipped in
 the facenet-pytorch wheel (read from its folder; the package is never imported), the same
-image pyramid, candidate crops and box regressions, NMS that makes torchvision's choices
-(ties included), and every network input bit for bit what facenet feeds it, in the same
-memory layout (torch's convolutions round differently on different layouts). On CPU it gives
-facenet's boxes and probabilities exactly (``tests/test_mtcnn.py``).
+image pyramid, candidate crops and box regressions, and NMS that makes torchvision's choices
+(ties included). The box arithmetic is numpy float32, operation for operation facenet's.
 
-It is ≈ 1.5–2× faster per image than facenet on CPU, with the same results: the "area"
-resampling of the pyramid and crops (torch's adaptive average pooling, a third of facenet's
-time) is done from integral images when exact (``_Pixels``), and max-pooling runs on
-channels-last copies, torch's fast kernel (``_max_pool``).
+Two engines run the networks:
 
-Differences, all where facenet fails or is ill-defined:
+``"opencv"`` (CPU, the default there)
+    OpenCV's ``dnn`` module, with the networks written out as Caffe definitions (the form
+    MTCNN was published in) and the wheel's weights. No torch: a process that detects on CPU
+    never pays torch's ≈ 2.5 s import or its ≈ 0.4 GB. Its convolutions add in another order
+    than torch's, so its boxes differ from facenet's in the last float bits (≤ 1e-3 px and
+    1e-5 in probability on real faces, ``tests/test_mtcnn.py``): a box rounded to whole
+    pixels is facenet's unless a coordinate lies within that of a half pixel.
+``"torch"`` (any device: "cpu", "cuda", "mps")
+    torch's convolutions, every network input bit for bit what facenet feeds it and in the
+    same memory layout (torch's convolutions round differently on different layouts). On
+    CPU it gives facenet's boxes and probabilities exactly (``tests/test_mtcnn.py``). torch
+    is imported when such a detector is built, not when this module is imported; torchvision
+    (for one NMS function) and its ``torch._dynamo`` import (≈ 2 s) never are.
+
+Both are faster per image than facenet on CPU: the "area" resampling of the pyramid and
+crops (torch's adaptive average pooling, a third of facenet's time) is done from integral
+images, exactly (``_Pixels``).
+
+Differences from facenet, all where facenet fails or is ill-defined:
 
 * an image smaller than ``min_face_size`` (an empty pyramid) has no faces, where facenet
   raises from ``torch.cat`` of nothing;
 * a candidate box that lies wholly outside the image is dropped, where facenet's crops and
   candidates fall out of step (an ``IndexError``);
 * in a batch, each image's NMS runs on that image's boxes alone, so a batch gives each image
-  what it gets alone (up to the networks' float rounding, which may depend on batch size);
-  facenet shifts the boxes of image *k* by *k* × (largest coordinate + 1) and suppresses them
-  all at once, which can round IoUs differently.
-
-torch is imported when a detector is built, not when this module is imported.
+  what it gets alone (up to the networks' float rounding, which may depend on batch size
+  under torch; the OpenCV engine runs each image alone); facenet shifts the boxes of image
+  *k* by *k* × (largest coordinate + 1) and suppresses them all at once, which can round
+  IoUs differently.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import importlib.metadata
 import importlib.util
-from collections.abc import Sequence
+import pickle
+import struct
+import threading
+import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -91,8 +107,10 @@ def weights_dir() -> Path:
                             f"(looked in {', '.join(map(str, candidates)) or 'no facenet_pytorch folder'})")
 
 
-def load_weights(net: str, folder: Path | None = None) -> dict[str, Any]:
+def load_weights(net: str, folder: Path | None = None) -> dict[str, np.ndarray]:
     """One network's state dict from facenet-pytorch's wheel, checked against ``LAYERS``.
+
+    Read without torch (``_read_state_dict``), so the OpenCV engine never imports it.
 
     Parameters
     ----------
@@ -102,24 +120,89 @@ def load_weights(net: str, folder: Path | None = None) -> dict[str, Any]:
 
     Returns
     -------
-    dict of str to torch.Tensor
-        Contiguous float32 tensors under facenet's keys (``conv1.weight``, ``prelu1.weight``, …).
-    """
-    import torch
+    dict of str to ndarray
+        C-contiguous float32 arrays under facenet's keys (``conv1.weight``, ``prelu1.weight``, …).
+        The files hold transposed (column-major) tensors; ``nn.Module.load_state_dict`` copies
+        them into row-major parameters, as this does (torch's convolution and matmul kernels
+        round differently on the two).
 
+    Raises
+    ------
+    ValueError
+        If the file is not a torch state dict of float tensors with facenet's parameter shapes.
+    """
     path = (folder or weights_dir()) / f"{net}.pt"
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _read_state_dict(path)
     expected = {}
     for layer, shape in LAYERS[net].items():
         expected[f"{layer}.weight"] = shape
         if not layer.startswith("prelu"):
             expected[f"{layer}.bias"] = shape[:1]
-    found = {key: tuple(value.shape) for key, value in state.items()}
+    found = {key: value.shape for key, value in state.items()}
     if found != expected:
         raise ValueError(f"{path}: not facenet-pytorch's {net} (parameters {found}, expected {expected})")
-    # the files hold transposed (column-major) tensors; nn.Module.load_state_dict copies them into
-    # row-major parameters, and the convolution and matmul kernels round differently on the two
-    return {key: value.float().contiguous() for key, value in state.items()}
+    return {key: np.array(value, dtype=np.float32, order="C") for key, value in state.items()}
+
+
+#: The element types of torch's storages that a state dict of weights may hold.
+_STORAGE_TYPES = {"FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2"}
+
+
+def _read_state_dict(path: Path) -> dict[str, np.ndarray]:
+    """A torch state dict of float tensors, as numpy arrays, read without torch: either of
+    ``torch.save``'s formats (the legacy pickle stream facenet's files use, and the zip archive
+    of torch ≥ 1.6). Only what a state dict holds is unpickled (an ``OrderedDict`` of tensors
+    rebuilt from storages): anything else is refused, as ``torch.load(weights_only=True)`` would."""
+    storages: dict[str, tuple[np.dtype, int]] = {}
+    data: dict[str, np.ndarray] = {}
+
+    def rebuild(storage: str, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_: Any) -> tuple:
+        return storage, int(offset), tuple(size), tuple(stride)
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+                return rebuild
+            if module == "torch" and name in _STORAGE_TYPES:
+                return name
+            raise pickle.UnpicklingError(f"{path}: not a state dict of float tensors ({module}.{name})")
+
+        def persistent_load(self, pid: Any) -> str:
+            if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and pid[1] in _STORAGE_TYPES):
+                raise pickle.UnpicklingError(f"{path}: unexpected storage {pid!r}")
+            storages[str(pid[2])] = (np.dtype(_STORAGE_TYPES[pid[1]]), int(pid[4]))
+            return str(pid[2])
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                prefix = names[0].split("/", 1)[0]
+                state = Unpickler(archive.open(f"{prefix}/data.pkl")).load()
+                for key, (dtype, count) in storages.items():
+                    data[key] = np.frombuffer(archive.read(f"{prefix}/data/{key}"), dtype=dtype, count=count)
+        else:
+            with open(path, "rb") as f:
+                for _ in range(3):  # magic number, protocol version, system info
+                    pickle.load(f)
+                state = Unpickler(f).load()
+                for key in pickle.load(f):
+                    dtype, _count = storages[str(key)]
+                    (count,) = struct.unpack("<q", f.read(8))
+                    data[str(key)] = np.frombuffer(f.read(count * dtype.itemsize), dtype=dtype, count=count)
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: not a state dict")
+        arrays = {}
+        for name, (key, offset, size, stride) in state.items():
+            storage = data[key]
+            if min(size, default=1) > 0 and offset + sum((n - 1) * step for n, step in zip(size, stride)) >= len(storage):
+                raise ValueError(f"tensor {name} lies outside its storage")
+            arrays[str(name)] = np.lib.stride_tricks.as_strided(storage[offset:], size, tuple(n * storage.itemsize for n in stride))
+        return arrays
+    except (pickle.UnpicklingError, EOFError, KeyError, struct.error, ValueError, TypeError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a torch state dict of float tensors ({exc})") from exc
 
 
 def pyramid(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
@@ -135,8 +218,12 @@ def pyramid(height: int, width: int, min_face_size: float, factor: float) -> lis
     return scales
 
 
+#: The engines that run MTCNN's networks (see the module's docstring).
+ENGINES = ("opencv", "torch")
+
+
 class MTCNN:
-    """facenet-pytorch's ``MTCNN(keep_all=True, post_process=False)`` face detector, without torchvision.
+    """facenet-pytorch's ``MTCNN(keep_all=True, post_process=False)`` face detector, without facenet-pytorch.
 
     Parameters
     ----------
@@ -150,15 +237,20 @@ class MTCNN:
         Order each image's faces by box area, largest first (facenet's default); otherwise by
         probability, highest first.
     device : str or torch.device
-        Where the networks run ("cpu", "cuda", "cuda:1", "mps"). The same results as facenet
-        are guaranteed on CPU only.
+        Where the networks run ("cpu", "cuda", "cuda:1", "mps"); anything but "cpu" runs them
+        with torch.
+    engine : {"opencv", "torch"}, optional
+        What runs the networks on CPU: OpenCV's dnn (the default: no torch import; facenet's
+        boxes to ≤ 1e-3 px; where OpenCV has no Caffe importer, torch is the default) or torch
+        (facenet's boxes exactly). Only "torch" runs on other devices.
     weights : Path, optional
         Folder with ``pnet.pt``, ``rnet.pt`` and ``onet.pt``; the facenet-pytorch wheel's if omitted.
 
     Notes
     -----
-    Building one imports torch (≈ 2.5 s) and reads the weights (≈ 2 MB). ``detect`` keeps
-    facenet's calling convention (``None`` for no face); ``find_faces`` is the plain one.
+    Building one reads the weights (≈ 2 MB); the torch engine also imports torch (≈ 2.5 s).
+    ``detect`` keeps facenet's calling convention (``None`` for no face); ``find_faces`` is
+    the plain one. One detector may be used from several threads.
     """
 
     def __init__(
@@ -168,28 +260,36 @@ class MTCNN:
         factor: float = 0.709,
         select_largest: bool = True,
         device: Any = "cpu",
+        engine: str | None = None,
         weights: Path | None = None,
     ) -> None:
-        import torch
-
         if not min_face_size > 0:
             raise ValueError(f"min_face_size must be > 0, got {min_face_size}")
         if len(thresholds) != 3:
             raise ValueError(f"thresholds must be three probabilities (PNet, RNet, ONet), got {thresholds!r}")
         if not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1), got {factor}")
+        on_cpu = str(device) == "cpu"
+        engine = engine or ("opencv" if on_cpu and opencv_engine_available() else "torch")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if engine == "opencv" and not on_cpu:
+            raise ValueError(f"the opencv engine runs on cpu only, got device {str(device)!r}: use engine='torch'")
+        if engine == "opencv" and not opencv_engine_available():
+            raise ValueError(f"the opencv engine needs OpenCV's Caffe importer, which OpenCV {cv2.__version__} lacks "
+                             "(requirements.txt pins 4.14): use engine='torch'")
         self.min_face_size = min_face_size
         self.thresholds = tuple(float(t) for t in thresholds)
         self.factor = float(factor)
         self.select_largest = bool(select_largest)
-        self.device = torch.device(device)
+        self.engine = engine
         folder = weights or weights_dir()
-        self._torch = torch
-        self._params = {net: {k: v.to(self.device) for k, v in load_weights(net, folder).items()} for net in LAYERS}
+        self._nets = _OpenCVNets(folder) if engine == "opencv" else _TorchNets(folder, device)
+        self.device = self._nets.device
 
     def __repr__(self) -> str:
         return (f"MTCNN(min_face_size={self.min_face_size}, thresholds={self.thresholds}, factor={self.factor}, "
-                f"select_largest={self.select_largest}, device={str(self.device)!r})")
+                f"select_largest={self.select_largest}, device={str(self.device)!r}, engine={self.engine!r})")
 
     # ------------------------------------------------------------ public
 
@@ -222,7 +322,9 @@ class MTCNN:
         Parameters
         ----------
         images : ndarray or torch.Tensor (H, W, 3) or (N, H, W, 3), or a sequence of (H, W, 3) arrays
-            RGB, values 0–255; all of one size. They go through the networks together.
+            RGB, values 0–255; all of one size. Under torch they go through the networks
+            together; the OpenCV engine runs them one by one (its results do not depend on
+            the batch).
 
         Returns
         -------
@@ -230,57 +332,41 @@ class MTCNN:
             One per image (one for a single (H, W, 3) image), with empty arrays where there is
             no face; largest box first if ``select_largest``, else most probable first.
         """
-        torch = self._torch
-        with torch.inference_mode():
-            pixels = _Pixels(torch, self._as_batch(images))
-            boxes, image_inds = self._run(pixels)
+        batch = _as_batch(images)
+        groups = [batch] if self.engine == "torch" else [batch[i:i + 1] for i in range(len(batch))]
         found = []
-        for index in range(pixels.count):
-            box = boxes[image_inds == index]
-            if self.select_largest:
-                box = box[np.argsort((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))[::-1]]
-            found.append(Faces(np.ascontiguousarray(box[:, :4]), np.ascontiguousarray(box[:, 4])))
+        with self._nets.inference():
+            for group in groups:
+                pixels = _Pixels(group, self._nets.resampler(group))
+                boxes, image_inds = self._run(pixels)
+                for index in range(pixels.count):
+                    box = boxes[image_inds == index]
+                    if self.select_largest:
+                        box = box[np.argsort((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))[::-1]]
+                    found.append(Faces(np.ascontiguousarray(box[:, :4]), np.ascontiguousarray(box[:, 4])))
         return found
 
     # ------------------------------------------------------------ the three stages (facenet's detect_face)
 
-    def _as_batch(self, images: Any) -> Any:
-        """(N, H, W, 3) tensor on the device, as facenet makes it."""
-        torch = self._torch
-        if isinstance(images, (np.ndarray, torch.Tensor)):
-            batch = torch.as_tensor(images.copy() if isinstance(images, np.ndarray) else images, device=self.device)
-            if batch.ndim == 3:
-                batch = batch.unsqueeze(0)
-        else:
-            arrays = [np.asarray(image) for image in images]
-            if not arrays:
-                raise ValueError("no images given")
-            if any(a.shape != arrays[0].shape for a in arrays):
-                raise ValueError(f"a batch must hold images of one size, got {sorted({a.shape for a in arrays})}")
-            batch = torch.as_tensor(np.stack(arrays), device=self.device)
-        if batch.ndim != 4 or batch.shape[-1] != 3:
-            raise ValueError(f"images must be RGB (H, W, 3) or (N, H, W, 3), got shape {tuple(batch.shape)}")
-        return batch
-
     def _run(self, pixels: _Pixels) -> tuple[np.ndarray, np.ndarray]:
         """All images' faces: float32 (k, 5) rows ``x1, y1, x2, y2, prob``, and each row's image index."""
-        torch = self._torch
         h, w = pixels.height, pixels.width
         scales = pyramid(h, w, self.min_face_size, self.factor)
         if not scales:
             return np.zeros((0, 5), np.float32), np.zeros(0, np.int64)
+        nets = self._nets
 
         # first stage: PNet over the pyramid, NMS within each scale, then across scales
         boxes, image_inds = [], []
         for scale in scales:
             im_data = _normalised(pixels.level(int(h * scale + 1), int(w * scale + 1)))
-            reg, probs = _pnet(torch, self._params["pnet"], im_data)
-            boxes_scale, inds_scale = _generate_bounding_box(torch, reg, probs[:, 1], scale, self.thresholds[0])
-            pick = _batched_nms(torch, boxes_scale[:, :4], boxes_scale[:, 4], inds_scale, 0.5)
+            reg, probs = nets.run("pnet", im_data)
+            boxes_scale, inds_scale = _generate_bounding_box(reg, probs[:, 1], scale, self.thresholds[0])
+            pick = nets.batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], inds_scale, 0.5)
             boxes.append(boxes_scale[pick])
             image_inds.append(inds_scale[pick])
-        boxes, image_inds = torch.cat(boxes, dim=0), torch.cat(image_inds, dim=0)
-        pick = _batched_nms(torch, boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+        boxes, image_inds = np.concatenate(boxes), np.concatenate(image_inds)
+        pick = nets.batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
         boxes, image_inds = boxes[pick], image_inds[pick]
         regw = boxes[:, 2] - boxes[:, 0]
         regh = boxes[:, 3] - boxes[:, 1]
@@ -288,85 +374,94 @@ class MTCNN:
         qq2 = boxes[:, 1] + boxes[:, 6] * regh
         qq3 = boxes[:, 2] + boxes[:, 7] * regw
         qq4 = boxes[:, 3] + boxes[:, 8] * regh
-        boxes = _rerec(torch, torch.stack([qq1, qq2, qq3, qq4, boxes[:, 4]]).permute(1, 0))
+        boxes = _rerec(np.stack([qq1, qq2, qq3, qq4, boxes[:, 4]], axis=1))
 
         # second stage: RNet on 24×24 crops
         if len(boxes) > 0:
-            boxes, image_inds, mv = self._refine(pixels, boxes, image_inds, _rnet, "rnet", 24, self.thresholds[1])
-            pick = _batched_nms(torch, boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+            boxes, image_inds, mv = self._refine(pixels, boxes, image_inds, "rnet", 24, self.thresholds[1])
+            pick = nets.batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
             boxes, image_inds, mv = boxes[pick], image_inds[pick], mv[pick]
-            boxes = _rerec(torch, _bbreg(torch, boxes, mv))
+            boxes = _rerec(_bbreg(boxes, mv))
 
         # third stage: ONet on 48×48 crops, then NMS by intersection over the smaller box
         if len(boxes) > 0:
-            boxes, image_inds, mv = self._refine(pixels, boxes, image_inds, _onet, "onet", 48, self.thresholds[2])
-            boxes = _bbreg(torch, boxes, mv)
-            pick = torch.as_tensor(_batched_nms_min(boxes[:, :4].cpu().numpy(), boxes[:, 4].cpu().numpy(), image_inds.cpu().numpy(), 0.7),
-                                   device=boxes.device)
+            boxes, image_inds, mv = self._refine(pixels, boxes, image_inds, "onet", 48, self.thresholds[2])
+            boxes = _bbreg(boxes, mv)
+            pick = _batched_nms_min(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
             boxes, image_inds = boxes[pick], image_inds[pick]
-        return boxes[:, :5].cpu().numpy(), image_inds.cpu().numpy()
+        return boxes[:, :5], image_inds
 
-    def _refine(self, pixels: _Pixels, boxes: Any, image_inds: Any, net: Any, name: str, size: int,
-                threshold: float) -> tuple[Any, Any, Any]:
+    def _refine(self, pixels: _Pixels, boxes: np.ndarray, image_inds: np.ndarray, net: str, size: int,
+                threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each box's crop (clipped to the image) resampled to ``size`` px, through ``net`` in
         facenet's chunks (boxes wholly outside the image are dropped first); the boxes whose
         face score passes ``threshold``, with that score as their 5th column, their image
         indices and their box regressions."""
-        torch = self._torch
         y, ey, x, ex = _pad(boxes, pixels.width, pixels.height)
         inside = (ey > y - 1) & (ex > x - 1)
         if not inside.all():
-            keep = torch.as_tensor(np.flatnonzero(inside), device=boxes.device)
-            boxes, image_inds = boxes[keep], image_inds[keep]
+            boxes, image_inds = boxes[inside], image_inds[inside]
             y, ey, x, ex = y[inside], ey[inside], x[inside], ex[inside]
         if len(boxes) == 0:
-            return boxes[:, :5], image_inds, boxes.new_zeros((0, 4))
-        im_data = _normalised(pixels.crops(image_inds.cpu().numpy(), y - 1, ey, x - 1, ex, size))
-        outs = [net(torch, self._params[name], im_data[i:i + _CHUNK]) for i in range(0, len(im_data), _CHUNK)]
-        regression, probs = (torch.cat(parts, dim=0) for parts in zip(*outs))
+            return boxes[:, :5], image_inds, np.zeros((0, 4), np.float32)
+        im_data = _normalised(pixels.crops(image_inds, y - 1, ey, x - 1, ex, size))
+        outs = [self._nets.run(net, im_data[i:i + _CHUNK]) for i in range(0, len(im_data), _CHUNK)]
+        regression, probs = (np.concatenate(parts) for parts in zip(*outs))
         score = probs[:, 1]
         ipass = score > threshold
-        return torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1), image_inds[ipass], regression[ipass]
+        return np.concatenate((boxes[ipass, :4], score[ipass, None]), axis=1), image_inds[ipass], regression[ipass]
+
+
+def _as_batch(images: Any) -> np.ndarray:
+    """(N, H, W, 3) array of ``images`` (a copy: the caller's are never touched)."""
+    if isinstance(images, np.ndarray) or hasattr(images, "detach"):  # an array, or a torch tensor
+        batch = np.array(images.detach().cpu() if hasattr(images, "detach") else images)
+        if batch.ndim == 3:
+            batch = batch[None]
+    else:
+        arrays = [np.asarray(image) for image in images]
+        if not arrays:
+            raise ValueError("no images given")
+        if any(a.shape != arrays[0].shape for a in arrays):
+            raise ValueError(f"a batch must hold images of one size, got {sorted({a.shape for a in arrays})}")
+        batch = np.stack(arrays)
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"images must be RGB (H, W, 3) or (N, H, W, 3), got shape {batch.shape}")
+    return batch
 
 
 class _Pixels:
     """A batch's pixels, resampled as facenet's ``imresample`` does (torch's "area"
     interpolation: adaptive average pooling), in the memory layout torch's would have (the
-    networks' rounding depends on it).
+    torch engine's rounding depends on it).
 
-    For uint8 images on CPU the window sums come from integral images instead, ≈ 10× faster:
-    they are integers below 2**24, so float32 holds them exactly whatever order torch adds
-    them in, and torch then divides by the window's height, then its width, as done here.
-    Otherwise (other dtypes, other devices, windows too large for exact sums) torch resamples.
+    The window sums come from integral images, ≈ 10× faster than torch's pooling. For uint8
+    images they are integers below 2**24, so float32 holds them exactly whatever order torch
+    adds them in, and torch then divides by the window's height, then its width, as done here.
+    Where they would not be exact (other dtypes, windows too large), ``fallback`` resamples
+    (torch, for the torch engine); without one, float64 sums are used.
     """
 
-    def __init__(self, torch: Any, batch: Any) -> None:
-        self._torch = torch
-        self._batch = batch
+    def __init__(self, batch: np.ndarray, fallback: Any = None) -> None:
         self.count, self.height, self.width = (int(n) for n in batch.shape[:3])
-        self._floats = None
+        self._fallback = fallback
         self._integral = None
-        if batch.device.type == "cpu" and batch.dtype == torch.uint8 and 255 * self.height * self.width < 2**31:
-            self._integral = np.stack([cv2.integral(np.ascontiguousarray(image), sdepth=cv2.CV_32S) for image in batch.numpy()])
-
-    @property
-    def floats(self) -> Any:
-        """facenet's image tensor: (N, 3, H, W) float32, a channels-last view."""
-        if self._floats is None:
-            self._floats = self._batch.permute(0, 3, 1, 2).type(self._torch.float32)
-        return self._floats
+        if batch.dtype == np.uint8 and 255 * self.height * self.width < 2**31:
+            self._integral = np.stack([cv2.integral(np.ascontiguousarray(image), sdepth=cv2.CV_32S) for image in batch])
+        elif fallback is None:
+            self._integral = np.stack([cv2.integral(np.ascontiguousarray(image, dtype=np.float64), sdepth=cv2.CV_64F) for image in batch])
 
     def level(self, height: int, width: int) -> Any:
         """The whole images resampled to ``height`` × ``width``: (N, 3, h, w), channels-last strides."""
         r0, r1 = _windows(0, self.height, height)
         c0, c1 = _windows(0, self.width, width)
         if not self._exact(r1 - r0, c1 - c0):
-            return _imresample(self._torch, self.floats, (height, width))
+            return self._fallback.level(height, width)
         rows = np.take(self._integral, r1, axis=1) - np.take(self._integral, r0, axis=1)
         sums = (np.take(rows, c1, axis=2) - np.take(rows, c0, axis=2)).astype(np.float32)
         sums /= (r1 - r0).astype(np.float32)[:, None, None]
         sums /= (c1 - c0).astype(np.float32)[None, :, None]
-        return self._torch.from_numpy(sums).permute(0, 3, 1, 2)
+        return sums.transpose(0, 3, 1, 2)
 
     def crops(self, image_inds: np.ndarray, top: np.ndarray, bottom: np.ndarray, left: np.ndarray, right: np.ndarray, size: int) -> Any:
         """Crops ``[top:bottom, left:right]`` of images ``image_inds`` resampled to ``size`` × ``size``:
@@ -374,9 +469,7 @@ class _Pixels:
         r0, r1 = _windows(top[:, None], (bottom - top)[:, None], size)
         c0, c1 = _windows(left[:, None], (right - left)[:, None], size)
         if not self._exact(r1 - r0, c1 - c0):
-            floats = self.floats
-            return self._torch.cat([_imresample(self._torch, floats[int(n), :, t:b, l:r].unsqueeze(0), (size, size))
-                                    for n, t, b, l, r in zip(image_inds, top, bottom, left, right)], dim=0)
+            return self._fallback.crops(image_inds, top, bottom, left, right, size)
         heights, widths = (r1 - r0).astype(np.float32)[:, :, None, None], (c1 - c0).astype(np.float32)[:, None, :, None]
         # each window's four corners, from the flattened integral images (faster than 3-D fancy indexing)
         corners = self._integral.reshape(-1, 3)
@@ -387,10 +480,12 @@ class _Pixels:
                 - (np.take(corners, r1 + c0, axis=0) - np.take(corners, r0 + c0, axis=0))).astype(np.float32)
         sums /= heights
         sums /= widths
-        return self._torch.from_numpy(np.ascontiguousarray(sums.transpose(0, 3, 1, 2)))
+        return np.ascontiguousarray(sums.transpose(0, 3, 1, 2))
 
     def _exact(self, heights: np.ndarray, widths: np.ndarray) -> bool:
-        return self._integral is not None and 255 * int(heights.max()) * int(widths.max()) < 2**24
+        if self._integral is None:
+            return False
+        return self._fallback is None or 255 * int(heights.max()) * int(widths.max()) < 2**24
 
 
 def _windows(start: Any, length: Any, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -405,7 +500,66 @@ def _is_batch(images: Any) -> bool:
     return isinstance(images, (list, tuple)) or getattr(images, "ndim", 0) == 4
 
 
-# ---------------------------------------------------------------- networks (facenet's PNet, RNet, ONet)
+# ---------------------------------------------------------------- the torch engine (facenet's PNet, RNet, ONet)
+
+
+class _TorchNets:
+    """facenet's three networks on torch, on ``device``; inputs and outputs are numpy arrays
+    (inputs keep their strides: torch's rounding depends on the layout)."""
+
+    def __init__(self, folder: Path, device: Any) -> None:
+        import torch
+
+        self._torch = torch
+        self.device = torch.device(device)
+        self._params = {net: {k: torch.from_numpy(v).to(self.device) for k, v in load_weights(net, folder).items()} for net in LAYERS}
+        self._vanilla_above = _NMS_VANILLA_ABOVE.get(self.device.type, _NMS_VANILLA_ABOVE_ELSEWHERE)
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """No autograd, and on CUDA full float32 convolutions: cuDNN's default TF32 (10-bit
+        mantissas) moved boxes by up to 0.01 px from the CPU's, and a frame batched with others
+        by 1.5 px from itself alone (another candidate won an NMS tie; measured on an H200)."""
+        cudnn = self._torch.backends.cudnn
+        tf32 = cudnn.allow_tf32
+        cudnn.allow_tf32 = False
+        try:
+            with self._torch.inference_mode():
+                yield
+        finally:
+            cudnn.allow_tf32 = tf32
+
+    def resampler(self, batch: np.ndarray) -> _TorchResample:
+        return _TorchResample(self._torch, batch, self.device)
+
+    def run(self, net: str, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Box regressions and face/non-face softmax of ``net`` (pnet: (N, 4, h, w) and (N, 2, h, w); rnet, onet: (N, 4) and (N, 2))."""
+        torch = self._torch
+        tensor = (x if isinstance(x, torch.Tensor) else torch.from_numpy(x)).to(self.device)
+        regression, probs = {"pnet": _pnet, "rnet": _rnet, "onet": _onet}[net](torch, self._params[net], tensor)
+        return regression.cpu().numpy(), probs.cpu().numpy()
+
+    def batched_nms(self, boxes: np.ndarray, scores: np.ndarray, image_inds: np.ndarray, threshold: float) -> np.ndarray:
+        def sort_descending(values: np.ndarray) -> np.ndarray:
+            return self._torch.from_numpy(values).sort(descending=True)[1].numpy()
+
+        return _batched_nms(boxes, scores, image_inds, threshold, vanilla_above=self._vanilla_above, sort_descending=sort_descending)
+
+
+class _TorchResample:
+    """torch's "area" resampling of a batch (facenet's ``imresample``), where ``_Pixels``'s sums
+    would not be exact."""
+
+    def __init__(self, torch: Any, batch: np.ndarray, device: Any) -> None:
+        self._torch = torch
+        self._floats = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).type(torch.float32)  # channels-last, as facenet's
+
+    def level(self, height: int, width: int) -> Any:
+        return _imresample(self._torch, self._floats, (height, width))
+
+    def crops(self, image_inds: np.ndarray, top: np.ndarray, bottom: np.ndarray, left: np.ndarray, right: np.ndarray, size: int) -> Any:
+        return self._torch.cat([_imresample(self._torch, self._floats[int(n), :, t:b, l:r].unsqueeze(0), (size, size))
+                                for n, t, b, l, r in zip(image_inds, top, bottom, left, right)], dim=0)
 
 
 def _conv_prelu(F: Any, p: dict[str, Any], x: Any, n: int) -> Any:
@@ -453,32 +607,148 @@ def _onet(torch: Any, p: dict[str, Any], x: Any) -> tuple[Any, Any]:
     return F.linear(x, p["dense6_2.weight"], p["dense6_2.bias"]), F.softmax(F.linear(x, p["dense6_1.weight"], p["dense6_1.bias"]), dim=1)
 
 
-# ---------------------------------------------------------------- boxes (facenet's helpers, same operations)
+def _imresample(torch: Any, img: Any, size: tuple[int, int]) -> Any:
+    return torch.nn.functional.interpolate(img, size=size, mode="area")
+
+
+# ---------------------------------------------------------------- the OpenCV engine (the same networks as Caffe models)
+
+
+#: Each network's layers after its input, as (kind, facenet's name, top blob, bottom blob,
+#: kernel, pooling stride; for "flatten" the input's channels): the architecture of facenet's modules, which is
+#: MTCNN's original Caffe one. Pooling is Caffe's, which rounds up (facenet's ``ceil_mode``).
+#: "flatten" is a fully connected layer whose input facenet flattens in (W, H, C) order.
+_CAFFE_LAYERS: dict[str, tuple[tuple[Any, ...], ...]] = {
+    "pnet": (("conv", "conv1", "c1", "data", 3), ("pool", "pool1", "p1", "c1", 2, 2), ("conv", "conv2", "c2", "p1", 3),
+             ("conv", "conv3", "c3", "c2", 3), ("head", "conv4_1", "score", "c3", 1), ("head", "conv4_2", "regression", "c3", 1)),
+    "rnet": (("conv", "conv1", "c1", "data", 3), ("pool", "pool1", "p1", "c1", 3, 2), ("conv", "conv2", "c2", "p1", 3),
+             ("pool", "pool2", "p2", "c2", 3, 2), ("conv", "conv3", "c3", "p2", 2), ("flatten", "dense4", "d4", "c3", 64),
+             ("dense", "dense5_1", "score", "d4"), ("dense", "dense5_2", "regression", "d4")),
+    "onet": (("conv", "conv1", "c1", "data", 3), ("pool", "pool1", "p1", "c1", 3, 2), ("conv", "conv2", "c2", "p1", 3),
+             ("pool", "pool2", "p2", "c2", 3, 2), ("conv", "conv3", "c3", "p2", 3), ("pool", "pool3", "p3", "c3", 2, 2),
+             ("conv", "conv4", "c4", "p3", 2), ("flatten", "dense5", "d5", "c4", 128), ("dense", "dense6_1", "score", "d5"),
+             ("dense", "dense6_2", "regression", "d5")),
+}
+
+
+def opencv_engine_available() -> bool:
+    """Whether this OpenCV can run the OpenCV engine: its dnn module reads Caffe models (OpenCV 4
+    does; OpenCV 5 dropped the Caffe importer, and then the torch engine runs on CPU too)."""
+    return hasattr(cv2.dnn, "readNetFromCaffe")
+
+
+class _OpenCVNets:
+    """facenet's three networks on OpenCV's dnn module (CPU), from the wheel's weights.
+
+    A ``cv2.dnn.Net`` is not safe to run from two threads at once: each runs under its lock
+    (OpenCV releases the GIL meanwhile, so another thread can decode the next frame).
+    """
+
+    device = "cpu"
+
+    def __init__(self, folder: Path) -> None:
+        self._nets = {net: _caffe_net(net, load_weights(net, folder)) for net in LAYERS}
+        self._locks = {net: threading.Lock() for net in LAYERS}
+
+    def inference(self) -> Any:
+        return contextlib.nullcontext()
+
+    def resampler(self, batch: np.ndarray) -> None:
+        return None  # float64 sums where uint8 ones would not be exact
+
+    def run(self, net: str, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Box regressions and face/non-face softmax of ``net``, as ``_TorchNets.run``."""
+        blob = np.ascontiguousarray(x, dtype=np.float32)
+        with self._locks[net]:
+            model = self._nets[net]
+            model.setInput(blob)
+            regression, probs = model.forward(["regression", "prob"])
+        return regression, probs
+
+    def batched_nms(self, boxes: np.ndarray, scores: np.ndarray, image_inds: np.ndarray, threshold: float) -> np.ndarray:
+        def sort_descending(values: np.ndarray) -> np.ndarray:
+            return np.argsort(-values, kind="stable")
+
+        return _batched_nms(boxes, scores, image_inds, threshold, vanilla_above=_NMS_VANILLA_ABOVE["cpu"], sort_descending=sort_descending)
+
+
+def _caffe_net(net: str, weights: dict[str, np.ndarray]) -> Any:
+    """``cv2.dnn`` network of facenet's ``net``: its Caffe definition (text) and a Caffe model
+    (protobuf ``NetParameter`` holding the weights), both made here, in memory. Each layer is
+    named after its output blob, so ``forward(["regression", "prob"])`` gives the two results."""
+    shape = {"pnet": (12, 12), "rnet": (24, 24), "onet": (48, 48)}[net]
+    text = [f'name: "{net}"', 'input: "data"', f"input_shape {{ dim: 1 dim: 3 dim: {shape[0]} dim: {shape[1]} }}"]
+    layers = []
+
+    def layer(name: str, kind: str, bottom: str, top: str, options: str, blobs: Sequence[np.ndarray]) -> None:
+        text.append(f'layer {{ name: "{name}" type: "{kind}" bottom: "{bottom}" top: "{top}" {options} }}')
+        body = _proto_bytes(1, name.encode()) + _proto_bytes(2, kind.encode()) + b"".join(_proto_bytes(7, _blob(b)) for b in blobs)
+        layers.append(_proto_bytes(100, body))
+
+    for kind, name, top, bottom, *size in _CAFFE_LAYERS[net]:
+        if kind == "pool":
+            text.append(f'layer {{ name: "{name}" type: "Pooling" bottom: "{bottom}" top: "{top}" '
+                        f"pooling_param {{ pool: MAX kernel_size: {size[0]} stride: {size[1]} }} }}")
+            continue
+        weight, bias = weights[f"{name}.weight"], weights[f"{name}.bias"]
+        if kind in ("conv", "head"):
+            layer(top, "Convolution", bottom, top, f"convolution_param {{ num_output: {len(weight)} kernel_size: {size[0]} }}", (weight, bias))
+        else:
+            if kind == "flatten":  # facenet flattens (C, H, W) maps in (W, H, C) order: reorder the columns to Caffe's (C, H, W)
+                channels = size[0]
+                side = int(round((weight.shape[1] / channels) ** 0.5))
+                weight = weight.reshape(-1, side, side, channels).transpose(0, 3, 2, 1).reshape(len(weight), -1)
+            layer(top, "InnerProduct", bottom, top, f"inner_product_param {{ num_output: {len(weight)} }}", (weight, bias))
+        if kind in ("conv", "flatten"):
+            prelu = f"prelu{name[-1]}"
+            layer(f"{top}_{prelu}", "PReLU", top, top, "", (weights[f"{prelu}.weight"],))
+    text.append('layer { name: "prob" type: "Softmax" bottom: "score" top: "prob" }')
+    model = cv2.dnn.readNetFromCaffe(np.frombuffer("\n".join(text).encode(), np.uint8), np.frombuffer(b"".join(layers), np.uint8))
+    model.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    model.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    return model
+
+
+def _proto_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _proto_bytes(field: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _proto_varint(field << 3 | 2) + _proto_varint(len(payload)) + payload
+
+
+def _blob(array: np.ndarray) -> bytes:
+    """Caffe's ``BlobProto``: ``shape`` (field 7, a ``BlobShape`` of packed ``dim``) and packed float ``data`` (field 5)."""
+    array = np.ascontiguousarray(array, dtype="<f4")
+    return _proto_bytes(7, _proto_bytes(1, b"".join(_proto_varint(d) for d in array.shape))) + _proto_bytes(5, array.tobytes())
+
+
+# ---------------------------------------------------------------- boxes (facenet's helpers, same operations, in numpy float32)
 
 
 def _normalised(im_data: Any) -> Any:
     return (im_data - 127.5) * 0.0078125
 
 
-def _imresample(torch: Any, img: Any, size: tuple[int, int]) -> Any:
-    return torch.nn.functional.interpolate(img, size=size, mode="area")
-
-
-def _generate_bounding_box(torch: Any, reg: Any, probs: Any, scale: float, thresh: float) -> tuple[Any, Any]:
+def _generate_bounding_box(reg: np.ndarray, probs: np.ndarray, scale: float, thresh: float) -> tuple[np.ndarray, np.ndarray]:
     """PNet windows with probability ≥ ``thresh``: (k, 9) rows ``x1, y1, x2, y2, prob, 4 regressions``."""
-    reg = reg.permute(1, 0, 2, 3)
-    mask = probs >= thresh
-    mask_inds = mask.nonzero()
-    image_inds = mask_inds[:, 0]
-    score = probs[mask]
-    reg = reg[:, mask].permute(1, 0)
-    bb = mask_inds[:, 1:].type(reg.dtype).flip(1)
-    q1 = ((_PNET_STRIDE * bb + 1) / scale).floor()
-    q2 = ((_PNET_STRIDE * bb + _PNET_CELL - 1 + 1) / scale).floor()
-    return torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1), image_inds
+    image_inds, rows, cols = np.nonzero(probs >= thresh)
+    score = probs[image_inds, rows, cols]
+    regressions = reg[image_inds, :, rows, cols]
+    bb = np.stack([cols, rows], axis=1).astype(np.float32)
+    scale = np.float32(scale)  # as torch divides a float32 tensor by a Python float
+    q1 = np.floor((_PNET_STRIDE * bb + 1) / scale)
+    q2 = np.floor((_PNET_STRIDE * bb + _PNET_CELL - 1 + 1) / scale)
+    return np.concatenate([q1, q2, score[:, None], regressions], axis=1), image_inds
 
 
-def _bbreg(torch: Any, boxes: Any, reg: Any) -> Any:
+def _bbreg(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
     """Apply regressions ``reg`` (k, 4) to ``boxes`` in place."""
     w = boxes[:, 2] - boxes[:, 0] + 1
     h = boxes[:, 3] - boxes[:, 1] + 1
@@ -486,24 +756,24 @@ def _bbreg(torch: Any, boxes: Any, reg: Any) -> Any:
     b2 = boxes[:, 1] + reg[:, 1] * h
     b3 = boxes[:, 2] + reg[:, 2] * w
     b4 = boxes[:, 3] + reg[:, 3] * h
-    boxes[:, :4] = torch.stack([b1, b2, b3, b4]).permute(1, 0)
+    boxes[:, :4] = np.stack([b1, b2, b3, b4], axis=1)
     return boxes
 
 
-def _rerec(torch: Any, boxes: Any) -> Any:
+def _rerec(boxes: np.ndarray) -> np.ndarray:
     """Make ``boxes`` square (side = the longer side, same centre), in place."""
     h = boxes[:, 3] - boxes[:, 1]
     w = boxes[:, 2] - boxes[:, 0]
-    side = torch.max(w, h)
+    side = np.maximum(w, h)
     boxes[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
     boxes[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
-    boxes[:, 2:4] = boxes[:, :2] + side.repeat(2, 1).permute(1, 0)
+    boxes[:, 2:4] = boxes[:, :2] + side[:, None]
     return boxes
 
 
-def _pad(boxes: Any, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _pad(boxes: np.ndarray, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """1-based inclusive crop bounds ``y, ey, x, ex`` (int32), truncated and clipped to the image."""
-    boxes = boxes.trunc().int().cpu().numpy()
+    boxes = np.trunc(boxes[:, :4]).astype(np.int32)
     x, y, ex, ey = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     x[x < 1] = 1
     y[y < 1] = 1
@@ -533,26 +803,26 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def _batched_nms(torch: Any, boxes: Any, scores: Any, image_inds: Any, threshold: float) -> Any:
+def _batched_nms(boxes: np.ndarray, scores: np.ndarray, image_inds: np.ndarray, threshold: float, *, vanilla_above: int,
+                 sort_descending: Any) -> np.ndarray:
     """torchvision's ``batched_nms`` as it runs on each image alone.
 
     It keeps the same boxes in the same order (which later stages' ties depend on): greedy NMS
-    in score order, then, above 1000 boxes on CPU, torchvision's re-sort of the kept indices
-    by ``Tensor.sort`` (not stable). Returns indices into ``boxes`` (long tensor), image by image.
+    in score order, then, above ``vanilla_above`` coordinates (1000 boxes on CPU), torchvision's
+    re-sort of the kept indices by ``sort_descending`` (its ``Tensor.sort``, which is not
+    stable). Returns indices into ``boxes``, image by image.
     """
     if len(boxes) == 0:
-        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    all_boxes, all_scores, inds = boxes.cpu().numpy(), scores.cpu().numpy(), image_inds.cpu().numpy()
-    vanilla_above = _NMS_VANILLA_ABOVE.get(boxes.device.type, _NMS_VANILLA_ABOVE_ELSEWHERE)
+        return np.zeros(0, np.int64)
     keep = []
-    for image in np.unique(inds):
-        members = np.flatnonzero(inds == image)
-        kept = members[_nms(all_boxes[members], all_scores[members], threshold)]
+    for image in np.unique(image_inds):
+        members = np.flatnonzero(image_inds == image)
+        kept = members[_nms(boxes[members], scores[members], threshold)]
         if 4 * len(members) > vanilla_above:  # keep mask → indices ascending → Tensor.sort(descending=True)
             kept = np.sort(kept)
-            kept = kept[torch.from_numpy(all_scores[kept]).sort(descending=True)[1].numpy()]
+            kept = kept[sort_descending(scores[kept])]
         keep.append(kept)
-    return torch.as_tensor(np.concatenate(keep), device=boxes.device)
+    return np.concatenate(keep)
 
 
 def _nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:

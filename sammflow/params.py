@@ -151,7 +151,7 @@ _INTERPOLATION_NAMES = tuple(INTERPOLATIONS)
 class DetectParams(_ParamSet):
     """MTCNN face detection on the apex frame (on a downscaled copy, the box mapped back)."""
 
-    device: str = param("cpu", "torch device for MTCNN: cpu, cuda, cuda:0", output=False)
+    device: str = param("cpu", "where MTCNN runs: cpu (OpenCV, no torch), or on torch cuda, cuda:0, mps", output=False)
     max_side: int = param(640, "downscale frames to this longer side for detection (0 = full resolution); SAMM faces stay > 100 px at 640",
                           flag="detect-max-side", label="Detection size (longer side, px)", options=(320, 480, 640, 960, 0))
     min_prob: float = param(0.90, "minimum MTCNN face probability", minimum=0.0, maximum=1.0,

@@ -2,16 +2,16 @@
 grid's aligned frames (``aligned_frames``) and the flow page's sample flows (``compute_flows``).
 
 Clip after clip, a cold grid of SAMM's 159 clips took 16 s in the dashboard's process: MTCNN on
-each apex (after torch's import), two frame decodes, the alignment, the cache writes. Here:
+each apex (then after torch's import), two frame decodes, the alignment, the cache writes. Here:
 
 * what the disk store (``sammflow.cache.ClipStore``) holds is read back, and nothing more is
   done for it;
-* apex boxes missing from it are found in this process (torch stays out of the workers, as in
-  the batch jobs), several clips at once (``sammflow.pipeline.find_apex_faces``), by two
-  threads, so that one decodes apex frames while the other detects; the detector is built
-  (torch imported) in a third thread meanwhile and runs on one torch thread
-  (``sammflow.detect.LoadingDetector``): torch's default, a thread per core, kept waiting for
-  the cores the workers hold (MTCNN 5-10× slower per frame on 2 shared cores);
+* apex boxes missing from it are found in this process (the detector stays out of the
+  workers, as in the batch jobs), several clips at once (``sammflow.pipeline.find_apex_faces``),
+  by two threads, so that one decodes apex frames while the other detects; the detector is
+  built in a third thread meanwhile and detects on one thread
+  (``sammflow.detect.LoadingDetector``): a thread per core would wait for the cores the
+  workers hold (torch's MTCNN was 5-10× slower per frame on 2 shared cores);
 * each clip's alignment goes to the worker pool of ``sammflow.workers`` as soon as its box is
   known; its crop is written to the store there, where every page and the export find it.
 
@@ -46,7 +46,7 @@ Progress = Callable[[int, int, str], None]
 DETECT_CHUNK = 16
 #: Seconds between two progress reports while clips finish (each redraws the page's bar).
 REPORT_EVERY_S = 0.1
-#: Threads looking for apex boxes: while one detects (torch releases the GIL), the other decodes.
+#: Threads looking for apex boxes: while one detects (OpenCV and torch release the GIL), the other decodes.
 DETECT_THREADS = 2
 
 
@@ -119,7 +119,7 @@ def aligned_frames(requests: Sequence[FrameRequest], params: PipelineParams, *, 
     if not boxed and not to_detect:
         return run.results
     workers = default_workers() if workers is None else max(1, workers)
-    loader = LoadingDetector(params.detect) if to_detect else None  # torch's import overlaps the first decodes
+    loader = LoadingDetector(params.detect) if to_detect else None  # built while the first apexes decode
     try:
         run.workers = workers if workers > 1 and len(boxed) + len(to_detect) > 1 else 1
         for index, box, warnings in boxed:
@@ -185,7 +185,7 @@ class _Run:
         req = self.requests[index]
         args = (req.clip, req.frames, box, tuple(warnings), self.params, (req.number,))
         if self.workers > 1:
-            # the pool at the first clip to align (or once the detector is built): started with
+            # the pool at the first clip to align (or once the detector is built): started beside
             # torch's import, the workers' start slowed it down (2.4 → 5.5 s on 2 cores)
             self.pending[_pool(self.workers).submit(crops_with_box, *args, store=self.store)] = index
             return

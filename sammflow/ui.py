@@ -31,8 +31,8 @@ It owns what the pages share and nothing else:
 
 Tables, figures, paths and the export job are Streamlit-free modules (``sammflow.tables``,
 ``sammflow.figures``, ``sammflow.access``, ``sammflow.export``) that the pages call directly.
-torch is only imported when a face box is missing from the disk cache, so the overview page
-never pays its start-up.
+MTCNN is only loaded when a face box is missing from the disk cache (on CPU it runs on
+OpenCV: torch is never imported).
 
 Bad input is an ``st.error`` naming the path or clip and the cause, never a traceback: an
 unusable dataset folder or annotation file in the sidebar (no page runs), a clip whose frames
@@ -48,7 +48,7 @@ Memory: every ``st.cache_data`` has ``max_entries``. At the default 224 px crops
 in-memory caches hold at most about 512 × 0.1 MB (crops) + 128 × 0.4 MB (flow fields) + 6 ×
 8 MB (grids of SAMM's 159 clips) + 32 × 1 MB (GIFs) + 2 × 8 datasets (as read, and resolved)
 ≈ 200 MB, shared by all sessions (spotted apexes and motion curves are a few KB each), on top
-of torch and MTCNN (≈ 0.65 GB once loaded, only on a disk-cache miss) and the worker
+of MTCNN (a few MB on OpenCV, only on a disk-cache miss; ≈ 0.65 GB with torch on a GPU) and the worker
 processes of ``sammflow.workers`` (one per core, started by the first grid or TV-L1 sample
 that needs them, kept for the server's life); a session itself keeps only its page's
 images, after an export its manifest rows, and after *Prepare zip* on the GIF page that zip

@@ -1,7 +1,7 @@
 """Running a job's clips: a step in this process, the rest in worker processes.
 
 ``run_clips`` goes through the clips an ``OutputFolder`` has to do. For each, ``prepare``
-runs here (face detection: torch stays out of the workers) and ``work`` runs in one of
+runs here (face detection: the detector stays out of the workers) and ``work`` runs in one of
 ``workers`` spawned processes (or here, with one worker). A clip's failure becomes its
 manifest row and the batch goes on; Ctrl-C cancels the queued clips and keeps the finished
 ones. The pool is kept for the life of the process (the app, a notebook), so only the first
@@ -55,7 +55,7 @@ def default_workers() -> int:
     return available_cores()
 
 
-#: What a worker imports as it starts, while the main process imports torch: the jobs' work
+#: What a worker imports as it starts, while the main process loads the detector: the jobs' work
 #: functions and all they use (otherwise the first task pays for it).
 WARM_MODULES = ("sammflow.export",)
 
@@ -77,8 +77,8 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     pool = _POOLS.get(workers)
     if pool is None or getattr(pool, "_broken", False):
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
-        # Start every worker now (one per task while none is idle yet), while this process imports
-        # torch for detection, and with Ctrl-C ignored: a child started that way ignores it from
+        # Start every worker now (one per task while none is idle yet), while this process loads
+        # the detector, and with Ctrl-C ignored: a child started that way ignores it from
         # its first instruction, so a Ctrl-C during its start-up prints no traceback either.
         with _sigint_ignored():
             for _ in range(workers):

@@ -9,7 +9,7 @@ from helpers import face_box, place
 from sammflow.detect import FaceBox
 import cv2
 
-from sammflow.align import Alignment, FrameAligner, align_frames, apex_template, crop_aligned, match_frame
+from sammflow.align import Alignment, FrameAligner, _FloatFrame, align_frames, apex_template, crop_aligned, match_frame
 from sammflow.params import AlignParams
 
 CANVAS = (700, 760)
@@ -98,6 +98,18 @@ def test_subpixel_crop_samples_exact_positions():
         crop = crop_aligned(ramp, box, dx, dy, params=AlignParams(crop_size=64))
         expected = 20 + (xs[20:84, 20:84] + dx) + (ys[20:84, 20:84] + dy)
         assert np.abs(crop - expected).max() <= 0.5 + 1e-6, (dx, dy)
+
+
+def test_windows_of_a_frame_converted_once_replicate_its_edges():
+    # the refinement converts the frame around its first window once and reads the later windows
+    # from that part: each must be the frame there, edges replicated, inside the part or not
+    frame = np.random.default_rng(5).integers(0, 256, (50, 70), dtype=np.uint8)
+    source = _FloatFrame(frame, slack=2)
+    for x0, y0 in [(-3, 40), (-1, 41), (-5, 42), (0, 38), (2, 44), (-3, 30), (55, -4)]:
+        ys, xs = np.clip(np.arange(y0, y0 + 15), 0, 49), np.clip(np.arange(x0, x0 + 20), 0, 69)
+        window = source.window(x0, y0, 20, 15)
+        assert window.dtype == np.float32
+        assert np.array_equal(window, frame[np.ix_(ys, xs)]), (x0, y0)
 
 
 def test_frame_smaller_than_crop_is_refused(apex, box):

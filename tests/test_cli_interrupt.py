@@ -31,6 +31,9 @@ CHILD = textwrap.dedent("""
     import sammflow.cli
 
     sig, target = int(sys.argv[1]), sys.argv[2]
+    if os.environ.get("SAMMFLOW_TEST_MANIFEST_EVERY_ROW"):  # the first clip's row on disk before the signal
+        import sammflow.outfolder
+        sammflow.outfolder.MANIFEST_INTERVAL = 0.0
     real = sammflow.cli._Bar.__call__
     calls = []
 
@@ -64,12 +67,14 @@ def twelve(demo_root, tmp_path_factory):
     return root, out
 
 
-def _start_and_stop(data: Path, out: Path, sig: int, *, group: bool, workers: int) -> subprocess.CompletedProcess:
+def _start_and_stop(data: Path, out: Path, sig: int, *, group: bool, workers: int, every_row: bool = False) -> subprocess.CompletedProcess:
     """``python -m sammflow export`` in a new session (its own process group), stopped by ``sig``
-    right after its first clip."""
+    right after its first clip; ``every_row``: with the manifest rewritten after every row (not
+    at most every ``MANIFEST_INTERVAL`` s), so the first clip's row is on disk when it stops."""
     args = [sys.executable, "-c", CHILD, str(int(sig)), "group" if group else "self",
             "export", str(data), str(out), "-q", "-j", str(workers)]
-    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, start_new_session=True, timeout=300)
+    env = {**os.environ, "SAMMFLOW_TEST_MANIFEST_EVERY_ROW": "1"} if every_row else None
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, start_new_session=True, timeout=300, env=env)
 
 
 def _assert_resumes_to_the_clean_run(data: Path, out: Path, clean: Path) -> None:
@@ -86,12 +91,29 @@ def _assert_resumes_to_the_clean_run(data: Path, out: Path, clean: Path) -> None
 def test_sigkill_mid_export_then_rerun_equals_a_clean_run(twelve, tmp_path):
     data, clean = twelve
     out = tmp_path / "out"
-    killed = _start_and_stop(data, out, signal.SIGKILL, group=True, workers=1)
+    killed = _start_and_stop(data, out, signal.SIGKILL, group=True, workers=1, every_row=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert [r["status"] for r in manifest(out)] == ["ok"] + ["pending"] * 11  # killed right after its first clip
     (out / "flows" / ".sammflow-sub006_006_1_1x.png.a1b2c3d4.tmp").write_bytes(b"\x89PNG half")  # what a kill mid-write leaves
     assert json.loads((out / "params.json").read_text())["finished"] is None  # written at the start
     _assert_resumes_to_the_clean_run(data, out, clean)
+
+
+def test_sigkill_before_the_manifest_records_a_finished_clip_redoes_it(twelve, tmp_path):
+    """The manifest is rewritten at most every ``MANIFEST_INTERVAL`` s: a kill can come after a
+    clip's files are written but before its row is. That clip is 'pending' and is done again,
+    with the same bytes."""
+    data, clean = twelve
+    out = tmp_path / "out"
+    killed = _start_and_stop(data, out, signal.SIGKILL, group=True, workers=1)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    statuses = [r["status"] for r in manifest(out)]
+    assert set(statuses) <= {"ok", "pending"} and statuses.count("ok") <= 1
+    assert len(list((out / "flows").glob("*.png"))) >= 1  # the first clip's map is on disk, whether its row is or not
+    code, stdout, err = run_cli("export", data, out, "-q", "-j", "1")
+    assert code == 0, (code, stdout, err)
+    assert outputs(out) == outputs(clean)
+    assert params_json(out) == params_json(clean)
 
 
 @pytest.mark.parametrize("sig, group, code", [(signal.SIGTERM, False, 143), (signal.SIGINT, True, 130)], ids=["sigterm", "ctrl_c"])

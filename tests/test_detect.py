@@ -103,22 +103,32 @@ def test_min_face_larger_than_the_detection_image_is_a_clear_no_face(face_image)
 
 
 def test_a_loading_detector_stands_in_for_the_detector_being_built(monkeypatch):
-    """Built in a thread (torch's import overlaps the start of a job), ``detect`` waits for it
-    and runs torch on one thread (the workers hold the other cores), the caller's thread count
-    kept; a detector that cannot be built raises the caller's error type."""
+    """Built in a thread (overlapping the start of a job), ``detect`` waits for it; it detects
+    on one thread (the workers hold the other cores): torch's for a torch detector, OpenCV's
+    for the OpenCV one, the caller's thread counts kept; a detector that cannot be built
+    raises the caller's error type."""
+    import cv2
     import torch
 
     import sammflow.detect as detect_module
 
     class Fake:
-        def detect(self, images):
-            return "found", images, torch.get_num_threads()
+        engine = "torch"
 
-    before = torch.get_num_threads()
+        def detect(self, images):
+            return "found", images, torch.get_num_threads(), cv2.getNumThreads()
+
+    before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
     monkeypatch.setattr(detect_module, "load_detector", lambda device, min_face: Fake())
     with detect_module.LoadingDetector(DetectParams()) as loading:
-        assert loading.detect("image") == ("found", "image", 1)
+        assert loading.detect("image") == ("found", "image", 1, cv_before)
         assert torch.get_num_threads() == before
+    Fake.engine = "opencv"
+    cv2.setNumThreads(2)
+    with detect_module.LoadingDetector(DetectParams()) as loading:
+        assert loading.detect("image") == ("found", "image", before, 1)
+        assert cv2.getNumThreads() == 2
+    cv2.setNumThreads(cv_before)
 
     def missing(device, min_face):
         raise RuntimeError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
@@ -128,3 +138,23 @@ def test_a_loading_detector_stands_in_for_the_detector_being_built(monkeypatch):
         with pytest.raises(LookupError, match="'cuda:3' requested but CUDA is not available"):
             loading.detect("image")
     assert torch.get_num_threads() == before
+
+
+def test_overlapping_detections_restore_opencv_threads_when_the_last_ends():
+    """OpenCV's thread count is the process's: two detections that overlap (the grid's two
+    threads) both run on one thread, and the count comes back when the last one ends."""
+    import cv2
+
+    import sammflow.detect as detect_module
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    first, second = detect_module._one_opencv_thread(), detect_module._one_opencv_thread()
+    first.__enter__()
+    second.__enter__()
+    assert cv2.getNumThreads() == 1
+    first.__exit__(None, None, None)
+    assert cv2.getNumThreads() == 1  # the second still detects
+    second.__exit__(None, None, None)
+    assert cv2.getNumThreads() == 2
+    cv2.setNumThreads(before)
