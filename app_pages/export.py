@@ -27,12 +27,18 @@ out_dir = st.text_input("Output folder", key="out_dir",
 arrays = st.checkbox("Also write features.npz (u, v, strain arrays with labels and folds)", key="export_arrays", bind="query-params",
                      help=f"`{FEATURES_FILE}`: per clip u, v and optical strain at the map size, the normalised model input X, the "
                           "MEGC2019 label, the action units and the leave-one-subject-out fold (numpy, no pickles); in the zip too.")
+scheduler_text = st.text_input(f"{export_choices.SCHEDULER_LABEL} (optional)", key="export_scheduler",
+                               placeholder="tcp://host:8786 or local:2",
+                               help="Empty: this machine's processes. A Dask scheduler's address runs the clips on its cluster, whose "
+                                    "workers must see the dataset and the output folder at the same paths; local:N starts N worker "
+                                    "processes here (one per core at most). The same files either way.")
 with st.expander(f"Parameters (hash `{ctx.params.hash}`, preset {ctx.params.preset or 'none'})"):
     st.code(json.dumps(ctx.params.to_dict(), indent=2), language="json")
 
 try:
+    scheduler = export_choices.scheduler_choice(scheduler_text)
     plan = export_choices.export_plan(ctx.dataset, out_dir, ctx.params, arrays=arrays)
-except ValueError as exc:  # the folder breaks a rule: the message names it and the rule
+except ValueError as exc:  # the folder or the scheduler breaks a rule: the message names it and the rule
     st.error(export_choices.page_message(str(exc)), icon=":material/error:")
     st.stop()
 
@@ -68,8 +74,8 @@ if run:
         table.dataframe(rows, hide_index=True, width="stretch")
 
     try:
-        st.session_state["export_result"] = ui.export_flows(ctx, target, on_row=on_row, force=force, arrays=arrays)
-    except ValueError as exc:  # the folder changed meanwhile (another export), or another run holds it
+        st.session_state["export_result"] = ui.export_flows(ctx, target, on_row=on_row, force=force, arrays=arrays, scheduler=scheduler)
+    except ValueError as exc:  # the folder changed meanwhile (another export), another run holds it, the scheduler is unreachable
         bar.empty()
         st.error(export_choices.page_message(str(exc)), icon=":material/error:")
         st.stop()

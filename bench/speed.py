@@ -35,7 +35,7 @@ from bench.flow_methods import markdown
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 #: The speed rows, by ``--rows`` name, in the order they are measured.
-GROUPS = ("decode", "original", "normalize", "align", "export", "tvl1", "grid", "flow")
+GROUPS = ("decode", "original", "normalize", "align", "export", "cluster", "tvl1", "grid", "flow")
 #: AppTest's limit for one script run, s (a cold grid page detects every apex face).
 APP_TIMEOUT = 1800
 
@@ -69,6 +69,35 @@ start = time.perf_counter()
 report = export_flows(dataset, out / "second", workers=workers)
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "rows": len(report.rows), "ok": report.ok}))
+"""
+
+#: A LocalCluster of N workers started once, then: an export on it (cold workers: each loads
+#: the detector), a second export (warm), and the per-task overhead (no-op tasks' round trip).
+CLUSTER_WARM = """
+import json, sys, time
+from pathlib import Path
+from distributed import Client, LocalCluster
+from sammflow.annotations import read_annotations
+from sammflow.cluster import Scheduler
+from sammflow.dataset import load_dataset
+from sammflow.export import export_flows
+root, out, workers = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+dataset = load_dataset(root, read_annotations(root / "samm.csv"))
+with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50) as cluster:
+    scheduler = Scheduler.parse(cluster.scheduler_address)
+    start = time.perf_counter()
+    export_flows(dataset, out / "first", scheduler=scheduler)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    report = export_flows(dataset, out / "second", scheduler=scheduler)
+    second = time.perf_counter() - start
+    with Client(cluster) as client:
+        client.gather(client.map(abs, range(-50, 0), pure=False))  # warm
+        start = time.perf_counter()
+        n = 1000
+        client.gather(client.map(abs, range(-n, 0), pure=False))
+        overhead = (time.perf_counter() - start) / n
+print(json.dumps({"seconds": second, "first": first, "ok": report.ok, "task_overhead_ms": overhead * 1000}))
 """
 
 #: The start of the AppTest scripts: the app, and a run of it timed.
@@ -183,6 +212,13 @@ def _ok_rows(manifest: Path, valid: int) -> tuple[str, int]:
     return (str(ok) if ok == valid else f"**only {ok}**"), len(rows)
 
 
+def _same_files(a: Path, b: Path) -> bool:
+    """Every file of output folders ``a`` and ``b`` byte-identical (``params.json`` aside: it records times)."""
+    files = lambda root: {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
+                          if p.is_file() and p.name != "params.json" and p.suffix != ".log"}
+    return files(a) == files(b)
+
+
 def _same_outputs(a: Path, b: Path) -> bool:
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name not in ("params.json", "manifest.csv"))
     return bool(files) and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
@@ -280,6 +316,33 @@ def speed_section(data: SpeedData, groups: Sequence[str] = GROUPS) -> str:
                          "process: MTCNN and the worker pool loaded; apex faces detected again)",
                          f"{valid / result['seconds']:.1f} clips/s", f"{result['seconds']:.2f} s for the {valid} valid clips "
                          f"({warm_ok} ok); {_mem(ran)} (both exports)"))
+
+        if "cluster" in groups:
+            local = scratch / f"export{n}"
+            if not (local / "manifest.csv").is_file():  # the export rows were not measured in this run
+                ran = procs.run([PYTHON, "-m", "sammflow", "export", str(data.samm), str(local), "-q", "-j", str(n)],
+                                label=f"export -j {n}", cwd=ROOT, env=cold_cache(f"export{n}"), ok_codes=EXPORT_CODES)
+                m[f"export_rate_{n}"] = valid / ran.wall
+            out = scratch / "export-cluster"
+            ran = procs.run([PYTHON, "-m", "sammflow", "export", str(data.samm), str(out), "-q", "--scheduler", f"local:{n}"],
+                            label=f"export --scheduler local:{n}", cwd=ROOT, env=cold_cache("cluster"), ok_codes=EXPORT_CODES)
+            ok, total = _ok_rows(out / "manifest.csv", valid)
+            same = _same_files(local, out)
+            rows.append((f"export maps (Farnebäck), `--scheduler local:{n}` (a Dask LocalCluster of {n} worker processes, started by "
+                         "the command; detection on the workers), SAMM-scale set — cold (fresh process, cluster start included)",
+                         f"{valid / ran.wall:.1f} clips/s", f"{ran.wall:.2f} s for the {valid} valid clips ({ok} ok); against "
+                         f"{m.get(f'export_rate_{n}', float('nan')):.1f} clips/s with `-j {n}` (local processes) above; outputs "
+                         f"{'byte-identical to' if same else '**DIFFERENT from**'} the `-j {n}` run's (params.json aside); {_mem(ran)}"))
+            ran = procs.run([PYTHON, "-c", CLUSTER_WARM, str(data.samm), str(scratch / "cluster-warm"), str(n)],
+                            label=f"exports on a LocalCluster of {n}", cwd=ROOT, env=cold_cache("cluster-warm"))
+            result = json.loads(ran.json_line("seconds"))
+            rows.append((f"export maps (Farnebäck) on a running LocalCluster of {n} workers — first export (workers load the detector) "
+                         "/ **warm** (second export, same cluster)", f"{valid / result['first']:.1f} / {valid / result['seconds']:.1f} clips/s",
+                         f"{result['first']:.2f} s / {result['seconds']:.2f} s ({result['ok']} ok)"
+                         + (f"; against {m['export_warm']:.1f} clips/s warm with local processes above" if "export_warm" in m else "")))
+            rows.append(("Dask per-task overhead on that cluster (1000 no-op tasks, `client.map`, round trip) — warm",
+                         f"{result['task_overhead_ms']:.2f} ms/task", f"a clip's task costs ≈ {1000 * n / max(valid / result['seconds'], 1e-9):.0f} ms "
+                         "of a worker: the overhead is a small share of it"))
 
         if "tvl1" in groups:
             out = scratch / "export-tvl1"

@@ -17,8 +17,10 @@ Above the stages, imports run one way::
     frames                             frame files decoded strictly (used by dataset)
     pipeline                           one clip through the stages: NormalizedClip, ClipFlow
     cache                              the on-disk store of apex boxes and aligned crops
+    cluster_worker                     what runs on a Dask worker: one clip's task, the worker plugins
     files, manifest, outfolder, workers  atomic files; rows and resume plan; the output folder; worker processes
     features                           features.npz: u, v, strain, X, labels, folds
+    cluster                            the connection to a Dask cluster (--scheduler ADDRESS or local:N)
     export                             the batch jobs
     cli | access, tables, figures,     the command line | the dashboard: paths, tables, images,
           charts, export_choices, ui     charts, the export page's plan (Streamlit only in ui)

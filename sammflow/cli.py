@@ -5,6 +5,7 @@ ends with one line per failed clip (naming it and the cause) and a one-line summ
 exits 1 when any clip failed, 2 when the input as a whole is unusable (bad dataset folder,
 annotation file or output folder; one line saying why), 130 / 143 when interrupted by
 Ctrl-C / SIGTERM (finished clips are kept; re-run the same command to resume), 0 otherwise.
+``--scheduler`` runs the clips on a Dask cluster (``sammflow.cluster``) with the same outputs.
 No traceback is ever printed: unexpected errors are one line pointing to a log file that
 holds the details (``OUT/sammflow.log``, or a ``sammflow-error-*.log`` in the temporary
 folder, ``$TMPDIR``, when there is no output folder to log into).
@@ -33,6 +34,7 @@ from typing import Any
 
 from sammflow import __version__
 from sammflow.annotations import AnnotationError, read_annotations
+from sammflow.cluster import Scheduler
 from sammflow.dataset import Dataset, InputError, load_dataset, merge
 from sammflow.files import append_text
 from sammflow.kinds import KINDS, parse_spec, resolve as resolve_kind
@@ -176,6 +178,20 @@ def _workers(requested: int | None) -> int:
     return requested
 
 
+def _scheduler(args: argparse.Namespace) -> Scheduler | None:
+    """``--scheduler``, checked (``Scheduler.parse``); refused with ``--workers``, whose processes
+    a cluster's workers replace."""
+    if args.scheduler is None:
+        return None
+    from sammflow.workers import available_cores
+
+    scheduler = Scheduler.parse(args.scheduler, max_local=MAX_WORKERS_PER_CORE * available_cores())
+    if args.workers is not None:
+        raise InputError("--workers/-j: not with --scheduler, whose workers run the clips (--scheduler local:N starts N of them; "
+                         "on a cluster, `dask worker --nworkers N` on each machine)")
+    return scheduler
+
+
 #: Demo options: flag → (DemoConfig field, lowest, highest).
 _DEMO_OPTIONS = {"--subjects": ("subjects", 1, 99), "--clips": ("clips_per_subject", 1, 20), "--frames": ("frames", 5, 10_000),
                  "--amplitude": ("amplitude", 0.0, 100.0), "--jitter": ("jitter", 0.0, 100.0), "--seed": ("seed", 0, None)}
@@ -223,7 +239,12 @@ def build_parser(prog: str = "python -m sammflow") -> argparse.ArgumentParser:
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
         p.add_argument("--workers", "-j", type=int, default=None,
                        help="worker processes (default: one per core); never more are started than cores or clips to do, "
-                            f"and more than {MAX_WORKERS_PER_CORE} × the cores is refused")
+                            f"and more than {MAX_WORKERS_PER_CORE} × the cores is refused; not with --scheduler")
+        p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="run the clips on a Dask cluster: a scheduler address (tcp://host:8786) or local:N (a local cluster "
+                            "of N worker processes, at most "
+                            f"{MAX_WORKERS_PER_CORE} × the cores); workers must see DATA and OUT at the same paths. The cluster's "
+                            "workers replace --workers, which is then refused")
         p.add_argument("--force", action="store_true",
                        help="recompute every clip, even those OUT already holds; if OUT was made with other parameters "
                             "(or from another input folder), remove its outputs first instead of refusing")
@@ -506,6 +527,7 @@ def _run(args: argparse.Namespace) -> int:
     params = _pipeline_params(args)
     gif = _build(GifParams, args) if args.command == "gif" else None
     workers = _workers(args.workers)
+    scheduler = _scheduler(args)
     if args.command == "flows" and not export.is_normalized(args.data):
         raise InputError(f"{args.data}: not a 'normalize' output (no params.json of kind 'normalized'); use 'export' for raw frames")
     dataset, params = _open(args, params)
@@ -515,7 +537,7 @@ def _run(args: argparse.Namespace) -> int:
         if unknown:
             raise InputError(f"--clip {', '.join(unknown)}: not annotated in {dataset.annotations.source}")
     _print_issues(dataset)
-    common = {"params": params, "workers": workers, "force": args.force}
+    common = {"params": params, "workers": workers, "force": args.force, "scheduler": scheduler}
     if args.command in ("export", "flows"):
         common["arrays"] = args.arrays
     bar = _Bar("clip", args.quiet)

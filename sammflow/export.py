@@ -24,6 +24,12 @@ cause, and the others still run. Nothing is lost or mixed up:
 The folder rules live in ``sammflow.outfolder``, the rows and the resume plan in
 ``sammflow.manifest``, the worker processes in ``sammflow.workers``; this module holds the
 per-clip work and the jobs themselves.
+
+With ``scheduler=`` every job runs on a Dask cluster (``sammflow.cluster``: an address, or
+``local:N``): each clip is a task there, apex face detection included, writing the same
+files; this process keeps the output folder (lock, manifest, ``params.json``,
+``features.npz``), so resume and refusal work as without one, and the outputs are the same,
+byte for byte.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from typing import Any
 
 from sammflow.animate import encode_gif, gif_frame_numbers
 from sammflow.annotations import ClipAnnotation, RejectedRow
+from sammflow.cluster import Scheduler, connect, prepare_workers
 from sammflow.dataset import ClipFrames, Dataset, FrameError, InputError, read_grey
 from sammflow.detect import FaceBox, LoadingDetector
 from sammflow.encode import flow_arrays
@@ -163,6 +170,40 @@ def _face_step(folder: OutputFolder, params: PipelineParams, detector: Any, boxe
             loading.close()
 
 
+@contextlib.contextmanager
+def _cluster(scheduler: Scheduler | None) -> Iterator[Any]:
+    """A client of the job's Dask cluster (``sammflow.cluster.connect``), or ``None`` without one.
+    Connected before the output folder is touched: an unreachable scheduler writes nothing."""
+    if scheduler is None:
+        yield None
+        return
+    with connect(scheduler) as client:
+        yield client
+
+
+def _out(out_dir: str | Path, client: Any) -> str | Path:
+    """The output folder as the job names it: absolute on a cluster (its workers' working folder is not ours)."""
+    return Path(out_dir).expanduser().absolute() if client is not None else out_dir
+
+
+@contextlib.contextmanager
+def _clip_step(folder: OutputFolder, params: PipelineParams, client: Any, *, detect: bool = True, detector: Any = None,
+               boxes: BoxCache | None = None) -> Iterator[dict[str, Any]]:
+    """How ``run_clips`` runs the job's clips, as its keyword arguments: on the Dask cluster of
+    ``client``, each task finding its clip's apex face (``detector`` and ``boxes`` unused: the
+    workers detect), or the apex faces found here (``_face_step``) and the rest in worker
+    processes. ``detect=False``: crops aligned already, no face to find."""
+    if client is not None:
+        if folder.todo:
+            prepare_workers(client, params.detect if detect else None)
+        yield {"cluster": client, "detect": params.detect if detect else None}
+    elif detect:
+        with _face_step(folder, params, detector, boxes) as prepare:
+            yield {"prepare": prepare}
+    else:
+        yield {}
+
+
 def sources_of(dataset: Dataset) -> dict[str, str]:
     """The inputs a job records in params.json (and compares on a re-run): dataset folder and annotation file."""
     if dataset.parts:  # a composite: each part's kind and folder
@@ -183,6 +224,7 @@ def export_flows(
     force: bool = False,
     on_row: RowCallback | None = None,
     arrays: bool = False,
+    scheduler: Scheduler | None = None,
 ) -> JobReport:
     """Raw frames → ``OUT/flows/sub{S}_{C}.png``, ``OUT/manifest.csv``, ``OUT/alignment.csv``, ``OUT/params.json``.
 
@@ -204,18 +246,24 @@ def export_flows(
     arrays : bool
         Also write ``OUT/features.npz`` (``sammflow.features``): u, v, strain and the model
         input ``X`` of every clip that succeeded, with labels and folds.
+    scheduler : Scheduler, optional
+        Run the clips on this Dask cluster (``sammflow.cluster``) instead of ``workers`` local
+        processes: the same files. Its workers detect the faces (``detector`` and ``boxes``
+        unused) and must see the dataset and ``out_dir`` at the same paths.
 
     Raises
     ------
     InputError
         Unusable output folder (inside the dataset, not writable, not a sammflow folder, in use
-        by another run, holding outputs of other parameters without ``force``), a full disk.
+        by another run, holding outputs of other parameters without ``force``), a full disk, a
+        Dask scheduler that cannot be reached.
     """
     dataset = dataset.resolved(params.annotations)
-    with OutputFolder(out_dir, dataset, kind="flows", params=params, force=force, sources=sources_of(dataset),
-                      items=annotated_in_order(dataset.annotations), arrays=arrays) as folder:
-        with _face_step(folder, params, detector, boxes) as prepare:
-            run_clips(folder, _flow_work, (params, folder.out, arrays), prepare=prepare, workers=workers, progress=progress, on_row=on_row)
+    with _cluster(scheduler) as client, OutputFolder(_out(out_dir, client), dataset, kind="flows", params=params, force=force,
+                                                     sources=sources_of(dataset), items=annotated_in_order(dataset.annotations),
+                                                     arrays=arrays) as folder:
+        with _clip_step(folder, params, client, detector=detector, boxes=boxes) as step:
+            run_clips(folder, _flow_work, (params, folder.out, arrays), workers=workers, progress=progress, on_row=on_row, **step)
         _gather(folder, arrays)
     assert folder.report is not None
     return folder.report
@@ -241,18 +289,19 @@ def normalize_dataset(
     detector: Any = None,
     workers: int = 1,
     force: bool = False,
+    scheduler: Scheduler | None = None,
 ) -> JobReport:
     """Align every frame of every annotated clip; write crops in the input's layout.
 
     ``OUT/<subject>/<clip>/<frame file stem>.png`` (lossless), ``OUT/<subject>/<clip>/alignment.csv``
     (frame, dx, dy, score, residual, angle, scale), ``OUT/manifest.csv`` and ``OUT/params.json``.
-    Resumes and ``force`` as ``export_flows``; ``dataset`` is resolved with ``params.annotations``.
+    Resumes, ``force`` and ``scheduler`` as ``export_flows``; ``dataset`` is resolved with ``params.annotations``.
     """
     dataset = dataset.resolved(params.annotations)
-    with OutputFolder(out_dir, dataset, kind="normalized", params=params, force=force, sources=sources_of(dataset),
-                      items=annotated_in_order(dataset.annotations)) as folder:
-        with _face_step(folder, params, detector, None) as prepare:
-            run_clips(folder, _normalize_work, (params, folder.out), prepare=prepare, workers=workers, progress=progress)
+    with _cluster(scheduler) as client, OutputFolder(_out(out_dir, client), dataset, kind="normalized", params=params, force=force,
+                                                     sources=sources_of(dataset), items=annotated_in_order(dataset.annotations)) as folder:
+        with _clip_step(folder, params, client, detector=detector) as step:
+            run_clips(folder, _normalize_work, (params, folder.out), workers=workers, progress=progress, **step)
     assert folder.report is not None
     return folder.report
 
@@ -304,9 +353,10 @@ def flows_from_normalized(
     workers: int = 1,
     force: bool = False,
     arrays: bool = False,
+    scheduler: Scheduler | None = None,
 ) -> JobReport:
     """Aligned crops (a ``normalize`` output) → flow maps, manifest and params.json (and
-    ``features.npz`` with ``arrays``, as ``export_flows``).
+    ``features.npz`` with ``arrays``, and on a Dask cluster with ``scheduler``, as ``export_flows``).
 
     ``dataset`` is the normalized folder loaded as a dataset; the annotation, detection and
     alignment parameters recorded there are kept in this job's params.json, and the apexes it
@@ -320,10 +370,12 @@ def flows_from_normalized(
     dataset = _with_recorded_apexes(dataset)
     sources = {"dataset": recorded.get("dataset", ""), "normalized": str(dataset.root), "annotations": dataset.annotations.source,
                "dataset_kind": dataset.kind}
-    with OutputFolder(out_dir, dataset, kind="flows", params=params, force=force, sources=sources,
-                      items=annotated_in_order(dataset.annotations), arrays=arrays) as folder:
-        run_clips(folder, _aligned_flow_work, (params, folder.out, arrays), workers=workers, blocked=_not_normalized(dataset.root),
-                  progress=progress)
+    with _cluster(scheduler) as client, OutputFolder(_out(out_dir, client), dataset, kind="flows", params=params, force=force,
+                                                     sources=sources, items=annotated_in_order(dataset.annotations),
+                                                     arrays=arrays) as folder:
+        with _clip_step(folder, params, client, detect=False) as step:
+            run_clips(folder, _aligned_flow_work, (params, folder.out, arrays), workers=workers, blocked=_not_normalized(dataset.root),
+                      progress=progress, **step)
         _gather(folder, arrays)
     assert folder.report is not None
     return folder.report
@@ -340,12 +392,13 @@ def export_gifs(
     detector: Any = None,
     workers: int = 1,
     force: bool = False,
+    scheduler: Scheduler | None = None,
 ) -> JobReport:
     """Onset→apex (or →offset) GIFs ``OUT/sub{S}_{C}.gif`` for the chosen clips (default: all).
 
     Works on raw frames (normalizing only the animated frames) or on a ``normalize`` output.
     GIFs of other clips made earlier into the same folder with the same parameters stay (and
-    keep their manifest rows).
+    keep their manifest rows). ``scheduler`` as ``export_flows``.
     """
     aligned = is_normalized(dataset.root)
     dataset = _with_recorded_apexes(dataset) if aligned else dataset.resolved(params.annotations)
@@ -355,11 +408,12 @@ def export_gifs(
         if unknown:
             raise InputError(f"unknown clip(s): {', '.join(sorted(unknown))}")
     items = [c for c in annotated_in_order(dataset.annotations) if wanted is None or c.clip in wanted]
-    with OutputFolder(out_dir, dataset, kind="gifs", params=params, force=force, sources=sources_of(dataset), items=items,
-                      extra={"gif": gif.to_dict()}, keep_others=True) as folder:
-        with contextlib.nullcontext(None) if aligned else _face_step(folder, params, detector, None) as prepare:
-            run_clips(folder, _gif_work, (params, folder.out, gif), prepare=prepare, workers=workers,
-                      blocked=_not_normalized(dataset.root) if aligned else None, progress=progress)
+    with _cluster(scheduler) as client, OutputFolder(_out(out_dir, client), dataset, kind="gifs", params=params, force=force,
+                                                     sources=sources_of(dataset), items=items, extra={"gif": gif.to_dict()},
+                                                     keep_others=True) as folder:
+        with _clip_step(folder, params, client, detect=not aligned, detector=detector) as step:
+            run_clips(folder, _gif_work, (params, folder.out, gif), workers=workers,
+                      blocked=_not_normalized(dataset.root) if aligned else None, progress=progress, **step)
     assert folder.report is not None
     return folder.report
 

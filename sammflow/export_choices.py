@@ -4,7 +4,8 @@
 itself does, without locking, writing or removing anything) and says what an export would do
 there: write into a new folder, resume an earlier export of the same parameters, or replace
 one made with other parameters (naming the files that would go). ``page_message`` rewords the
-command line's advice ("--force") for the page. No Streamlit here.
+command line's advice ("--force") for the page; ``scheduler_choice`` reads the page's Dask
+scheduler field. No Streamlit here.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from pathlib import Path
 
 from sammflow.access import allowed_path, export_folder
 from sammflow.annotations import ClipAnnotation
+from sammflow.cluster import Scheduler
 from sammflow.dataset import Dataset, InputError
 from sammflow.export import sources_of
 from sammflow.manifest import annotated_in_order
 from sammflow.outfolder import OutputFolder
 from sammflow.params import PipelineParams
+from sammflow.workers import available_cores
 
 
 # ---------------------------------------------------------------- what an export would do in a folder
@@ -45,6 +48,25 @@ def page_message(text: str) -> str:
     """
     text = text.replace(_CLI_ADVICE, _PAGE_ADVICE)
     return text.replace("--force", "the *Replace* choice")
+
+
+#: The page's label of its Dask scheduler field, as messages name it.
+SCHEDULER_LABEL = "Dask scheduler"
+
+
+def scheduler_choice(text: str) -> Scheduler | None:
+    """The page's *Dask scheduler* field: ``None`` when empty (local processes), else the cluster
+    to export on (``Scheduler.parse``: an address, or ``local:N``). A local cluster may have one
+    worker process per core of this machine at most: the dashboard's server is shared.
+
+    Raises
+    ------
+    InputError
+        One line naming the field, the value and the rule.
+    """
+    if not text.strip():
+        return None
+    return Scheduler.parse(text, name=SCHEDULER_LABEL, max_local=available_cores())
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,7 @@ from sammflow.access import AUTO, ENV_DATA, ENV_ANNOTATIONS, ENV_DEVICE, ENV_ROO
 from sammflow.animate import encode_gif, gif_frame_numbers
 from sammflow.annotations import ClipAnnotation
 from sammflow.cache import ENV_CACHE, ClipStore, aligned_crops, cache_dir, clip_of, motion, mtcnn_track, prune, spotted_clip
+from sammflow.cluster import Scheduler
 from sammflow.dataset import Dataset, FrameError, read_grey
 from sammflow.demo import ANNOTATIONS
 from sammflow.detect import FaceBox
@@ -916,21 +917,23 @@ def pair_figure(ctx: Context, clip_id: str, a: int, b: int, threshold: int, trac
 
 
 def export_flows(ctx: Context, out_dir: str | Path, on_row: RowCallback | None = None, *, force: bool = False,
-                 arrays: bool = False) -> JobReport:
+                 arrays: bool = False, scheduler: Scheduler | None = None) -> JobReport:
     """The command line's export (``sammflow.export.export_flows``) into a checked folder.
 
     The folder is checked by ``sammflow.access.export_folder`` first (allowed roots, outside the
     datasets); the job then resumes, or with ``force`` (the page's *Replace* and *Start over*)
     recomputes every clip and replaces the outputs of other parameters. Apex boxes the pages
     already found come from the disk cache, and boxes the export finds go there. With
-    ``arrays`` the job also writes ``features.npz`` (``sammflow.features``).
+    ``arrays`` the job also writes ``features.npz`` (``sammflow.features``). With ``scheduler``
+    the clips run on that Dask cluster (``sammflow.cluster``), whose workers find the boxes.
 
     Raises
     ------
     InputError
         A ``ValueError`` naming the folder and the rule it breaks, outputs of other parameters
-        there (without ``force``; ``sammflow.export_choices.page_message`` words it for the page), or
-        another run writing to it.
+        there (without ``force``; ``sammflow.export_choices.page_message`` words it for the page),
+        another run writing to it, or a Dask scheduler that cannot be reached.
     """
     out = access.export_folder(ctx.dataset.roots, out_dir)
-    return export.export_flows(ctx.dataset, out, params=ctx.params, boxes=_store(ctx.ref), on_row=on_row, force=force, arrays=arrays)
+    return export.export_flows(ctx.dataset, out, params=ctx.params, boxes=_store(ctx.ref), on_row=on_row, force=force, arrays=arrays,
+                               scheduler=scheduler)

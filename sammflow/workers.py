@@ -1,4 +1,4 @@
-"""Running a job's clips: a step in this process, the rest in worker processes.
+"""Running a job's clips: a step in this process, the rest in worker processes, or all on a Dask cluster.
 
 ``run_clips`` goes through the clips an ``OutputFolder`` has to do. For each, ``prepare``
 runs here (face detection: the detector stays out of the workers) and ``work`` runs in one of
@@ -6,18 +6,26 @@ runs here (face detection: the detector stays out of the workers) and ``work`` r
 manifest row and the batch goes on; Ctrl-C cancels the queued clips and keeps the finished
 ones. The pool is kept for the life of the process (the app, a notebook), so only the first
 batch pays for starting it.
+
+On a Dask cluster (``cluster=``, a ``distributed.Client``: ``sammflow.cluster``) each clip is
+one task, ``sammflow.cluster_worker.run_clip_task``, which finds the apex face box on the
+worker and then runs the same ``work``; rows are recorded here as tasks finish, with the same
+rules (and the same progress and row callbacks).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import importlib
 import multiprocessing
 import os
 import signal
+import sys
+import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -27,8 +35,9 @@ from sammflow.annotations import ClipAnnotation
 from sammflow.dataset import ClipFrames, Dataset, InputError
 from sammflow.manifest import clip_row
 from sammflow.outfolder import FATAL_WRITE_ERRORS, OutputFolder
+from sammflow.params import DetectParams
 from sammflow.pipeline import ClipError
-from sammflow.text import show_path
+from sammflow.text import one_line, show_path
 
 #: ``progress(done, total, label)``: called as clips finish.
 Progress = Callable[[int, int, str], None]
@@ -80,7 +89,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         # Start every worker now (one per task while none is idle yet), while this process loads
         # the detector, and with Ctrl-C ignored: a child started that way ignores it from
         # its first instruction, so a Ctrl-C during its start-up prints no traceback either.
-        with _sigint_ignored():
+        with sigint_ignored():
             for _ in range(workers):
                 pool.submit(int)
         _POOLS[workers] = pool
@@ -88,7 +97,9 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def sigint_ignored() -> Iterator[None]:
+    """Ctrl-C ignored in this process while inside (from the main thread; elsewhere nothing
+    changes): what a child process started meanwhile inherits."""
     try:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread: nothing to do, the worker initializer still ignores it
@@ -129,13 +140,26 @@ def _batches(todo: list[tuple[int, ClipAnnotation]]) -> Iterator[list[tuple[int,
 
 
 class _Runner:
-    """The state of one ``run_clips`` call: the folder, the clips in flight and how many are done."""
+    """The state of one ``run_clips`` call: the folder, the clips in flight and how many are done.
+
+    ``pending`` maps each clip in flight, a future (of a worker process or of a Dask task),
+    to its index and clip."""
 
     def __init__(self, folder: OutputFolder, workers: int, progress: Progress | None, on_row: RowCallback | None) -> None:
         self.folder, self.workers, self.progress, self.on_row = folder, workers, progress, on_row
         self.total = len(folder.rows)
         self.done = self.total - len(folder.todo)
-        self.pending: dict[Future[dict[str, Any]], tuple[int, ClipAnnotation]] = {}
+        self.pending: dict[Any, tuple[int, ClipAnnotation]] = {}
+
+    def ready(self, index: int, clip: ClipAnnotation, blocked: dict[str, str] | None) -> ClipFrames | None:
+        """The clip's frames, or ``None`` once its failure is recorded (``blocked``, or ``preflight``)."""
+        try:
+            if blocked and clip.clip in blocked:
+                raise ClipError(f"{clip.clip}: {blocked[clip.clip]}")
+            return preflight(self.folder.dataset, clip)
+        except Exception as exc:  # noqa: BLE001 - one clip's failure must not stop the batch
+            self.failed(index, clip, exc)
+            return None
 
     def finish(self, index: int, row: dict[str, Any], exc: BaseException | None = None) -> None:
         self.folder.record(index, row, exc)
@@ -145,9 +169,26 @@ class _Runner:
         if self.on_row:
             self.on_row(self.done, self.total, self.folder.rows[index])
 
+    def take(self, future: Any) -> None:
+        """Record the clip of a finished ``future`` (taken out of ``pending``): its row, or its failure."""
+        index, clip = self.pending.pop(future)
+        try:
+            row = {**clip_row(clip, "ok"), **future.result()}
+        except Exception as exc:  # noqa: BLE001
+            self.failed(index, clip, exc)
+        else:
+            self.finish(index, row)
+
     def failed(self, index: int, clip: ClipAnnotation, exc: Exception) -> None:
         if isinstance(exc, OSError) and exc.errno in FATAL_WRITE_ERRORS:  # a full disk: no later clip can succeed either
             raise InputError(f"{self.folder.out}: cannot write outputs ({exc.strerror}); finished clips are kept, re-run to resume") from exc
+        if isinstance(exc, CancelledError):  # only a cluster cancels a task itself: the client lost its scheduler
+            why = getattr(exc, "reason", None) or one_line(str(exc)) or "no reason given"
+            raise InputError(f"the Dask cluster cancelled the clips' tasks ({why}); finished clips are kept in {self.folder.out}, "
+                             f"re-run to resume") from exc
+        if _killed_worker(exc):  # not a bug in the clip: no traceback to log
+            exc = ClipError(f"{clip.clip}: the Dask worker running it died {exc.allowed_failures + 1} times (out of memory, or "
+                            f"killed); re-run to retry")
         self.finish(index, clip_row(clip, "failed", self._cause(clip, exc)), exc)
 
     def _cause(self, clip: ClipAnnotation, exc: Exception) -> str:
@@ -175,22 +216,29 @@ class _Runner:
                 if not done_now:
                     return
             for future in done_now:
-                index, clip = self.pending.pop(future)
-                try:
-                    row = {**clip_row(clip, "ok"), **future.result()}
-                except Exception as exc:  # noqa: BLE001
-                    self.failed(index, clip, exc)
-                else:
-                    self.finish(index, row)
+                self.take(future)
             if not block and len(self.pending) < self.queued_at_most:
                 return
 
-    def salvage(self) -> None:
-        """Interrupted: cancel the queued clips, keep the rows of those that finished meanwhile."""
+    def salvage(self, cancel: Callable[[list[Any]], Any] | None = None) -> None:
+        """Interrupted: keep the rows of the clips that finished meanwhile, cancel the others
+        (``cancel(futures)``, or each future's own ``cancel``)."""
         for future, (index, clip) in self.pending.items():
-            future.cancel()
             if future.done() and not future.cancelled() and future.exception() is None and self.folder.rows[index]["status"] == "pending":
                 self.folder.rows[index] = {**clip_row(clip, "ok"), **future.result()}
+        if cancel is not None:
+            cancel(list(self.pending))
+        else:
+            for future in self.pending:
+                future.cancel()
+
+
+def _killed_worker(exc: BaseException) -> bool:
+    """Whether ``exc`` is Dask's ``KilledWorker``: the scheduler gave up on a task whose workers
+    kept dying (``distributed.scheduler.allowed-failures`` retries). Without ``distributed``
+    imported, no task ran on a cluster."""
+    distributed = sys.modules.get("distributed")
+    return distributed is not None and isinstance(exc, distributed.KilledWorker)
 
 
 def run_clips(
@@ -203,6 +251,8 @@ def run_clips(
     blocked: dict[str, str] | None = None,
     progress: Progress | None = None,
     on_row: RowCallback | None = None,
+    cluster: Any = None,
+    detect: DetectParams | None = None,
 ) -> None:
     """Run ``work(clip, frames, box, warnings, *args)`` for every clip ``folder`` has to do.
 
@@ -223,22 +273,27 @@ def run_clips(
         Clips that fail without running.
     progress, on_row : callable, optional
         Called as clips finish.
+    cluster : distributed.Client, optional
+        Run every clip as a task on this client's Dask cluster instead (``workers`` and
+        ``prepare`` unused): ``sammflow.cluster_worker.run_clip_task``, which finds the apex
+        face box there when ``detect`` is given. The workers must see the dataset and
+        ``folder`` at the same paths (frame paths are sent absolute; ``args`` must hold the
+        output folder as an absolute path). A task whose workers keep dying (Dask retries it on
+        others first) fails its clip; Ctrl-C cancels the tasks not finished.
+    detect : DetectParams, optional
+        With ``cluster``: the face detection each task runs before ``work``.
     """
-    workers = max(1, min(workers, available_cores(), len(folder.todo)))
+    workers = 1 if cluster is not None else max(1, min(workers, available_cores(), len(folder.todo)))
     runner = _Runner(folder, workers, progress, on_row)
     if progress:
         progress(runner.done, runner.total, f"{folder.resumed} already done" if folder.resumed else "")
+    if cluster is not None:
+        _run_on_cluster(runner, work, args, cluster, detect, blocked)
+        return
     pool = _pool(workers) if workers > 1 and len(folder.todo) > 1 else None
     try:
         for chunk in _batches(folder.todo):
-            ready: list[tuple[int, ClipAnnotation, ClipFrames]] = []
-            for index, clip in chunk:
-                try:
-                    if blocked and clip.clip in blocked:
-                        raise ClipError(f"{clip.clip}: {blocked[clip.clip]}")
-                    ready.append((index, clip, preflight(folder.dataset, clip)))
-                except Exception as exc:  # noqa: BLE001 - one clip's failure must not stop the batch
-                    runner.failed(index, clip, exc)
+            ready = [(index, clip, frames) for index, clip in chunk if (frames := runner.ready(index, clip, blocked)) is not None]
             prepared = prepare([(clip, frames) for _, clip, frames in ready]) if prepare and ready else [(None, [])] * len(ready)
             for (index, clip, frames), result in zip(ready, prepared, strict=True):
                 try:
@@ -256,3 +311,32 @@ def run_clips(
     except BaseException:
         runner.salvage()
         raise
+
+
+def _run_on_cluster(runner: _Runner, work: Callable[..., dict[str, Any]], args: tuple[Any, ...], client: Any,
+                    detect: DetectParams | None, blocked: dict[str, str] | None) -> None:
+    """``run_clips`` on a Dask cluster: every clip that passes ``preflight`` here is submitted
+    at once (the scheduler queues them), and recorded as its task finishes."""
+    from distributed import as_completed
+
+    from sammflow.cluster_worker import run_clip_task
+
+    run = uuid.uuid4().hex[:8]  # task keys unique to this run: a cluster may hold another run's tasks
+    out = runner.folder.out.absolute()
+    try:
+        for index, clip in runner.folder.todo:
+            frames = runner.ready(index, clip, blocked)
+            if frames is not None:
+                future = client.submit(run_clip_task, work, clip, _absolute(frames), args, out_dir=out, detect=detect,
+                                       key=f"sammflow-{clip.clip}-{run}", pure=False)
+                runner.pending[future] = (index, clip)
+        for future in as_completed(list(runner.pending), loop=client.loop):
+            runner.take(future)
+    except BaseException:
+        runner.salvage(cancel=client.cancel)
+        raise
+
+
+def _absolute(frames: ClipFrames) -> ClipFrames:
+    """``frames`` with absolute paths: a Dask worker's working folder is not this process's."""
+    return dataclasses.replace(frames, folder=frames.folder.absolute(), frames={n: p.absolute() for n, p in frames.frames.items()})

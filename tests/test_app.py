@@ -26,7 +26,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from sammflow import cache as disk
-from sammflow import access, detect, export, export_choices, figures, tables, tiles, ui
+from sammflow import access, cluster, detect, export, export_choices, figures, tables, tiles, ui
 from sammflow.annotations import read_annotations
 from sammflow.dataset import load_dataset
 from sammflow.export import export_flows
@@ -724,6 +724,44 @@ def test_export_refuses_a_folder_inside_the_dataset(app_env: dict[str, str]) -> 
     assert str(inside) in at.error[0].value and "inside the dataset" in at.error[0].value
     assert not [b for b in at.button if b.key in ("run_export", "export_replace", "export_new_folder")]  # nothing to click
     assert not inside.exists()
+
+
+def test_the_export_page_checks_its_dask_scheduler_field(app_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: a value that is no scheduler is an error naming the field, with nothing to click;
+    an unreachable scheduler is an error once the export runs (not a hang), and nothing is written."""
+    monkeypatch.setenv("SAMMFLOW_ROOTS", str(tmp_path))
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 0.5)  # nothing listens on port 1: wait half a second, not ten
+    out = tmp_path / "maps"
+    at = open_page("app_pages/export.py")
+    at.text_input(key="out_dir").set_value(str(out)).run()
+    at.text_input(key="export_scheduler").set_value("nonsense").run()
+    assert not at.exception
+    assert at.error[0].value.startswith("Dask scheduler 'nonsense': not a Dask scheduler address (tcp://HOST:PORT")
+    assert not [b for b in at.button if b.key == "run_export"]
+    at.text_input(key="export_scheduler").set_value("local:100000").run()
+    assert at.error[0].value.startswith("Dask scheduler local:100000: more worker processes than the ")
+    at.text_input(key="export_scheduler").set_value("tcp://127.0.0.1:1").run()
+    assert_clean(at)
+    at.button(key="run_export").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["cannot reach the Dask scheduler at tcp://127.0.0.1:1: Timed out trying to connect to "
+                                           "tcp://127.0.0.1:1 after 0.5 s"]
+    assert not out.exists()
+
+
+def test_the_export_page_runs_on_a_local_dask_cluster(app_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: with *Dask scheduler* ``local:1`` the page exports on a local cluster: the same maps."""
+    monkeypatch.setenv("SAMMFLOW_ROOTS", str(tmp_path))
+    at = open_page("app_pages/export.py")
+    at.text_input(key="out_dir").set_value(str(tmp_path / "maps")).run()
+    at.text_input(key="export_scheduler").set_value("local:1").run()
+    at.button(key="run_export").click().run()
+    assert_clean(at)
+    assert at.success[0].value.startswith("4 of 4 clips ok")
+    root = Path(app_env["SAMMFLOW_DATA"])
+    reference = export_flows(load_dataset(root, read_annotations(root / "samm.csv")), tmp_path / "local")
+    assert {r["output"]: (tmp_path / "maps" / r["output"]).read_bytes() for r in reference.rows} == {
+        r["output"]: (tmp_path / "local" / r["output"]).read_bytes() for r in reference.rows}
 
 
 def page_text(at: AppTest) -> str:

@@ -13,12 +13,12 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "sammflow"
 MODULES = ["annotations", "dataset", "detect", "align", "flow", "encode", "animate", "pipeline", "export", "demo", "cli", "params", "cache",
            "figures", "files", "manifest", "outfolder", "workers", "text", "frames", "access", "tables", "charts", "export_choices",
-           "fixes", "labels", "spot", "features", "kinds", "video", "mtcnn", "tiles"]
+           "fixes", "labels", "spot", "features", "kinds", "video", "mtcnn", "tiles", "cluster", "cluster_worker"]
 #: The processing stages: they know nothing of files written by jobs, folders or interfaces.
 STAGES = {"text", "frames", "params", "kinds", "video", "annotations", "fixes", "labels", "dataset", "detect", "align", "flow", "encode", "spot", "animate",
           "demo", "pipeline", "mtcnn"}
 #: The batch jobs and what they are built from.
-JOBS = {"files", "manifest", "outfolder", "workers", "features", "export"}
+JOBS = {"files", "manifest", "outfolder", "workers", "features", "export", "cluster", "cluster_worker"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -47,6 +47,15 @@ def test_processing_modules_import_neither_torch_nor_streamlit():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_dask_is_imported_only_for_a_cluster():
+    """``--scheduler`` is parsed by ``sammflow.cluster`` at every command's start: ``distributed`` (≈ 1 s) waits for a cluster."""
+    code = "import sys\nimport sammflow.cli, sammflow.cluster, sammflow.export, sammflow.workers\nprint('distributed' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 def test_stages_import_only_stages():

@@ -34,7 +34,7 @@ FLAGS = {
     "sources": ["--dataset", "--onset", "--offset", "--events"],
     "gif": ["--fps", "--step", "--to-offset", "--no-to-offset", "--gif-size", "--gif-labels", "--no-gif-labels"],
 }
-COMMON = ["-h", "--help", "--annotations", "-a", "--kind", "--quiet", "-q", "--workers", "-j", "--force"]
+COMMON = ["-h", "--help", "--annotations", "-a", "--kind", "--quiet", "-q", "--workers", "-j", "--scheduler", "--force"]
 COMMAND_STAGES = {
     "normalize": ["annotations", "detect", "align"],
     "flows": ["model", "flow", "encode"],
