@@ -212,6 +212,12 @@ def _ok_rows(manifest: Path, valid: int) -> tuple[str, int]:
     return (str(ok) if ok == valid else f"**only {ok}**"), len(rows)
 
 
+def _cold_export(data: SpeedData, out: Path, options: list[str], env: dict[str, str]) -> procs.Ran:
+    """``python -m sammflow export`` of the SAMM-scale set into ``out`` with ``options``, a fresh process timed from outside."""
+    return procs.run([PYTHON, "-m", "sammflow", "export", str(data.samm), str(out), "-q", *options], label=f"export {' '.join(options)}",
+                     cwd=ROOT, env=env, ok_codes=EXPORT_CODES)
+
+
 def _same_files(a: Path, b: Path) -> bool:
     """Every file of output folders ``a`` and ``b`` byte-identical (``params.json`` aside: it records times)."""
     files = lambda root: {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
@@ -298,8 +304,7 @@ def speed_section(data: SpeedData, groups: Sequence[str] = GROUPS) -> str:
         if "export" in groups:
             for w in workers:
                 out = scratch / f"export{w}"
-                ran = procs.run([PYTHON, "-m", "sammflow", "export", str(data.samm), str(out), "-q", "-j", str(w)],
-                                label=f"export -j {w}", cwd=ROOT, env=cold_cache(f"export{w}"), ok_codes=EXPORT_CODES)
+                ran = _cold_export(data, out, ["-j", str(w)], cold_cache(f"export{w}"))
                 ok, total = _ok_rows(out / "manifest.csv", valid)
                 m[f"export_rate_{w}"] = valid / ran.wall
                 rows.append((f"export maps (Farnebäck), {w} worker(s), SAMM-scale set — cold (fresh process `python -m sammflow "
@@ -320,12 +325,10 @@ def speed_section(data: SpeedData, groups: Sequence[str] = GROUPS) -> str:
         if "cluster" in groups:
             local = scratch / f"export{n}"
             if not (local / "manifest.csv").is_file():  # the export rows were not measured in this run
-                ran = procs.run([PYTHON, "-m", "sammflow", "export", str(data.samm), str(local), "-q", "-j", str(n)],
-                                label=f"export -j {n}", cwd=ROOT, env=cold_cache(f"export{n}"), ok_codes=EXPORT_CODES)
+                ran = _cold_export(data, local, ["-j", str(n)], cold_cache(f"export{n}"))
                 m[f"export_rate_{n}"] = valid / ran.wall
             out = scratch / "export-cluster"
-            ran = procs.run([PYTHON, "-m", "sammflow", "export", str(data.samm), str(out), "-q", "--scheduler", f"local:{n}"],
-                            label=f"export --scheduler local:{n}", cwd=ROOT, env=cold_cache("cluster"), ok_codes=EXPORT_CODES)
+            ran = _cold_export(data, out, ["--scheduler", f"local:{n}"], cold_cache("cluster"))
             ok, total = _ok_rows(out / "manifest.csv", valid)
             same = _same_files(local, out)
             rows.append((f"export maps (Farnebäck), `--scheduler local:{n}` (a Dask LocalCluster of {n} worker processes, started by "
@@ -346,8 +349,7 @@ def speed_section(data: SpeedData, groups: Sequence[str] = GROUPS) -> str:
 
         if "tvl1" in groups:
             out = scratch / "export-tvl1"
-            ran = procs.run([PYTHON, "-m", "sammflow", "export", str(data.samm), str(out), "-q", "--flow-method", "tvl1", "-j", str(n)],
-                            label=f"export --flow-method tvl1 -j {n}", cwd=ROOT, env=cold_cache("tvl1"), ok_codes=EXPORT_CODES)
+            ran = _cold_export(data, out, ["--flow-method", "tvl1", "-j", str(n)], cold_cache("tvl1"))
             ok, total = _ok_rows(out / "manifest.csv", valid)
             m["tvl1_rate"], m["tvl1_wall"], m["tvl1_cpu"] = valid / ran.wall, ran.wall, ran.cpu_share(n)
             rows.append((f"export maps, TV-L1 (`--flow-method tvl1`), {n} worker(s) = all cores, SAMM-scale set — cold (fresh process)",

@@ -170,15 +170,10 @@ def _face_step(folder: OutputFolder, params: PipelineParams, detector: Any, boxe
             loading.close()
 
 
-@contextlib.contextmanager
-def _cluster(scheduler: Scheduler | None) -> Iterator[Any]:
+def _cluster(scheduler: Scheduler | None) -> contextlib.AbstractContextManager[Any]:
     """A client of the job's Dask cluster (``sammflow.cluster.connect``), or ``None`` without one.
     Connected before the output folder is touched: an unreachable scheduler writes nothing."""
-    if scheduler is None:
-        yield None
-        return
-    with connect(scheduler) as client:
-        yield client
+    return contextlib.nullcontext() if scheduler is None else connect(scheduler)
 
 
 def _out(out_dir: str | Path, client: Any) -> str | Path:
