@@ -11,7 +11,7 @@ the pipeline's own ``find_apex_face`` (MTCNN), one untimed warm-up pass on the f
 ``subpixel``
     ``sammflow.align.FrameAligner`` with the default ``AlignParams`` (what normalize and
     export run). Stages: *coarse* (the aligner's own start, ``match_frame_coarse`` on its
-    half-resolution template, timed on its own), *refinement* (``FrameAligner.match`` minus
+    quarter- or half-resolution template, timed on its own), *refinement* (``FrameAligner.match`` minus
     that coarse time), *crop* (``FrameAligner.crop``). If a later ``FrameAligner`` has no
     separate coarse step this module can call, coarse is ``None`` and refinement is the whole match.
 ``whole_pixel``
@@ -67,11 +67,11 @@ ECC_PAD = 8
 
 def _coarse_of(aligner: FrameAligner):
     """The aligner's own coarse step as a callable ``frame -> FrameMatch``, or ``None`` if it has none we can call."""
-    half = getattr(aligner, "template_half", None)
+    small = getattr(aligner, "template_coarse", None)
     coarse = getattr(align, "match_frame_coarse", None)
-    if aligner.params.method != "subpixel" or half is None or coarse is None:
+    if aligner.params.method != "subpixel" or small is None or coarse is None:
         return None
-    return lambda frame: coarse(frame, half, aligner.box, margin=aligner.params.margin)
+    return lambda frame: coarse(frame, small, aligner.box, margin=aligner.params.margin, factor=aligner.coarse_factor)
 
 
 def ecc_refine(frame: np.ndarray, template: np.ndarray, box, start: FrameMatch) -> tuple[FrameMatch, bool]:

@@ -287,7 +287,7 @@ def speed_section(data: SpeedData, groups: Sequence[str] = GROUPS) -> str:
         if "align" in groups:
             ran = procs.run([PYTHON, "bench/alignment.py", str(data.demanding)], label="alignment (bench/alignment.py)", cwd=ROOT, env=cold_cache("align"))
             result = json.loads(ran.json_line("frames"))
-            names = {"subpixel": "sub-pixel default (`FrameAligner`: coarse TM at ½ resolution + robust Gauss-Newton + cubic crop)",
+            names = {"subpixel": "sub-pixel default (`FrameAligner`: coarse TM at ¼ resolution + robust Gauss-Newton + cubic crop)",
                      "whole_pixel": "original whole-pixel (full-resolution TM + whole-pixel crop)",
                      "ecc": "baseline `cv2.findTransformECC`, MOTION_TRANSLATION, from the whole-pixel match"}
             for method, name in names.items():

@@ -18,7 +18,8 @@ Above the stages, imports run one way::
     pipeline                           one clip through the stages: NormalizedClip, ClipFlow
     cache                              the on-disk store of apex boxes and aligned crops
     cluster_worker                     what runs on a Dask worker: one clip's task, the worker plugins
-    files, manifest, outfolder, workers  atomic files; rows and resume plan; the output folder; worker processes
+    files, manifest, outfolder, pool,  atomic files; rows and resume plan; the output folder; the worker
+          workers                      processes (started early by the command line); clips run on them
     features                           features.npz: u, v, strain, X, labels, folds
     cluster                            the connection to a Dask cluster (--scheduler ADDRESS or local:N)
     export                             the batch jobs

@@ -33,7 +33,9 @@ _BORDER = 4  # template pixels left out at the edges (gradients there are one-si
 _MAX_ITERATIONS = 8
 _CONVERGED = 0.002  # px: a refinement step smaller than this ends the iterations
 _REGION_SIGMA = 4.0  # px on the stride grid (8 frame px): size of a "region" for robust weights
+_REGION_CELLS = 16  # the residual energy is smoothed on a grid reduced 4× (2× for small faces), keeping this many cells a side
 _CONVERGED_SHIFT = 0.01  # px: a shift's refinement ends at a step smaller than this (each step cuts the error ≈ 6×)
+_COARSE_SIDE = 32  # template px, at least, on the coarse match's grid: 1/4 resolution for faces of 128 px and more, else 1/2
 _SLACK = 2  # frame px around a shift's first sampling window converted with it (later ones stay within ~1 px)
 
 
@@ -167,28 +169,29 @@ def match_frame(frame: np.ndarray, template: np.ndarray, box: FaceBox, *, margin
     return FrameMatch(dx=float(x0 + mx - box.x1), dy=float(y0 + my - box.y1), score=float(score))
 
 
-def half_template(template: np.ndarray) -> np.ndarray:
-    """The template at half resolution (even-sized first, so the 2× grid is exact)."""
+def coarse_template(template: np.ndarray, factor: int = 2) -> np.ndarray:
+    """The template at 1/``factor`` resolution (cut to a multiple of ``factor`` first, so the grid is exact)."""
     h, w = template.shape
-    return cv2.resize(template[: h & ~1, : w & ~1], None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    return cv2.resize(template[: h - h % factor, : w - w % factor], (w // factor, h // factor), interpolation=cv2.INTER_AREA)
 
 
-def match_frame_coarse(frame: np.ndarray, template_half: np.ndarray, box: FaceBox, *, margin: int = 40) -> FrameMatch:
-    """``match_frame`` at half resolution with a parabolic peak fit: about 4× cheaper and within
-    ≈ 0.5 px, a start from which the sub-pixel refinement converges in two or three steps."""
+def match_frame_coarse(frame: np.ndarray, template_coarse: np.ndarray, box: FaceBox, *, margin: int = 40, factor: int = 2) -> FrameMatch:
+    """``match_frame`` at 1/``factor`` resolution (``template_coarse`` from ``coarse_template`` with the
+    same factor) with a parabolic peak fit: several times cheaper and within about a pixel, a
+    start from which the sub-pixel refinement converges in two or three steps."""
     _check_grey(frame, "frame")
     h, w = frame.shape
     x0, y0 = max(0, box.x1 - margin), max(0, box.y1 - margin)
     x1, y1 = min(w, box.x2 + margin), min(h, box.y2 + margin)
-    x1, y1 = x0 + ((x1 - x0) & ~1), y0 + ((y1 - y0) & ~1)
-    window = cv2.resize(frame[y0:y1, x0:x1], None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-    if window.shape[0] < template_half.shape[0] or window.shape[1] < template_half.shape[1]:
+    x1, y1 = x0 + (x1 - x0) // factor * factor, y0 + (y1 - y0) // factor * factor
+    window = cv2.resize(frame[y0:y1, x0:x1], ((x1 - x0) // factor, (y1 - y0) // factor), interpolation=cv2.INTER_AREA)
+    if window.shape[0] < template_coarse.shape[0] or window.shape[1] < template_coarse.shape[1]:
         raise ValueError(f"frame {w}×{h} is smaller than the {box.width}×{box.height} face crop")
-    result = cv2.matchTemplate(window, template_half, cv2.TM_CCOEFF_NORMED)
+    result = cv2.matchTemplate(window, template_coarse, cv2.TM_CCOEFF_NORMED)
     _, score, _, (mx, my) = cv2.minMaxLoc(result)
     fx, fy = _parabola(result, mx, my)
-    # template pixel j sits at window pixel mx + j: frame x0 + 2(mx + j) versus box.x1 + 2j at apex
-    return FrameMatch(dx=float(x0 + 2 * (mx + fx) - box.x1), dy=float(y0 + 2 * (my + fy) - box.y1), score=float(score))
+    # template pixel j sits at window pixel mx + j: frame x0 + f(mx + j) versus box.x1 + fj at apex
+    return FrameMatch(dx=float(x0 + factor * (mx + fx) - box.x1), dy=float(y0 + factor * (my + fy) - box.y1), score=float(score))
 
 
 def _parabola(surface: np.ndarray, x: int, y: int) -> tuple[float, float]:
@@ -401,7 +404,8 @@ def align_frames(
     Parameters
     ----------
     frames : iterable of (frame number, ndarray uint8 (H, W))
-        Frames of one clip, consumed one at a time (a generator keeps memory flat).
+        Frames of one clip, consumed one at a time (a generator keeps memory flat). The
+        ``apex`` array itself among them is its own match: offset 0, score 1, residual 0.
     apex : ndarray, uint8, shape (H, W)
         The apex frame ``box`` was detected on.
     box : FaceBox
@@ -417,9 +421,15 @@ def align_frames(
     crops: dict[int, np.ndarray] = {}
     matches: dict[int, FrameMatch] = {}
     for number, frame in frames:
-        matches[number] = aligner.match(frame)
+        # the apex frame itself holds the template where the box is: no search (the refinement
+        # would find 0 to within rounding, at the cost of a frame's alignment)
+        matches[number] = _IDENTITY if frame is apex else aligner.match(frame)
         crops[number] = aligner.crop(frame, matches[number])
     return crops, Alignment.from_matches(box, matches)
+
+
+#: The apex frame's match with its own crop.
+_IDENTITY = FrameMatch(0.0, 0.0, 1.0, residual=0.0)
 
 
 class FrameAligner:
@@ -434,12 +444,14 @@ class FrameAligner:
         self.to_crop = params.crop_size / box.width
         motion = params.motion if params.method == "subpixel" else "translation"
         self.reference = Reference(template, motion=motion)
-        # coarse-to-fine: the refinement needs a start within ~1 px, which half resolution gives
-        self.template_half = half_template(template) if min(template.shape) >= 64 else None
+        # coarse-to-fine: the refinement needs a start within ~1 px, which a quarter (or half) resolution gives
+        side = min(template.shape)
+        self.coarse_factor = 4 if side >= 4 * _COARSE_SIDE else 2
+        self.template_coarse = coarse_template(template, self.coarse_factor) if side >= 2 * _COARSE_SIDE else None
 
     def match(self, frame: np.ndarray) -> FrameMatch:
-        if self.params.method == "subpixel" and self.template_half is not None:
-            start = match_frame_coarse(frame, self.template_half, self.box, margin=self.params.margin)
+        if self.params.method == "subpixel" and self.template_coarse is not None:
+            start = match_frame_coarse(frame, self.template_coarse, self.box, margin=self.params.margin, factor=self.coarse_factor)
             return refine_match(frame, self.reference, self.box, start, robust=self.params.robust, scale_to_crop=self.to_crop)
         coarse = match_frame(frame, self.template, self.box, margin=self.params.margin)
         fine = refine_match(frame, self.reference, self.box, coarse, robust=self.params.robust, scale_to_crop=self.to_crop)
@@ -553,11 +565,25 @@ def _warped_patch(frame: np.ndarray, box: FaceBox, params: np.ndarray) -> np.nda
 
 def _shifted_samples(source: _FloatFrame, x: float, y: float, reference: Reference) -> np.ndarray:
     """The template grid's samples (``reference.rows``/``cols``) of the box whose pixel (0, 0)
-    is at frame (x, y), cubic: what ``_shifted_patch(...)[rows, cols]`` gives, filtering only
-    the part of the box the grid covers."""
+    is at frame (x, y), cubic: ``_shifted_patch(...)[rows, cols]`` up to float rounding.
+
+    Only the grid's rows are filtered vertically (four row-strided views weighted and added,
+    which OpenCV takes without a copy) and only those rows horizontally: half the work of
+    filtering the whole box and subsampling it.
+    """
     (c0, r0), (span_x, span_y) = reference.grid_origin, reference.grid_span
-    patch = _shifted_patch(source, x + c0, y + r0, span_x, span_y)
-    return patch[::reference.rows.step, ::reference.cols.step].ravel()
+    step_y, step_x = reference.rows.step, reference.cols.step
+    rows, cols = reference.grid
+    x, y = x + c0, y + r0
+    ix, iy = math.floor(x), math.floor(y)
+    window = source.window(ix - 1, iy - 1, span_x + 3, span_y + 3)
+    wy = _cubic_weights(y - iy)
+    taps = [window[k:k + step_y * (rows - 1) + 1:step_y] for k in range(4)]  # tap k of every grid row
+    vertical = cv2.addWeighted(taps[0], float(wy[0]), taps[1], float(wy[1]), 0.0)
+    cv2.add(vertical, cv2.addWeighted(taps[2], float(wy[2]), taps[3], float(wy[3]), 0.0), dst=vertical)
+    kernel = _cubic_weights(x - ix).reshape(1, 4)
+    filtered = cv2.filter2D(vertical, cv2.CV_32F, kernel, anchor=(0, 0), borderType=cv2.BORDER_ISOLATED)
+    return filtered[:, : step_x * (cols - 1) + 1 : step_x].ravel()
 
 
 def _sample(frame: np.ndarray, box: FaceBox, params: np.ndarray, reference: Reference) -> np.ndarray:
@@ -584,24 +610,25 @@ def _region_weights(residual: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Weights in [0, 1] from the local residual energy: regions far above the typical
     energy (moving features) get ~0, the rest ~1.
 
-    The energy is smoothed at half the grid's resolution (σ = ``_REGION_SIGMA`` / 2 there,
-    ``_REGION_SIGMA`` on the grid) and interpolated back: a region is 8×8 frame px, far
-    coarser than the grid, so this gives the same weights at a quarter of the cost.
+    The energy is smoothed at a quarter of the grid's resolution (half for small faces; σ =
+    ``_REGION_SIGMA`` / 4 there, ``_REGION_SIGMA`` on the grid) and interpolated back: a
+    region is 8×8 frame px, far coarser than the grid, so this gives weights as good at a
+    fraction of the cost.
     """
     h, w = grid
     energy = (residual * residual).reshape(grid).astype(np.float32, copy=False)
-    even = energy[: max(h & ~1, 2), : max(w & ~1, 2)]  # an exact 2× reduction (OpenCV's fast path)
-    small = cv2.resize(even, (even.shape[1] // 2, even.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (0, 0), _REGION_SIGMA / 2)
+    f = 4 if min(h, w) >= 4 * _REGION_CELLS else 2
+    even = energy[: max(h - h % f, f), : max(w - w % f, f)]  # an exact reduction (OpenCV's fast path)
+    small = cv2.resize(even, (even.shape[1] // f, even.shape[0] // f), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), _REGION_SIGMA / f)
     energy = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR).ravel()
     typical = _median(energy[::3])  # a third of the points give the same median
     if typical <= 1e-6:
         return np.ones_like(residual)
-    # (1 − u)² where u = energy / (4 × typical) < 1, else 0; in place (``energy`` is a new array)
-    np.divide(energy, np.float32(4.0 * typical), out=energy)
-    np.subtract(np.float32(1.0), energy, out=energy)
-    np.maximum(energy, np.float32(0.0), out=energy)
-    return np.square(energy, out=energy)
+    # (1 − u)² where u = energy / (4 × typical) < 1, else 0; OpenCV passes over ``energy`` (a new array)
+    cv2.addWeighted(energy, -1.0 / (4.0 * typical), energy, 0.0, 1.0, dst=energy)
+    cv2.threshold(energy, 0.0, 0.0, cv2.THRESH_TOZERO, dst=energy)
+    return cv2.multiply(energy, energy, dst=energy).ravel()
 
 
 def _median(values: np.ndarray) -> float:

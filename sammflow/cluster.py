@@ -152,7 +152,7 @@ def connect(scheduler: Scheduler, *, timeout: float | None = None) -> Iterator[A
     from distributed import Client, LocalCluster
 
     from sammflow.cluster_worker import IgnoreInterrupts
-    from sammflow.workers import sigint_ignored
+    from sammflow.pool import sigint_ignored
 
     timeout = CONNECT_TIMEOUT if timeout is None else timeout
     with _dask_quiet(), contextlib.ExitStack() as stack:

@@ -69,6 +69,8 @@ LAYERS: dict[str, dict[str, tuple[int, ...]]] = {
              "dense6_1": (2, 256), "dense6_2": (4, 256), "dense6_3": (10, 256)},
 }
 _PNET_CELL, _PNET_STRIDE = 12, 2  # PNet sees 12×12 windows, 2 px apart
+#: PNet networks kept, one per input size (a pyramid has 6–10 levels; two frame sizes fit).
+_PNET_SIZES = 24
 _CHUNK = 512  # facenet's RNet/ONet batch limit (fixed_batch_process); kept, as batch size can change rounding
 _NMS_VANILLA_ABOVE = {"cpu": 4000}  # torchvision's batched_nms: a per-class loop above this many coordinates
 _NMS_VANILLA_ABOVE_ELSEWHERE = 100_000
@@ -446,10 +448,22 @@ class _Pixels:
         self.count, self.height, self.width = (int(n) for n in batch.shape[:3])
         self._fallback = fallback
         self._integral = None
+        # grey frames given as RGB (three equal channels, as sammflow detects): one channel's sums
+        # serve all three, bit for bit (without a fallback: the torch engine keeps torch's layout)
+        self._grey = fallback is None and all(np.array_equal(batch[..., 0], batch[..., c]) for c in (1, 2))
+        channels = batch[..., :1] if self._grey else batch
         if batch.dtype == np.uint8 and 255 * self.height * self.width < 2**31:
-            self._integral = np.stack([cv2.integral(np.ascontiguousarray(image), sdepth=cv2.CV_32S) for image in batch])
+            sums = [cv2.integral(np.ascontiguousarray(image), sdepth=cv2.CV_32S) for image in channels]
         elif fallback is None:
-            self._integral = np.stack([cv2.integral(np.ascontiguousarray(image, dtype=np.float64), sdepth=cv2.CV_64F) for image in batch])
+            sums = [cv2.integral(np.ascontiguousarray(image, dtype=np.float64), sdepth=cv2.CV_64F) for image in channels]
+        else:
+            return
+        shape = (self.height + 1, self.width + 1, channels.shape[-1])  # cv2.integral drops a single channel's axis
+        self._integral = np.stack([s.reshape(shape) for s in sums]) if len(sums) > 1 else sums[0].reshape((1, *shape))
+
+    def _channels(self, planes: np.ndarray) -> np.ndarray:
+        """(N, C, h, w) planes as the three channels the networks take (a grey plane repeated)."""
+        return np.broadcast_to(planes, (planes.shape[0], 3, *planes.shape[2:])) if self._grey else planes
 
     def level(self, height: int, width: int) -> Any:
         """The whole images resampled to ``height`` × ``width``: (N, 3, h, w), channels-last strides."""
@@ -461,7 +475,7 @@ class _Pixels:
         sums = (np.take(rows, c1, axis=2) - np.take(rows, c0, axis=2)).astype(np.float32)
         sums /= (r1 - r0).astype(np.float32)[:, None, None]
         sums /= (c1 - c0).astype(np.float32)[None, :, None]
-        return sums.transpose(0, 3, 1, 2)
+        return self._channels(sums.transpose(0, 3, 1, 2))
 
     def crops(self, image_inds: np.ndarray, top: np.ndarray, bottom: np.ndarray, left: np.ndarray, right: np.ndarray, size: int) -> Any:
         """Crops ``[top:bottom, left:right]`` of images ``image_inds`` resampled to ``size`` × ``size``:
@@ -472,7 +486,7 @@ class _Pixels:
             return self._fallback.crops(image_inds, top, bottom, left, right, size)
         heights, widths = (r1 - r0).astype(np.float32)[:, :, None, None], (c1 - c0).astype(np.float32)[:, None, :, None]
         # each window's four corners, from the flattened integral images (faster than 3-D fancy indexing)
-        corners = self._integral.reshape(-1, 3)
+        corners = self._integral.reshape(-1, self._integral.shape[-1])
         row_start = image_inds[:, None].astype(np.int64) * (self.height + 1)
         r0, r1 = ((row_start + r0) * (self.width + 1))[:, :, None], ((row_start + r1) * (self.width + 1))[:, :, None]
         c0, c1 = c0[:, None, :], c1[:, None, :]
@@ -480,7 +494,7 @@ class _Pixels:
                 - (np.take(corners, r1 + c0, axis=0) - np.take(corners, r0 + c0, axis=0))).astype(np.float32)
         sums /= heights
         sums /= widths
-        return np.ascontiguousarray(sums.transpose(0, 3, 1, 2))
+        return np.ascontiguousarray(self._channels(sums.transpose(0, 3, 1, 2)))
 
     def _exact(self, heights: np.ndarray, widths: np.ndarray) -> bool:
         if self._integral is None:
@@ -647,8 +661,13 @@ class _OpenCVNets:
     device = "cpu"
 
     def __init__(self, folder: Path) -> None:
-        self._nets = {net: _caffe_net(net, load_weights(net, folder)) for net in LAYERS}
+        self._weights = {net: load_weights(net, folder) for net in LAYERS}
+        self._nets = {net: _caffe_net(net, self._weights[net]) for net in LAYERS}
         self._locks = {net: threading.Lock() for net in LAYERS}
+        # PNet runs on every pyramid level: a network for each level's size, as one network
+        # given another size re-allocates all its layers (a third of PNet's time)
+        self._levels: collections.OrderedDict[tuple[int, ...], tuple[Any, threading.Lock]] = collections.OrderedDict()
+        self._levels_lock = threading.Lock()
 
     def inference(self) -> Any:
         return contextlib.nullcontext()
@@ -659,11 +678,23 @@ class _OpenCVNets:
     def run(self, net: str, x: Any) -> tuple[np.ndarray, np.ndarray]:
         """Box regressions and face/non-face softmax of ``net``, as ``_TorchNets.run``."""
         blob = np.ascontiguousarray(x, dtype=np.float32)
-        with self._locks[net]:
-            model = self._nets[net]
+        model, lock = self._level_net(blob.shape) if net == "pnet" else (self._nets[net], self._locks[net])
+        with lock:
             model.setInput(blob)
             regression, probs = model.forward(["regression", "prob"])
         return regression, probs
+
+    def _level_net(self, shape: tuple[int, ...]) -> tuple[Any, threading.Lock]:
+        """PNet for inputs of ``shape`` (the most recently used ``_PNET_SIZES`` kept) and its lock."""
+        with self._levels_lock:
+            found = self._levels.get(shape)
+            if found is None:
+                found = self._levels[shape] = (_caffe_net("pnet", self._weights["pnet"]), threading.Lock())
+                if len(self._levels) > _PNET_SIZES:
+                    self._levels.popitem(last=False)
+            else:
+                self._levels.move_to_end(shape)
+            return found
 
     def batched_nms(self, boxes: np.ndarray, scores: np.ndarray, image_inds: np.ndarray, threshold: float) -> np.ndarray:
         def sort_descending(values: np.ndarray) -> np.ndarray:

@@ -15,13 +15,7 @@ rules (and the same progress and row callbacks).
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import dataclasses
-import importlib
-import multiprocessing
-import os
-import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,14 +23,13 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecu
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-import cv2
-
 from sammflow.annotations import ClipAnnotation
 from sammflow.dataset import ClipFrames, Dataset, InputError
 from sammflow.manifest import clip_row
 from sammflow.outfolder import FATAL_WRITE_ERRORS, OutputFolder
 from sammflow.params import DetectParams
 from sammflow.pipeline import ClipError
+from sammflow.pool import available_cores, get_pool
 from sammflow.text import one_line, show_path
 
 #: ``progress(done, total, label)``: called as clips finish.
@@ -51,73 +44,14 @@ Prepare = Callable[[list[tuple[ClipAnnotation, ClipFrames]]], list[Any]]
 PREPARE_BATCH = 8
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the system tells, e.g. in a container)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
 def default_workers() -> int:
     """Worker processes for batch jobs: one per core."""
     return available_cores()
 
 
-#: What a worker imports as it starts, while the main process loads the detector: the jobs' work
-#: functions and all they use (otherwise the first task pays for it).
-WARM_MODULES = ("sammflow.export",)
-
-
-def _worker_init() -> None:
-    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
-    # Ctrl-C reaches the whole process group: the main process stops the batch; a worker
-    # finishes its clip (atomic writes) instead of dying with a traceback on the terminal.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for module in WARM_MODULES:
-        importlib.import_module(module)
-
-
-_POOLS: dict[int, ProcessPoolExecutor] = {}
-
-
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool kept for the life of this process. Spawned, not forked: safe after torch's threads."""
-    pool = _POOLS.get(workers)
-    if pool is None or getattr(pool, "_broken", False):
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
-        # Start every worker now (one per task while none is idle yet), while this process loads
-        # the detector, and with Ctrl-C ignored: a child started that way ignores it from
-        # its first instruction, so a Ctrl-C during its start-up prints no traceback either.
-        with sigint_ignored():
-            for _ in range(workers):
-                pool.submit(int)
-        _POOLS[workers] = pool
-    return pool
-
-
-@contextlib.contextmanager
-def sigint_ignored() -> Iterator[None]:
-    """Ctrl-C ignored in this process while inside (from the main thread; elsewhere nothing
-    changes): what a child process started meanwhile inherits."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: nothing to do, the worker initializer still ignores it
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def shutdown_pools() -> None:
-    """Stop the kept worker processes (also done at exit)."""
-    while _POOLS:
-        _POOLS.popitem()[1].shutdown(cancel_futures=True)
-
-
-atexit.register(shutdown_pools)
+    """``sammflow.pool.get_pool``: the pool of ``workers`` processes kept for this process."""
+    return get_pool(workers)
 
 
 def preflight(dataset: Dataset, clip: ClipAnnotation, needed: tuple[str, ...] = ("onset", "apex")) -> ClipFrames:

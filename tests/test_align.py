@@ -194,3 +194,15 @@ def test_similarity_recovers_a_small_head_roll(face_image, apex, box, screen_ang
     crops, _ = align_frames([(1, frame), (2, apex)], apex, box, params=AlignParams(motion="similarity"))
     wrong = crop_aligned(frame, box, match.dx, match.dy, params=AlignParams(motion="similarity"), angle=-match.angle, scale=match.scale)
     assert np.abs(crops[1].astype(int) - crops[2]).mean() < 0.5 * np.abs(wrong.astype(int) - crops[2]).mean()
+
+
+def test_the_apex_frame_is_its_own_match(face_image, apex, box):
+    shifted = place(face_image, canvas=CANVAS, at=(BASE[0] + 1.3, BASE[1] - 0.6))
+    crops, alignment = align_frames([(7, shifted), (9, apex)], apex, box)
+    matches = alignment.matches()
+    assert (matches[9].dx, matches[9].dy, matches[9].score, matches[9].residual) == (0.0, 0.0, 1.0, 0.0)
+    # what the search would have found for it: the same, to within rounding
+    searched = _aligner(apex, box).match(apex.copy())
+    assert abs(searched.dx) < 1e-4 and abs(searched.dy) < 1e-4 and searched.score > 0.99999
+    np.testing.assert_array_equal(crops[9], crop_aligned(apex, box))
+    assert abs(matches[7].dx - 1.3) < 0.05 and abs(matches[7].dy + 0.6) < 0.05
