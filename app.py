@@ -26,6 +26,7 @@ page = st.navigation([
     st.Page("app_pages/flow.py", title="Flow samples", icon=":material/air:"),
     st.Page("app_pages/gifs.py", title="Onset→apex GIFs", icon=":material/animation:"),
     st.Page("app_pages/export.py", title="Batch export", icon=":material/download:"),
+    st.Page("app_pages/recognition.py", title="Recognition check", icon=":material/model_training:"),
 ])
 # The sidebar shows any dataset problem with st.error; a page only runs on a usable dataset.
 # A page's unexpected error is an st.error naming it; the traceback goes to the server log.

@@ -3,7 +3,7 @@ its facial motion from onset to offset with the annotated and spotted apex."""
 
 import streamlit as st
 
-from sammflow import charts, tables, ui
+from sammflow import charts, figures, tables, ui
 from sammflow.pipeline import ClipError
 
 ctx = ui.context()
@@ -59,13 +59,13 @@ for title, images, fraction in (("Before: each frame cropped by its own MTCNN bo
             column.info("MTCNN found no face on this frame.")
         else:
             column.image(image, caption=text, width=ctx.params.align.crop_size)
-st.download_button("Download figure (PNG)", figure.png(a, b, threshold, clip), file_name=f"alignment_{clip}_{a}_{b}.png",
-                    mime="image/png", icon=":material/download:", on_click="ignore")
+st.download_button("Download figure (PNG)", lambda: figure.png(a, b, threshold, clip, scale=figures.DOWNLOAD_SCALE),
+                   file_name=f"alignment_{clip}_{a}_{b}.png", mime="image/png", icon=":material/download:", on_click="ignore")
 
 left, right = st.columns([3, 2])
-left.plotly_chart(charts.jitter_chart(track, aligned, ann.onset, ann.apex), config=charts.plotly_config(f"jitter_{clip}"))
+ui.chart(left, charts.jitter_chart(track, aligned, ann.onset, ann.apex), f"jitter_{clip}")
 flagged = [int(n) for n in aligned.alignment.flagged(ctx.params.align)]
-right.plotly_chart(charts.score_chart(aligned, ctx.params.align, flagged), config=charts.plotly_config(f"quality_{clip}"))
+ui.chart(right, charts.score_chart(aligned, ctx.params.align, flagged), f"quality_{clip}")
 if flagged:
     reasons = tables.flag_reasons(aligned.alignment, ctx.params.align)
     right.warning(f"{len(flagged)} frame(s) flagged (limits: score ≥ {ctx.params.align.min_score:g}, residual ≤ "
@@ -80,8 +80,8 @@ if aligned.warnings:
 
 spotted = ann.apex if ann.apex_source == "spotted" else None
 annotated = tables.annotated_clip(ctx.dataset, clip)
-st.plotly_chart(charts.motion_chart(curve, ann.onset, ann.offset, apex=annotated.apex if annotated else None, spotted=spotted),
-                config=charts.plotly_config(f"motion_{clip}"))
+ui.chart(st, charts.motion_chart(curve, ann.onset, ann.offset, apex=annotated.apex if annotated else None, spotted=spotted),
+         f"motion_{clip}")
 st.caption("Motion of each aligned frame from the onset frame (Farnebäck flow at 112 px, head motion removed, mean of the top 10 % of "
            "the magnitude inside the face): the measure an apex is spotted with, at the peak of its 3-frame average. "
            + ("" if spotted is not None else "The apex policy *spot* in the sidebar spots every clip's apex."))

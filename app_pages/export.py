@@ -1,4 +1,5 @@
-"""Batch export: every clip's flow map, manifest.csv and params.json (and features.npz), with live status."""
+"""Batch export: every clip's flow map, manifest.csv and params.json (and features.npz), with live status; the
+outputs as a zip and the folder's HTML report."""
 
 import json
 
@@ -43,15 +44,18 @@ except ValueError as exc:  # the folder or the scheduler breaks a rule: the mess
     st.stop()
 
 run, force, target = None, False, plan.out
+result = st.session_state.get("export_result")
 if plan.state == "new":
     (st.warning if plan.delete else st.caption)(plan.message())
     run = st.button(f"Export {plan.clips} clips", key="run_export", type="primary", icon=":material/play_arrow:")
 elif plan.state == "resume":
     st.info(plan.message(), icon=":material/history:")
-    b1, b2, _ = st.columns([1, 1, 2])
+    b1, b2, b3, _ = st.columns([1, 1, 1, 1])
     resume = b1.button(f"Resume: compute {plan.todo}, keep {plan.kept}", key="run_export", type="primary", icon=":material/play_arrow:")
     restart = b2.button(f"Start over: recompute all {plan.clips}", key="export_restart", icon=":material/restart_alt:")
     run, force = resume or restart, restart
+    if plan.kept and (result is None or result.out_dir != plan.out):  # an export's own result has the button below
+        ui.report_button(b3, plan.out, key="report_folder")
 else:
     st.warning(plan.message(), icon=":material/warning:")
     fresh = export_choices.new_folder(plan.out)
@@ -87,7 +91,6 @@ if run:
         st.session_state["_out_chosen"] = str(target)
     st.rerun()  # the folder's new state above, the result below
 
-result = st.session_state.get("export_result")
 if result is not None:
     done = f" ({result.resumed} kept from the earlier export)" if result.resumed else ""
     replaced = f"; {result.replaced} maps of other parameters deleted first" if result.replaced else ""
@@ -101,6 +104,8 @@ if result is not None:
             st.info(tables.features_summary(features), icon=":material/dataset:")
         except (OSError, ValueError) as exc:  # removed or replaced by hand since
             st.warning(f"Cannot read `{features}`: {exc}")
-    st.download_button(f"Download maps + manifest + params{' + features.npz' if features.is_file() else ''} (zip)",
+    z1, z2, _ = st.columns([2, 1, 1])
+    z1.download_button(f"Download maps + manifest + params{' + features.npz' if features.is_file() else ''} (zip)",
                        export.zip_outputs(result), file_name="sammflow_flows.zip", mime="application/zip",
                        icon=":material/folder_zip:", on_click="ignore")
+    ui.report_button(z2, result.out_dir, key="report_result")

@@ -66,7 +66,8 @@ for start in range(0, len(shown), 3):
                       type="tertiary", disabled=clip == st.session_state["clip"], help=f"Show {clip} large below, with arrows.")
 if tiles:  # the PNGs of this page are made on click (deferred), not on every rerun
     st.download_button("Download samples (PNG)",
-                       lambda: figures.png(figures.panel(tiles, columns=3, tile=168, title="Onset → apex flow maps")),
+                       lambda: figures.png(figures.panel(tiles, columns=3, tile=168, title="Onset → apex flow maps",
+                                                         scale=figures.DOWNLOAD_SCALE)),
                        file_name=f"flow_samples_{st.session_state['seed']}.png", mime="image/png", icon=":material/download:",
                        on_click="ignore", key="samples_png")
 
@@ -82,10 +83,8 @@ if isinstance(result, ClipError):
     st.stop()
 ann = result.normalized.clip  # its apex spotted where the sidebar's apex policy says so
 size = ctx.params.align.crop_size
-figure = [(result.onset_crop, f"aligned onset (frame {ann.onset})"),
-          (figures.resize(figures.flow_arrows(result.apex_crop, result.flow.uv, step=step, scale=scale), size), f"aligned apex (frame {ann.apex}) + flow"),
-          (figures.enlarge(result.map_rgb, size), f"flow map ({result.flow_map.shape[1]}×{result.flow_map.shape[0]})"),
-          figures.map_legend(result.flow, params=ctx.params.encode, size=size)]
+drawing = {"params": ctx.params.encode, "tile": size, "arrow_step": step, "arrow_scale": scale}
+figure = figures.flow_tiles(result, **drawing)
 st.caption(f"{tables.caption(ctx.dataset, clip)} · onset {ann.onset} · {tables.apex_note(ctx.dataset, ann)}")
 for column, (image, text) in zip(st.columns(4), figure):
     column.image(image, caption=text, width=size)
@@ -94,16 +93,21 @@ m1, m2, m3 = st.columns(3)
 m1.metric("Mean flow (crop px)", f"{stats['mean']:.3f}")
 m2.metric("99th percentile (crop px)", f"{stats['p99']:.3f}")
 m3.metric("Dominant direction", f"{stats['direction']:.0f}°", help="0° = right, 90° = down, 180° = left, 270° = up.")
-d1, d2, _ = st.columns([1, 1, 2])
+d1, d3, d2, _ = st.columns([1, 1, 1, 1])
 d1.download_button("Download map (PNG)", lambda: figures.png(result.map_rgb), file_name=flow_map_name(ann), mime="image/png",
-                   icon=":material/download:", on_click="ignore")
-d2.download_button("Download figure (PNG)",
-                   lambda: figures.png(figures.panel(figure, columns=4, tile=size, title=tables.caption(ctx.dataset, clip))),
-                   file_name=f"flow_{clip}.png", mime="image/png", icon=":material/download:", on_click="ignore")
+                   icon=":material/download:", on_click="ignore", key="map_raw",
+                   help="The map itself, at its size (the export's file and name).")
+d3.download_button("Download map for slides (PNG)", lambda: figures.map_png(result.map_rgb), file_name=figures.map_slide_name(flow_map_name(ann)),
+                   mime="image/png", icon=":material/slideshow:", on_click="ignore", key="map_png",
+                   help=f"The map enlarged to {figures.MAP_PNG_SIDE} px, each of its pixels a square.")
+d2.download_button("Download figure (PNG)", lambda: figures.png(figures.panel(
+                       figures.flow_tiles(result, **drawing, scale=figures.DOWNLOAD_SCALE), columns=4, tile=size,
+                       title=tables.caption(ctx.dataset, clip), scale=figures.DOWNLOAD_SCALE)),
+                   file_name=f"flow_{clip}.png", mime="image/png", icon=":material/download:", on_click="ignore", key="figure_png")
 
 st.subheader("Flow channels (crop resolution)")
 st.caption(f"The flow the map is made from, {size}×{size} crop px: u and v (px, + right / + down), optical strain (px per px, "
            "dimensionless) and magnitude (px). Colours span the 99th percentile of the face without its border; stronger values "
            "saturate, the hover shows them.")
 for column, chart, name in zip(st.columns(4), charts.channel_charts(result.flow), ("u", "v", "strain", "magnitude")):
-    column.plotly_chart(chart, config=charts.plotly_config(f"{name}_{clip}"), key=f"channel_{name}")
+    ui.chart(column, chart, f"{name}_{clip}", key=f"channel_{name}")

@@ -48,10 +48,16 @@ for clip in chosen:
     right.image(figures.enlarge(result.map_rgb, size), caption="flow map (onset → apex)", width=size)
     info.download_button("Download GIF", data, file_name=gif_name(ann), mime="image/gif",
                          icon=":material/download:", on_click="ignore", key=f"gif_{clip}")
-    info.download_button("Download map (PNG)", figures.png(result.map_rgb), file_name=flow_map_name(ann), mime="image/png",
-                         icon=":material/download:", on_click="ignore", key=f"map_{clip}")
-    slide = figures.clip_figure(result, params=ctx.params.encode, title=tables.caption(ctx.dataset, clip))
-    info.download_button("Download slide figure (PNG)", figures.png(slide), file_name=f"slide_{clip}.png", mime="image/png",
+    # made on click (deferred); the loop's values bound as defaults, not read when the button is clicked
+    info.download_button("Download map (PNG)", lambda result=result: figures.png(result.map_rgb), file_name=flow_map_name(ann),
+                         mime="image/png", icon=":material/download:", on_click="ignore", key=f"map_raw_{clip}",
+                         help="The map itself, at its size (the export's file and name).")
+    info.download_button("Download map for slides (PNG)", lambda result=result: figures.map_png(result.map_rgb),
+                         file_name=figures.map_slide_name(flow_map_name(ann)), mime="image/png", icon=":material/slideshow:",
+                         on_click="ignore", key=f"map_{clip}", help=f"The map enlarged to {figures.MAP_PNG_SIDE} px, each of its pixels a square.")
+    info.download_button("Download slide figure (PNG)", lambda result=result, title=tables.caption(ctx.dataset, clip): figures.png(
+                             figures.clip_figure(result, params=ctx.params.encode, title=title, scale=figures.DOWNLOAD_SCALE)),
+                         file_name=f"slide_{clip}.png", mime="image/png",
                          icon=":material/slideshow:", on_click="ignore", key=f"slide_{clip}",
                          help="Onset and apex (labelled stills), apex with flow arrows, flow map and colour legend side by side.")
     info.caption(f"{params.fps:g} fps · every {step} frame(s) · {size} px · {len(data) / 1024:.0f} KB")

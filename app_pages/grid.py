@@ -29,5 +29,6 @@ for message in grid.failed:
 if grid.tiles:
     # made on click (deferred), not on every rerun: a panel of every tile is the page's slowest part
     st.download_button("Download grid (PNG)", lambda: figures.png(figures.panel(grid.tiles, columns=columns, tile=160,
-                                                                              title=f"Aligned {which} frame per {per}")),
+                                                                              title=f"Aligned {which} frame per {per}",
+                                                                              scale=figures.DOWNLOAD_SCALE)),
                        file_name=f"grid_{which}_{per}.png", mime="image/png", icon=":material/download:", on_click="ignore")

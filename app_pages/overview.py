@@ -42,13 +42,11 @@ st.caption(f"{len(shown)} of {len(table)} rows")
 st.dataframe(shown, hide_index=True, width="stretch", height=min(420, 38 + 35 * max(len(shown), 1)))
 
 left, right = st.columns(2)
-left.plotly_chart(charts.count_chart(shown, "emotion", "Estimated emotion"), config=charts.plotly_config("emotions"))
-right.plotly_chart(charts.count_chart(shown, "objective class", "Objective class"), config=charts.plotly_config("objective_classes"))
+ui.chart(left, charts.count_chart(shown, "emotion", "Estimated emotion"), "emotions")
+ui.chart(right, charts.count_chart(shown, "objective class", "Objective class"), "objective_classes")
 fps = ctx.fps
-left.plotly_chart(charts.histogram(shown, "duration", "Clip duration (onset → offset)", label="duration", fps=fps),
-                  config=charts.plotly_config("durations"))
-right.plotly_chart(charts.histogram(shown, "latency", "Onset → apex latency", label="latency", fps=fps),
-                   config=charts.plotly_config("latencies"))
+ui.chart(left, charts.histogram(shown, "duration", "Clip duration (onset → offset)", label="duration", fps=fps), "durations")
+ui.chart(right, charts.histogram(shown, "latency", "Onset → apex latency", label="latency", fps=fps), "latencies")
 
 st.subheader("Labels")
 annotations = ctx.params.annotations

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py                       # full run (first time ≈ 5 min to generate data)
     .venv/bin/python bench/run.py --quick --out /tmp/bench_quick.md   # smoke run: every row on small data
-    .venv/bin/python bench/run.py --only flow-methods   # one section (speed, fidelity, flow-methods)
+    .venv/bin/python bench/run.py --only flow-methods   # one section (speed, fidelity, flow-methods, recognition)
     .venv/bin/python bench/run.py --only speed --rows grid flow --out /tmp/b.md   # some speed rows only
 
 Generates (or reuses) the benchmark data under bench/data/ (the demanding set and the
@@ -43,7 +43,8 @@ DEMANDING_QUICK = DemoConfig(subjects=2, clips_per_subject=2, frames=20, seed=11
 SAMM_SCALE = SammScaleConfig()
 SAMM_SCALE_QUICK = SammScaleConfig(clips=12)
 #: The sections of BENCHMARKS.md this script writes, by ``--only`` name, in file order.
-SECTIONS = {"speed": "## Speed and memory", "fidelity": "## Alignment fidelity (issue 4)", "flow-methods": "## Flow methods (issue 11)"}
+SECTIONS = {"speed": "## Speed and memory", "fidelity": "## Alignment fidelity (issue 4)", "flow-methods": "## Flow methods (issue 11)",
+            "recognition": "## Recognition check (issue 16)"}
 #: Warm timed runs of each flow per pair and thread count (median).
 FLOW_RUNS = 3
 
@@ -218,6 +219,10 @@ def main(argv: list[str] | None = None) -> None:
             bodies[name] = speed_section(speed_data, args.rows)
         elif name == "fidelity":
             bodies[name] = fidelity_section(fidelity_configs, fidelity_roots)
+        elif name == "recognition":
+            from bench.recognition import section as recognition_section
+
+            bodies[name] = recognition_section(quick=args.quick)
         else:
             bodies[name] = flow_methods_section(fidelity_configs, fidelity_roots)
     old = args.out.read_text() if args.out.exists() else ""

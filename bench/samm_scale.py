@@ -177,7 +177,7 @@ def _write(root: Path, config: SammScaleConfig, progress: Callable[[int, int, st
         subject = subjects[row.subject]
         rng = np.random.default_rng([config.seed, 2, every.index(row)])
         motion = MOTION_OF.get(row.emotion, "brows_down_smile")
-        bumps = demo._bumps(subject, motion, config.amplitude)
+        bumps = demo._bumps(subject, demo.MOTIONS[motion]["bumps"], config.amplitude)
         ys, xs = np.mgrid[0:subject.shape[0], 0:subject.shape[1]].astype(np.float32)
         field = demo.displacement_field(bumps, xs + subject.origin[0], ys + subject.origin[1])
         folder = root / row.subject / row.clip

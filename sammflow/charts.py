@@ -1,7 +1,7 @@
 """Charts of the dashboard (plotly), as plain functions: the overview's counts and histograms,
 the alignment page's face position, quality and facial motion per frame, the flow page's u,
 v, strain and magnitude at crop resolution. No Streamlit: the pages call these, and a
-notebook can too. Every chart downloads as a 2× PNG from its modebar.
+notebook can too. Every chart downloads as a 2× PNG or an SVG from its modebar (``plotly_config``).
 """
 
 from __future__ import annotations
@@ -25,23 +25,36 @@ BEFORE = "#e07b39"
 FLAG = "#c0392b"
 
 
-#: Plotly config of every chart: the modebar's camera button downloads a 2× PNG.
-PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+#: The formats the camera button can download, and their options: a PNG at twice the chart's
+#: size on screen, or an SVG (vector: sharp at any size, editable; a scale means nothing to it).
+IMAGE_FORMATS = {"png": {"format": "png", "scale": 2}, "svg": {"format": "svg"}}
+#: Plotly config of every chart: the modebar's camera button downloads a 2× PNG (the default format).
+PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": dict(IMAGE_FORMATS["png"])}
 
 
-def plotly_config(filename: str) -> dict[str, Any]:
-    """Plotly config of every chart: the modebar's camera button downloads a 2× PNG.
+def plotly_config(filename: str, *, image_format: str = "png") -> dict[str, Any]:
+    """Plotly config of every chart: the modebar's camera button downloads the chart as a 2× PNG
+    or as an SVG.
 
     Parameters
     ----------
     filename : str
         Name of the downloaded file, without extension.
+    image_format : {"png", "svg"}
+        ``IMAGE_FORMATS``: the dashboard's sidebar choice.
 
     Returns
     -------
     dict
+
+    Raises
+    ------
+    ValueError
+        Another format.
     """
-    return {**PLOTLY_CONFIG, "toImageButtonOptions": {**PLOTLY_CONFIG["toImageButtonOptions"], "filename": filename}}
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"chart image format must be one of {', '.join(IMAGE_FORMATS)}, not {image_format!r}")
+    return {**PLOTLY_CONFIG, "toImageButtonOptions": {**IMAGE_FORMATS[image_format], "filename": filename}}
 
 
 #: Height (px) of the bottom margin that holds the x tick labels, the x axis title and, below
@@ -383,3 +396,17 @@ def channel_charts(flow: FlowField) -> list[Any]:
     """
     fields = (flow.uv[..., 0], flow.uv[..., 1], flow.strain, flow.magnitude)
     return [channel_chart(values, title, unit, signed=signed) for values, (title, unit, signed) in zip(fields, CHANNELS)]
+
+
+def confusion_chart(matrix: Any, classes: Iterable[str], title: str = "", *, height: int = 300) -> Any:
+    """A confusion matrix (rows true class, columns predicted; counts) as an annotated heatmap."""
+    import plotly.graph_objects as go
+
+    _white_template()
+    names = list(classes)
+    z = np.asarray(matrix, np.int64)
+    heatmap = {"type": "heatmap", "z": z, "x": names, "y": names, "colorscale": "Blues", "showscale": False,
+               "text": z, "texttemplate": "%{text}", "hovertemplate": "true %{y}, predicted %{x}: %{z}<extra></extra>"}
+    axes = {"xaxis": {"title": {"text": "predicted"}, "side": "bottom"},
+            "yaxis": {"title": {"text": "true"}, "autorange": "reversed", "scaleanchor": "x"}}
+    return go.Figure({"data": [heatmap], "layout": {**axes, **_layout(height=height, title=title, legend=False, right=10)}})

@@ -1,4 +1,4 @@
-"""Command line: ``python -m sammflow {demo,normalize,flows,gif,export} --help``.
+"""Command line: ``python -m sammflow {demo,normalize,flows,gif,export,report,evaluate} --help``.
 
 Runs headless on a server. Long work shows a progress bar (tqdm, on stderr); each command
 ends with one line per failed clip (naming it and the cause) and a one-line summary, and
@@ -41,7 +41,7 @@ from sammflow.kinds import KINDS, parse_spec, resolve as resolve_kind
 from sammflow.labels import megc_report
 from sammflow.video import is_video
 from sammflow.text import one_line, printable
-from sammflow.params import PRESETS, STAGE_CLASSES, STAGES, GifParams, PipelineParams, declared
+from sammflow.params import PRESETS, STAGE_CLASSES, STAGES, GifParams, PipelineParams, declared, option
 
 #: ``--workers`` above this many times the cores is refused as a mistake (a typo, a value for another machine).
 MAX_WORKERS_PER_CORE = 4
@@ -71,7 +71,7 @@ def flag_of(cls: type, name: str) -> str:
     """The command-line flag of a declared parameter, ``--`` included."""
     for f, p in declared(cls):
         if f.name == name:
-            return "--" + (p.flag or f.name.replace("_", "-"))
+            return option(f, p)
     raise KeyError(name)
 
 
@@ -197,12 +197,19 @@ _DEMO_OPTIONS = {"--subjects": ("subjects", 1, 99), "--clips": ("clips_per_subje
                  "--amplitude": ("amplitude", 0.0, 100.0), "--jitter": ("jitter", 0.0, 100.0), "--seed": ("seed", 0, None)}
 
 
+#: ``demo --labelled``'s defaults: enough subjects and clips for leave-one-subject-out (72 clips, 24 per
+#: class), few frames (onset, apex and offset are all a recognition check reads).
+_LABELLED_DEMO = {"--subjects": 12, "--clips": 6, "--frames": 9}
+
+
 def _demo_config(args: argparse.Namespace) -> Any:
     """The demo's ``DemoConfig`` from its flags, each checked and named by its flag."""
     from sammflow.demo import DemoConfig
 
+    defaults = _LABELLED_DEMO if args.labelled else {"--subjects": 3, "--clips": 2, "--frames": 36}
     values = {"--subjects": args.subjects, "--clips": args.clips, "--frames": args.frames, "--amplitude": args.amplitude,
               "--jitter": args.jitter, "--seed": args.seed}
+    values = {flag: defaults[flag] if value is None else value for flag, value in values.items()}
     for flag, value in values.items():
         _, low, high = _DEMO_OPTIONS[flag]
         if high is None and value < low:
@@ -210,7 +217,7 @@ def _demo_config(args: argparse.Namespace) -> Any:
         if high is not None and not low <= value <= high:
             raise InputError(f"{flag} must be in [{low:g}, {high:g}], got {value:g}")
     try:
-        return DemoConfig(kind=args.kind, **{_DEMO_OPTIONS[flag][0]: value for flag, value in values.items()})
+        return DemoConfig(kind=args.kind, labelled=args.labelled, **{_DEMO_OPTIONS[flag][0]: value for flag, value in values.items()})
     except ValueError as exc:  # DemoConfig checks --kind: "kind must be one of [...]" → "--kind must be one of [...]"
         message = one_line(str(exc))
         flags = {name: flag for flag, (name, _, _) in _DEMO_OPTIONS.items()} | {"kind": "--kind"}
@@ -262,12 +269,16 @@ def build_parser(prog: str = "python -m sammflow") -> argparse.ArgumentParser:
                            + "; ".join(f"{name}: {layout.annotations}, {layout.size[0]}×{layout.size[1]} "
                                        f"{'colour' if layout.colour else 'grey'}" for name, layout in DEMO_LAYOUTS.items())
                            + " (default: samm)")
-    demo.add_argument("--subjects", type=int, default=3, help="number of subjects, 1-99 (default: 3)")
-    demo.add_argument("--clips", type=int, default=2, help="clips per subject, 1-20 (default: 2)")
-    demo.add_argument("--frames", type=int, default=36, help="frames per clip, 5-10000 (default: 36)")
+    demo.add_argument("--subjects", type=int, default=None, help="number of subjects, 1-99 (default: 3; --labelled: 12)")
+    demo.add_argument("--clips", type=int, default=None, help="clips per subject, 1-20 (default: 2; --labelled: 6)")
+    demo.add_argument("--frames", type=int, default=None, help="frames per clip, 5-10000 (default: 36; --labelled: 9)")
     demo.add_argument("--amplitude", type=_number, default=4.0, help="peak local motion at apex, frame px, 0-100 (default: 4)")
     demo.add_argument("--jitter", type=_number, default=1.5, help="per-frame head jitter std, frame px, 0-100 (default: 1.5)")
     demo.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default: 0)")
+    demo.add_argument("--labelled", action="store_true",
+                      help="a recognition benchmark: each clip shows the facial motion of one MEGC2019 class (negative: brows "
+                           "lowered and drawn together; positive: lip corners up and out; surprise: brows raised), balanced per "
+                           "subject, varied per subject and clip, annotated with an emotion of that class (for 'sammflow evaluate')")
     demo.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     def stages(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -310,7 +321,49 @@ def build_parser(prog: str = "python -m sammflow") -> argparse.ArgumentParser:
     p.add_argument("--events", type=Path, help="a video's events: a CSV with onset, offset and optionally apex, emotion, name columns")
     model_options(p)
     stages(p, list(STAGE_CLASSES))
+
+    from sammflow.recognition import DEFAULT_MODEL, DEFAULT_SEED, LABEL_SOURCES, MODELS
+
+    p = sub.add_parser("evaluate", help="recognition check: train a baseline with leave-one-subject-out folds on a features.npz, "
+                                        "report UF1 / UAR",
+                       description="Train a baseline on OUT/features.npz (export --arrays) with leave-one-subject-out folds (its fold "
+                                   "column): per held-out subject a fresh model, seeded from (--seed, fold), trained for a fixed "
+                                   "number of epochs on the other subjects only (no early stopping, no selection on a test fold), "
+                                   "then predicting the held-out clips. Reports UF1 and UAR of the pooled predictions with 95%% "
+                                   "bootstrap intervals over subjects, overall and per dataset, and writes OUT/evaluation.json "
+                                   "(and OUT/evaluation-MODEL.json): parameters, seeds, versions, confusion matrix, per-subject "
+                                   "accuracy, every clip's prediction. The features file is only read.")
+    p.add_argument("features", type=Path, help="a features.npz written by 'sammflow export --arrays'")
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), metavar="|".join(MODELS),
+                   help="; ".join(f"{m.name}: {m.title}" for m in MODELS.values()) + f" (default: {DEFAULT_MODEL})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs of a CNN, solver iterations of logreg (default: "
+                        + ", ".join(f"{m.name} {m.epochs}" for m in MODELS.values()) + ")")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of every fold's model, >= 0 (default: {DEFAULT_SEED})")
+    p.add_argument("--labels", default="megc", choices=list(LABEL_SOURCES),
+                   help="megc: the MEGC2019 classes (label_megc; clips outside it are left out); emotion: the dataset's own "
+                        "emotions (default: megc)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("report", help="OUT/report.html: one self-contained HTML file summarising an output folder (for a lab meeting)",
+                       description="Write OUT/report.html, one self-contained HTML file (images, charts and plotly.js inside; it "
+                                   "opens offline) summarising an output folder of export, normalize, flows or gif: the dataset and "
+                                   "its annotation problems, alignment quality, the normalized grid, a sample of flow maps, clips in "
+                                   "detail, and every parameter with the command that reproduces the folder. Crops and flows the "
+                                   "folder does not hold are recomputed from the dataset its params.json records.")
+    p.add_argument("out", type=Path, help="an output folder written by sammflow (params.json, manifest.csv)")
+    p.add_argument("--clips", type=_clip_list, default=None, metavar="C1,C2",
+                   help="clips shown in detail, comma-separated (default: the first 3 of the flow-map sample)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     return parser
+
+
+def _clip_list(text: str) -> list[str]:
+    """``--clips A,B`` (argparse ``type``): clip ids, none empty."""
+    clips = [c.strip() for c in text.split(",")]
+    if not all(clips):
+        raise argparse.ArgumentTypeError(f"expected clip ids separated by commas, got {text!r}")
+    return clips
 
 
 class _Bar:
@@ -476,7 +529,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sammflow")
             return _run(args)
         except KeyboardInterrupt as exc:
             signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
-            if args.command == "demo" or not _holds_manifest(args.out):  # a demo is built aside and renamed into place
+            if args.command in ("demo", "report", "evaluate") or not _holds_manifest(args.out):  # built aside, renamed into place
                 kept = f"; nothing was written to {args.out}"
             else:
                 kept = (f"; finished clips are kept in {args.out} (the rest are 'pending' in its manifest.csv): "
@@ -519,6 +572,11 @@ def _run(args: argparse.Namespace) -> int:
              f"(annotations {args.out / config.annotations}, ground truth {args.out / 'ground_truth.json'})", err=False)
         return 0
 
+    if args.command == "report":
+        return _write_report(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
+
     # every option first, before anything is read or written
     apex = getattr(args, "AnnotationParams.apex", "")
     if args.command == "export" and apex.isdigit():  # --apex N: a video event's apex frame, not an apex policy
@@ -557,6 +615,40 @@ def _run(args: argparse.Namespace) -> int:
         for line in megc_report(report.rows):
             _say(line, err=False)
     return code
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """``evaluate FEATURES``: the LOSO run (``sammflow.recognition``), its table, and evaluation.json beside FEATURES."""
+    from sammflow.recognition import EvaluationError, evaluate, load_labelled, table, write_evaluation
+
+    args.out = args.features.parent  # for an interruption's message and the crash log (an export folder's sammflow.log)
+    try:
+        data = load_labelled(args.features, labels=args.labels)
+        bar = _Bar("fold", args.quiet)
+        try:
+            result = evaluate(data, args.model, seed=args.seed, epochs=args.epochs, progress=bar)
+        finally:
+            bar.close()
+    except EvaluationError as exc:  # not a features file, nothing to evaluate, a bad option: one line naming it
+        raise InputError(str(exc)) from None
+    for line in table(result):
+        _say(line, err=False)
+    paths = write_evaluation(result)
+    _say(f"→ {paths[0]} (and {paths[1].name})", err=False)
+    return 0
+
+
+def _write_report(args: argparse.Namespace) -> int:
+    """``report OUT``: OUT/report.html (``sammflow.report``); prints its path and size."""
+    from sammflow.report import ReportError, write_report
+
+    progress = None if args.quiet else (lambda text: _say(f"report: {text}"))
+    try:
+        path = write_report(args.out, clips=args.clips, progress=progress)
+    except ReportError as exc:  # not an output folder, an unknown clip: one line
+        raise InputError(str(exc)) from None
+    _say(f"{path} ({path.stat().st_size / 1e6:.1f} MB)", err=False)
+    return 0
 
 
 def _open(args: argparse.Namespace, params: PipelineParams) -> tuple[Dataset, PipelineParams]:

@@ -99,6 +99,39 @@ MOTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The labelled mode's motions (``DemoConfig.labelled``), one per MEGC2019 class, as the facial
+#: actions that define them: negative = brows lowered and drawn together (AU 4), positive = lip
+#: corners pulled up and out (AU 12), surprise = brows raised (AU 1+2). Same fields as ``MOTIONS``.
+LABELLED_MOTIONS: dict[str, dict[str, Any]] = {
+    "brows_lowered": {
+        "bumps": [("eye_left", (0.03, -0.13), 60.0, 1.0), ("eye_right", (-0.03, -0.13), 120.0, 1.0)],
+        "emotion": "Anger", "action_units": "4", "objective_class": "3",
+    },
+    "lip_corners_up": {
+        "bumps": [("mouth_left", (-0.02, 0.0), 225.0, 1.0), ("mouth_right", (0.02, 0.0), 315.0, 1.0)],
+        "emotion": "Happiness", "action_units": "12", "objective_class": "1",
+    },
+    "brows_raised": {
+        "bumps": [("eye_left", (0.0, -0.15), 270.0, 1.0), ("eye_right", (0.0, -0.15), 270.0, 1.0)],
+        "emotion": "Surprise", "action_units": "1+2", "objective_class": "7",
+    },
+}
+#: Per kind, the emotions each labelled motion is annotated with (the clip's own drawn among
+#: them), each mapped to its MEGC2019 class by ``sammflow.labels`` (CAS(ME)³ and MMEW: not in it).
+LABELLED_EMOTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "samm": {"brows_lowered": ("Anger", "Contempt", "Disgust", "Fear", "Sadness"), "lip_corners_up": ("Happiness",),
+             "brows_raised": ("Surprise",)},
+    "casme2": {"brows_lowered": ("disgust", "repression"), "lip_corners_up": ("happiness",), "brows_raised": ("surprise",)},
+    "smic": {"brows_lowered": ("negative",), "lip_corners_up": ("positive",), "brows_raised": ("surprise",)},
+    "casme3a": {"brows_lowered": ("anger", "disgust"), "lip_corners_up": ("happy",), "brows_raised": ("surprise",)},
+    "mmew": {"brows_lowered": ("disgust",), "lip_corners_up": ("happiness",), "brows_raised": ("surprise",)},
+}
+
+
+def _motion_spec(motion: str) -> dict[str, Any]:
+    return MOTIONS[motion] if motion in MOTIONS else LABELLED_MOTIONS[motion]
+
+
 @dataclass(frozen=True)
 class _Layout:
     """How one dataset kind's release looks, as the demo writes it (see the module docstring)."""
@@ -182,6 +215,14 @@ class DemoConfig:
     kind : str
         Dataset layout and annotation format, one of ``KINDS``. Only a kind other than
         ``"samm"`` enters the hash (and ``ground_truth.json``), so SAMM demos keep theirs.
+    labelled : bool
+        A recognition benchmark instead of a motion catalogue: each clip shows one of the three
+        ``LABELLED_MOTIONS`` (one per MEGC2019 class, balanced within each subject in a random
+        order) and is annotated with an emotion of that class. Each subject does them in its
+        own way (amplitude, place, direction), each clip varies again, and most clips add a
+        weaker motion of another class, so that a model can learn the classes, but not
+        trivially. Only ``True`` enters the hash; an unlabelled demo's frames and files are
+        unchanged.
     """
 
     subjects: int = 3
@@ -196,6 +237,7 @@ class DemoConfig:
     jpeg_quality: int = 95
     seed: int = 0
     kind: str = "samm"
+    labelled: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in LAYOUTS:
@@ -223,6 +265,8 @@ class DemoConfig:
             del fields["kind"]
         if self.jitter_kind == "smooth":
             del fields["jitter_kind"]
+        if not self.labelled:
+            del fields["labelled"]
         return fields
 
     @property
@@ -319,10 +363,11 @@ def _background(config: DemoConfig, rng: np.random.Generator) -> np.ndarray:
     return grey[..., None] * np.float32([1.12, 1.0, 0.9]) if LAYOUTS[config.kind].colour else grey
 
 
-def _bumps(subject: _Subject, motion: str, amplitude: float) -> list[dict[str, Any]]:
+def _bumps(subject: _Subject, spec: list[tuple[str, tuple[float, float], float, float]], amplitude: float) -> list[dict[str, Any]]:
+    """A motion's ``bumps`` (``MOTIONS``' form) placed on ``subject``'s face, as ``ground_truth.json`` records them."""
     face_h = (_FACE_BOX[3] - _FACE_BOX[1]) * subject.scale
     out = []
-    for landmark, (ox, oy), direction, weight in MOTIONS[motion]["bumps"]:
+    for landmark, (ox, oy), direction, weight in spec:
         lx, ly = _LANDMARKS[landmark]
         cx, cy = subject.to_frame(lx, ly)
         sign = -1.0 if subject.mirrored else 1.0  # offsets are in the photograph's left/right
@@ -338,6 +383,45 @@ def _bumps(subject: _Subject, motion: str, amplitude: float) -> list[dict[str, A
             "direction_deg": round(direction, 3),
         })
     return out
+
+
+@dataclass(frozen=True)
+class _Style:
+    """How one subject of a labelled demo makes its expressions: amplitude gain, place shift (face
+    heights), direction turn (degrees), and how strongly it mixes in another class's motion."""
+
+    gain: float
+    shift: tuple[float, float]
+    turn: float
+    mix: float
+
+
+def _style(rng: np.random.Generator) -> _Style:
+    return _Style(gain=float(rng.uniform(0.5, 1.5)), shift=(float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.04, 0.04))),
+                  turn=float(rng.uniform(-35, 35)), mix=float(rng.uniform(0.4, 0.9)))
+
+
+def _labelled_spec(motion: str, style: _Style, rng: np.random.Generator) -> list[tuple[str, tuple[float, float], float, float]]:
+    """A labelled clip's bumps: its class's motion as the subject makes it, varied again per clip
+    (amplitude, place, direction), and in 60 % of the clips a weaker motion of another class."""
+    gain = style.gain * rng.uniform(0.7, 1.3)
+    turn = style.turn + rng.uniform(-10, 10)
+    dx, dy = style.shift[0] + rng.uniform(-0.01, 0.01), style.shift[1] + rng.uniform(-0.01, 0.01)
+    spec = [(landmark, (ox + dx, oy + dy), direction + turn, weight * gain)
+            for landmark, (ox, oy), direction, weight in LABELLED_MOTIONS[motion]["bumps"]]
+    if rng.uniform() < 0.6:
+        others = [m for m in LABELLED_MOTIONS if m != motion]
+        other = others[int(rng.integers(len(others)))]
+        weight = style.mix * rng.uniform(0.5, 1.0)
+        spec += [(landmark, offset, direction + rng.uniform(-20, 20), w * weight)
+                 for landmark, offset, direction, w in LABELLED_MOTIONS[other]["bumps"]]
+    return spec
+
+
+def _labelled_motions(clips: int, rng: np.random.Generator) -> list[str]:
+    """One subject's clips' motions: the three classes in turn (balanced), in a random order."""
+    names = list(LABELLED_MOTIONS)
+    return [names[i] for i in rng.permutation([c % len(names) for c in range(clips)])]
 
 
 def displacement_field(bumps: list[dict[str, Any]], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -459,6 +543,8 @@ def _write_demo(root: Path, config: DemoConfig, progress: Callable[[int, int, st
     head = _head_image(layout.head, layout.colour)
     background = _background(config, rng)
     motions = list(MOTIONS)
+    # the labelled mode draws from its own generator, so the frames' draws stay as they are
+    labels_rng = np.random.default_rng([config.seed, 16])
     total = config.subjects * config.clips_per_subject * config.frames
     done = 0
     rows: list[dict[str, Any]] = []
@@ -467,9 +553,19 @@ def _write_demo(root: Path, config: DemoConfig, progress: Callable[[int, int, st
         subject = _make_subject(s, config, head, rng)
         filenames: list[str] = []
         last = 0
+        if config.labelled:
+            style = _style(labels_rng)
+            labelled = _labelled_motions(config.clips_per_subject, labels_rng)
         for c in range(config.clips_per_subject):
-            motion = motions[(s * config.clips_per_subject + c) % len(motions)]
-            emotion = layout.emotions[motion]
+            if config.labelled:
+                motion = labelled[c]
+                choices = LABELLED_EMOTIONS[config.kind][motion]
+                emotion = choices[int(labels_rng.integers(len(choices)))]
+                spec = _labelled_spec(motion, style, labels_rng)
+            else:
+                motion = motions[(s * config.clips_per_subject + c) % len(motions)]
+                emotion = layout.emotions[motion]
+                spec = MOTIONS[motion]["bumps"]
             clip = _place_clip(config.kind, subject.id, s, c, emotion, filenames)
             same_video = clip.filename in filenames  # CAS(ME)³: the video's next micro-expression, just after the last
             filenames.append(clip.filename)
@@ -485,7 +581,7 @@ def _write_demo(root: Path, config: DemoConfig, progress: Callable[[int, int, st
             onset = first + lead
             offset = first + config.frames - 1 - lead
             apex = onset + int(round((offset - onset) * rng.uniform(0.4, 0.6)))
-            bumps = _bumps(subject, motion, config.amplitude)
+            bumps = _bumps(subject, spec, config.amplitude)
             jitter = _jitter_track(config.frames, config.jitter, rng, config.jitter_kind)
             clip_dir = root.joinpath(*clip.folder)
             clip_dir.mkdir(parents=True, exist_ok=True)
@@ -537,12 +633,12 @@ def _write_demo(root: Path, config: DemoConfig, progress: Callable[[int, int, st
 def _write_annotations(root: Path, kind: str, rows: list[dict[str, Any]]) -> None:
     """The kind's annotation file (``LAYOUTS[kind].annotations``), one row per clip; ``rows``:
     subject, filename, onset, apex (``None``: not in the table), offset, motion, emotion."""
-    units = [MOTIONS[r["motion"]]["action_units"] for r in rows]
+    units = [_motion_spec(r["motion"])["action_units"] for r in rows]
     if kind == "samm":
         header = ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame", "Offset Frame", "Duration",
                   "Micro", "Action Units", "Estimated Emotion", "Objective Classes", "Notes"]
         lines = [[r["subject"], r["filename"], "1", str(r["onset"]), str(r["apex"]), str(r["offset"]), str(r["offset"] - r["onset"] + 1),
-                  "Micro - 1/2", au, r["emotion"], MOTIONS[r["motion"]]["objective_class"], f"demo: {r['motion']}"]
+                  "Micro - 1/2", au, r["emotion"], _motion_spec(r["motion"])["objective_class"], f"demo: {r['motion']}"]
                  for r, au in zip(rows, units)]
         with open(root / ANNOTATIONS, "w", newline="", encoding="utf-8") as fh:  # SAMM's own format: ';' and CRLF
             fh.write("".join(";".join(line) + "\r\n" for line in [header, *lines]))
@@ -559,7 +655,7 @@ def _write_annotations(root: Path, kind: str, rows: list[dict[str, Any]]) -> Non
         sheet = "label"
         header = ["Subject", "Filename", "Onset", "Apex", "Offset", "AU", "Objective class", "emotion"]
         table = [[r["subject"], r["filename"], str(r["onset"]), str(r["apex"]), str(r["offset"]), au,
-                  MOTIONS[r["motion"]]["objective_class"], r["emotion"]] for r, au in zip(rows, units)]
+                  _motion_spec(r["motion"])["objective_class"], r["emotion"]] for r, au in zip(rows, units)]
     else:  # mmew
         header = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units", "Estimated Emotion"]
         table = [[r["subject"], r["filename"], r["onset"], r["apex"], r["offset"], au, r["emotion"]] for r, au in zip(rows, units)]

@@ -7,6 +7,10 @@ flow statistics; the plotly charts are in
 All text drawn into an image goes through ``sammflow.animate.drawable`` (Pillow's built-in
 font has no →, ×, ≥: they become "->", "x", ">="), so a downloaded figure never shows an
 empty box, offline.
+
+On screen a figure is drawn at ``scale=1``; a page's download draws it again at
+``DOWNLOAD_SCALE`` (tiles, gaps, lines and text all doubled: a slide-ready PNG whose captions
+stay readable on a projector), and a single flow map downloads enlarged (``map_png``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ from sammflow.flow import FlowField
 from sammflow.params import EncodeParams
 from sammflow.pipeline import ClipFlow
 
+#: Drawing scale of every downloaded figure: twice the on-screen layout (tiles, gaps, line
+#: widths, font sizes), for slides.
+DOWNLOAD_SCALE = 2
+#: Side (px, at least) of a downloaded flow map: a 28×28 map is enlarged 16×, each of its pixels
+#: an exact square of pixels (``map_png``).
+MAP_PNG_SIDE = 448
+
 # ============================================================== figures (numpy → image)
 
 
@@ -43,6 +54,33 @@ def png(image: np.ndarray) -> bytes:
     """
     rgb_to_bgr = image[..., ::-1] if image.ndim == 3 else image
     return encode_image(np.ascontiguousarray(rgb_to_bgr))
+
+
+def map_slide_name(file_name: str) -> str:
+    """The file name of a map's slide version (``map_png``): ``sub006_006_1_2.png`` →
+    ``sub006_006_1_2_448px.png``, never the map's own name (a training input must not be
+    mistaken for its enlargement)."""
+    stem = file_name[:-4] if file_name.lower().endswith(".png") else file_name
+    return f"{stem}_{MAP_PNG_SIDE}px.png"
+
+
+def map_png(image: np.ndarray, *, side: int = MAP_PNG_SIDE) -> bytes:
+    """PNG bytes of a flow map enlarged for a slide: each map pixel becomes a square of
+    ``ceil(side / width)`` pixels (nearest neighbour, so the map's own pixels stay crisp).
+
+    Parameters
+    ----------
+    image : ndarray, uint8, (S, S, 3) RGB
+        The map (``ClipFlow.map_rgb``), e.g. 28×28.
+    side : int
+        The smallest width wanted, px: a 28 px map becomes 448×448, a 30 px one 450×450.
+
+    Returns
+    -------
+    bytes
+    """
+    factor = max(1, -(-side // image.shape[1]))
+    return png(enlarge(image, image.shape[1] * factor))
 
 
 def enlarge(image: np.ndarray, size: int) -> np.ndarray:
@@ -291,22 +329,29 @@ def mtcnn_crop(frame: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
     return resize(frame[box.y1:box.y2, box.x1:box.x2], size)
 
 
-def panel(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int, tile: int = 224, title: str = "") -> np.ndarray:
+def panel(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int, tile: int = 224, title: str = "",
+          scale: int = 1) -> np.ndarray:
     """Captioned tiles in a grid on white: the downloadable version of a page's figure.
 
     The grid is ``min(columns, len(tiles))`` tiles wide, and a short last row is centred, so
     no blank band is left on either side. Canvas size, with ``n`` tiles, ``c = min(columns, n)``
     columns and ``r = ceil(n / columns)`` rows: width ``c·tile + (c + 1)·10``, height
-    ``(30 if title else 0) + r·(tile + 22 + 10) + 10``. A caption or title wider than its
-    space is drawn smaller (down to 10 px), then shortened with "…".
+    ``(30 if title else 0) + r·(tile + 22 + 10) + 10``, all times ``scale``. A caption or title
+    wider than its space is drawn smaller (down to 10·scale px), then shortened with "…".
 
     Parameters
     ----------
     tiles : sequence of (image, caption)
-        uint8 grey or RGB images, any size (resized to fit ``tile``).
+        uint8 grey or RGB images, any size (resized to fit ``tile·scale``).
     columns : int
+    tile : int
+        Side of a tile at ``scale=1``, px.
     title : str
         Printed above the grid.
+    scale : int
+        1 on screen; ``DOWNLOAD_SCALE`` for a download: every size (tiles, gaps, caption band,
+        fonts of 13 px captions and a 16 px title) multiplied, so the PNG is ``scale`` times the
+        1× layout with text as readable.
 
     Returns
     -------
@@ -314,9 +359,10 @@ def panel(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int, tile: int = 
     """
     from PIL import Image, ImageDraw
 
-    head = 30 if title else 0
-    label = 22
-    gap = 10
+    head = 30 * scale if title else 0
+    label = 22 * scale
+    gap = 10 * scale
+    tile = tile * scale
     count = len(tiles)
     columns = max(1, min(columns, count))
     rows = max(1, -(-count // columns))
@@ -325,8 +371,8 @@ def panel(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int, tile: int = 
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
-        text, font = _fit(draw, title, width - 2 * gap, 16)
-        draw.text((gap, 8), text, fill=(20, 20, 20), font=font)
+        text, font = _fit(draw, title, width - 2 * gap, 16 * scale, 10 * scale)
+        draw.text((gap, 8 * scale), text, fill=(20, 20, 20), font=font)
     last = count - (rows - 1) * columns  # tiles in the last row
     for i, (image, caption) in enumerate(tiles):
         r, c = divmod(i, columns)
@@ -334,12 +380,12 @@ def panel(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int, tile: int = 
         x = gap + c * (tile + gap) + shift
         y = head + gap + r * (tile + label + gap)
         rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
-        scale = tile / max(rgb.shape[:2])
-        interpolation = cv2.INTER_NEAREST if scale > 2 else cv2.INTER_AREA
-        fitted = cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))), interpolation=interpolation)
+        factor = tile / max(rgb.shape[:2])
+        interpolation = cv2.INTER_NEAREST if factor > 2 else cv2.INTER_AREA
+        fitted = cv2.resize(rgb, (max(1, round(rgb.shape[1] * factor)), max(1, round(rgb.shape[0] * factor))), interpolation=interpolation)
         canvas.paste(Image.fromarray(fitted), (x, y))
-        text, font = _fit(draw, caption, tile, 13)
-        draw.text((x, y + fitted.shape[0] + 4), text, fill=(60, 60, 60), font=font)
+        text, font = _fit(draw, caption, tile, 13 * scale, 10 * scale)
+        draw.text((x, y + fitted.shape[0] + 4 * scale), text, fill=(60, 60, 60), font=font)
     return np.asarray(canvas)
 
 
@@ -363,12 +409,48 @@ def text_fits(text: str, width: int, size: int = 13) -> bool:
     return _fit(ImageDraw.Draw(Image.new("L", (1, 1))), text, width, size)[0] == drawable(text)
 
 
+def flow_tiles(result: ClipFlow, *, params: EncodeParams = EncodeParams(), tile: int = 224, arrow_step: int = 14,
+               arrow_scale: float = 4.0, scale: int = 1) -> list[tuple[np.ndarray, str]]:
+    """The flow page's figure of one clip, as ``panel``'s tiles: the aligned onset, the apex with
+    flow arrows, the flow map (its real pixels, enlarged) and its legend (``map_legend``).
+
+    Parameters
+    ----------
+    result : ClipFlow
+    params : EncodeParams
+        The encoding the map was made with.
+    tile : int
+        Side of each tile at ``scale=1``, px.
+    arrow_step, arrow_scale
+        ``flow_arrows``'s spacing (crop px) and length per px of flow.
+    scale : int
+        1 on screen; ``DOWNLOAD_SCALE`` for a download: the tiles are drawn at ``tile·scale``
+        (arrows, legend text and lines as much thicker), for ``panel(..., scale=scale)``.
+
+    Returns
+    -------
+    list of (image, caption)
+        Four tiles, each uint8 (tile·scale, tile·scale[, 3]); the legend's caption is
+        ``map_legend``'s.
+    """
+    side = tile * scale
+    clip = result.normalized.clip
+    # arrows drawn at twice the crop and brought to the tile: 1 px lines at 1×, 2 px at 2×
+    arrows = resize(flow_arrows(result.apex_crop, result.flow.uv, step=arrow_step, scale=arrow_scale), side)
+    size = result.flow_map.shape
+    return [(resize(result.onset_crop, side), f"aligned onset (frame {clip.onset})"),
+            (arrows, f"aligned apex (frame {clip.apex}) + flow"),
+            (enlarge(result.map_rgb, side), f"flow map ({size[1]}×{size[0]})"),
+            map_legend(result.flow, params=params, size=side)]
+
+
 def clip_figure(result: ClipFlow, *, params: EncodeParams = EncodeParams(), tile: int = 224, title: str = "", arrow_step: int = 14,
-                arrow_scale: float = 4.0) -> np.ndarray:
+                arrow_scale: float = 4.0, scale: int = 1) -> np.ndarray:
     """One clip on one slide-ready row: the aligned onset and apex as GIF stills (frame number and
     onset / apex marker, ``sammflow.animate.label_frame``), the apex with flow arrows, the flow
     map (its real pixels, enlarged) and its legend (``map_legend``: the colour wheel with the
-    map's brightness scale, or what the channels of a ``uvs`` / ``uv`` map hold).
+    map's brightness scale, or what the channels of a ``uvs`` / ``uv`` map hold); the last three
+    as ``flow_tiles`` draws them.
 
     Parameters
     ----------
@@ -378,26 +460,29 @@ def clip_figure(result: ClipFlow, *, params: EncodeParams = EncodeParams(), tile
         The encoding the map was made with (its brightness scale is recomputed from the flow
         for the legend: ``sammflow.encode.map_scale``).
     tile : int
-        Side of each of the five tiles, px.
+        Side of each of the five tiles at ``scale=1``, px.
     title : str
         Above the row; default ``"<clip>: onset <n> -> apex <n>"``.
     arrow_step, arrow_scale
         ``flow_arrows``'s spacing (crop px) and length per px of flow.
+    scale : int
+        1 on screen; ``DOWNLOAD_SCALE`` for a download (every size and font multiplied: ``panel``).
 
     Returns
     -------
-    ndarray, uint8, RGB, shape (30 + tile + 42, 5·tile + 60, 3) (``panel`` of five tiles)
+    ndarray, uint8, RGB, shape ((30 + tile + 42)·scale, (5·tile + 60)·scale, 3) (``panel`` of five tiles)
     """
     clip = result.normalized.clip
-    onset, apex = (label_frame(resize(crop, tile), number, marker) for crop, number, marker in
+    side = tile * scale
+    onset, apex = (label_frame(resize(crop, side), number, marker) for crop, number, marker in
                    ((result.onset_crop, clip.onset, "onset"), (result.apex_crop, clip.apex, "apex")))
-    arrows = resize(flow_arrows(result.apex_crop, result.flow.uv, step=arrow_step, scale=arrow_scale), tile)
+    _, arrows, flow_map, legend = (image for image, _ in flow_tiles(result, params=params, tile=tile, arrow_step=arrow_step,
+                                                                     arrow_scale=arrow_scale, scale=scale))
     size = result.flow_map.shape
-    legend, _ = map_legend(result.flow, params=params, size=tile)
     tiles = [(onset, f"aligned onset (frame {clip.onset})"), (apex, f"aligned apex (frame {clip.apex})"),
-             (arrows, "apex + flow arrows"), (enlarge(result.map_rgb, tile), f"flow map ({size[1]}×{size[0]})"),
+             (arrows, "apex + flow arrows"), (flow_map, f"flow map ({size[1]}×{size[0]})"),
              (legend, "direction = hue, motion = brightness" if params.channels == "hsv" else "map channels")]
-    return panel(tiles, columns=len(tiles), tile=tile, title=title or f"{clip.clip}: onset {clip.onset} → apex {clip.apex}")
+    return panel(tiles, columns=len(tiles), tile=tile, title=title or f"{clip.clip}: onset {clip.onset} → apex {clip.apex}", scale=scale)
 
 
 def flow_stats(result: ClipFlow, params: EncodeParams = EncodeParams()) -> dict[str, float]:
@@ -436,8 +521,9 @@ class PairFigure:
     before_fraction: float  # share of pixels differing by >= threshold (nan without MTCNN boxes)
     after_fraction: float
 
-    def png(self, a: int, b: int, threshold: int, clip: str) -> bytes:
-        """The figure as one captioned panel (before row, after row), PNG bytes for download."""
+    def png(self, a: int, b: int, threshold: int, clip: str, *, scale: int = 1) -> bytes:
+        """The figure as one captioned panel (before row, after row), PNG bytes for download
+        (``scale``: ``panel``'s; ``DOWNLOAD_SCALE`` for a slide)."""
         size = self.after[0].shape[0]
         blank = np.full((size, size), 255, np.uint8)
         tiles = [
@@ -447,7 +533,8 @@ class PairFigure:
             (self.after[0], f"aligned, frame {a}"), (self.after[1], f"aligned, frame {b}"),
             (self.after[2], f"|difference| ≥ {threshold}: {self.after_fraction:.1%}"),
         ]
-        return png(panel(tiles, columns=3, tile=size, title=f"{clip}: per-frame MTCNN crops (top) vs template-aligned crops (bottom)"))
+        return png(panel(tiles, columns=3, tile=size, title=f"{clip}: per-frame MTCNN crops (top) vs template-aligned crops (bottom)",
+                         scale=scale))
 
 
 def pair_figure(frames: Sequence[np.ndarray | None], boxes: Sequence[FaceBox | None], crops: Sequence[np.ndarray], threshold: int) -> PairFigure:

@@ -87,6 +87,12 @@ def declared(cls: type) -> list[tuple[dataclasses.Field[Any], Param]]:
     return [(f, f.metadata["param"]) for f in dataclasses.fields(cls) if "param" in f.metadata]
 
 
+def option(field: dataclasses.Field[Any], declaration: Param) -> str:
+    """A declared parameter's command-line option, ``--`` included: its ``flag``, else the field
+    name with dashes (what ``sammflow.cli`` parses and ``sammflow.report`` writes back)."""
+    return "--" + (declaration.flag or field.name.replace("_", "-"))
+
+
 def _document(cls: type) -> type:
     """Append a numpydoc "Attributes" section generated from the declarations."""
     lines = ["", "    Attributes", "    ----------"]

@@ -13,7 +13,9 @@ It owns what the pages share and nothing else:
   where it has an effect (``Param.applies``), and a preset (``PRESETS``) above the flow
   parameters that sets them all. Every widget is bound to the URL (``bind="query-params"``),
   so a copied link reopens the same view. Paths are confined by ``sammflow.access`` (see
-  there: what a page user can reach).
+  there: what a page user can reach). Under them, the format every chart's camera button
+  downloads (``CHART_FORMAT_KEY``: a 2× PNG or an SVG), which the pages' charts take from
+  ``chart``.
 * **the session context** (``context``): the open dataset, resolved with the sidebar's
   annotation settings (``Dataset.resolved``), and the parameters, for the pages.
 * **the cached compute layer**: ``st.cache_data`` around the pipeline's own functions and
@@ -28,6 +30,9 @@ It owns what the pages share and nothing else:
   spotted first (``spotted``, ``sammflow.pipeline.spot_clip``), and every page then uses that
   apex, as the export does. MTCNN itself is the process-wide detector of
   ``sammflow.detect.load_detector``.
+
+The *Download report* button of an export (``report_button``) builds the folder's HTML report
+(``sammflow.report``) only when it is clicked.
 
 Tables, figures, paths and the export job are Streamlit-free modules (``sammflow.tables``,
 ``sammflow.figures``, ``sammflow.access``, ``sammflow.export``) that the pages call directly.
@@ -58,6 +63,7 @@ images, after an export its manifest rows, and after *Prepare zip* on the GIF pa
 from __future__ import annotations
 
 import dataclasses
+import html
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -68,7 +74,7 @@ from typing import Any, TypeVar
 import numpy as np
 import streamlit as st
 
-from sammflow import __version__, access, export, tables, tiles
+from sammflow import __version__, access, charts, export, tables, tiles
 from sammflow.export import GifZip, zip_gifs
 from sammflow.access import AUTO, ENV_DATA, ENV_ANNOTATIONS, ENV_DEVICE, ENV_ROOTS, DatasetRef, demo_config, demo_root, kind_title
 from sammflow.animate import encode_gif, gif_frame_numbers
@@ -86,6 +92,7 @@ from sammflow.outfolder import JobReport
 from sammflow.params import PRESETS, STAGE_CLASSES, AnnotationParams, GifParams, Param, PipelineParams, declared
 from sammflow.pipeline import ClipError, ClipFlow, NormalizedClip
 from sammflow.tables import frame_rate, ready_ids
+from sammflow.text import printable, show_path
 from sammflow.tiles import FrameRequest, Grid
 from sammflow.workers import RowCallback
 
@@ -112,6 +119,10 @@ _GROUPS = {"annotations": "Annotations", "detect": "Face detection", "align": "A
 DEFAULT_PRESET = "seed"
 #: Widget key and URL query parameter of the preset.
 PRESET_KEY = "preset"
+#: Widget key and URL query parameter of the format every chart downloads in, and its options
+#: (shown, and held in the link) → ``sammflow.charts.IMAGE_FORMATS``.
+CHART_FORMAT_KEY = "chart_format"
+CHART_FORMATS = {"PNG": "png", "SVG": "svg"}
 #: The stages whose widgets a chosen preset sets (every one: its value, else the default); the
 #: preset box is drawn above the first of them.
 PRESET_STAGES = tuple(stage for stage in STAGE_CLASSES if stage in ("flow", "encode")
@@ -305,11 +316,13 @@ def run_page(page: Any) -> None:
 @dataclass(frozen=True)
 class Context:
     """What every page needs: the dataset (loaded, and resolved with ``params.annotations``:
-    ``open_dataset``) and the processing parameters."""
+    ``open_dataset``), the processing parameters and the format the charts download in
+    (``sammflow.charts.IMAGE_FORMATS``)."""
 
     ref: DatasetRef
     dataset: Dataset
     params: PipelineParams
+    chart_format: str = "png"  # what the charts' camera button downloads (``chart``)
 
     @property
     def key(self) -> str:
@@ -525,6 +538,7 @@ def sidebar() -> Context | None:
             params = params_sidebar()
         except ValueError as exc:
             params, error = None, error or f"Invalid parameters: {exc}"
+        chart_format = _chart_format_choice()
         st.caption(f"sammflow {__version__} · cache: {cache_dir()}")
     if error is None and ref is not None:
         try:
@@ -535,13 +549,39 @@ def sidebar() -> Context | None:
     if error is not None or ref is None or params is None:
         st.error(error, icon=":material/error:")
         return None
-    context = Context(ref, dataset, params)
+    context = Context(ref, dataset, params, chart_format)
     st.session_state[_CTX_KEY] = context
     with st.sidebar:
         n = len(dataset.annotations.clips)
         kind = "" if ref.parts else f" · {kind_title(ref.kind)}"  # a composite's label is its kinds
         st.caption(f"**{ref.label}**{kind} · {n} annotated clips · {len(ready_ids(dataset))} ready · {_where(ref)}")
     return context
+
+
+def _chart_format_choice() -> str:
+    """The sidebar's choice of what every chart's camera button downloads: ``"png"`` or ``"svg"``."""
+    shown = st.segmented_control("Chart downloads", list(CHART_FORMATS), default="PNG", required=True, key=CHART_FORMAT_KEY,
+                                 bind="query-params",
+                                 help="What the camera button of every chart's toolbar downloads: **PNG** at twice the chart's "
+                                      "size, or **SVG** (vector: sharp at any size, editable). Images download as 2× PNG.")
+    return CHART_FORMATS.get(shown, "png")
+
+
+def chart(place: Any, fig: Any, filename: str, **kwargs: Any) -> None:
+    """Draw a plotly chart whose camera button downloads it as ``filename`` in the sidebar's format
+    (``sammflow.charts.plotly_config``). Every page draws its charts through here.
+
+    Parameters
+    ----------
+    place : streamlit module or container
+        ``st``, a column, …
+    fig : plotly.graph_objects.Figure
+    filename : str
+        The download's name, without extension.
+    **kwargs
+        For ``plotly_chart`` (``key``, ``width`` …).
+    """
+    place.plotly_chart(fig, config=charts.plotly_config(filename, image_format=context().chart_format), **kwargs)
 
 
 def context() -> Context:
@@ -937,3 +977,62 @@ def export_flows(ctx: Context, out_dir: str | Path, on_row: RowCallback | None =
     out = access.export_folder(ctx.dataset.roots, out_dir)
     return export.export_flows(ctx.dataset, out, params=ctx.params, boxes=_store(ctx.ref), on_row=on_row, force=force, arrays=arrays,
                                scheduler=scheduler)
+
+
+def report_html(out_dir: str | Path) -> str:
+    """The self-contained HTML report of an export folder (``sammflow.report.build_report``), or,
+    where it cannot be built, a small HTML page saying why.
+
+    Called when the report's download button is clicked, outside the page's run: an exception
+    there would only break the download, unexplained, so the cause goes into the file instead.
+    """
+    from sammflow.report import build_report  # on click only: the page does not import it
+
+    try:
+        return build_report(out_dir)
+    except (ValueError, OSError) as exc:  # ReportError (a ValueError): not a sammflow output; unreadable files
+        return report_error_html(out_dir, exc)
+
+
+def report_error_html(out_dir: str | Path, error: BaseException) -> str:
+    """A small HTML page saying that the report of ``out_dir`` could not be built, and why."""
+    where = html.escape(show_path(out_dir))
+    cause = html.escape(printable(str(error) or type(error).__name__))
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>sammflow report: not built</title></head>\n'
+            f'<body><h1>No report</h1><p id="error">The report of <code>{where}</code> could not be built: {cause}</p></body></html>\n')
+
+
+def report_button(place: Any, out_dir: str | Path, *, key: str) -> None:
+    """The *Download report (HTML)* button of an export folder: ``report_html``, built on click."""
+    place.download_button("Download report (HTML)", lambda: report_html(out_dir), file_name="report.html", mime="text/html",
+                          on_click="ignore", icon=":material/summarize:", key=key,
+                          help="The folder's self-contained HTML report (dataset, parameters, each clip's result), built when clicked.")
+
+
+# ============================================================== recognition check
+
+#: Session key of the recognition runs kept (``evaluation``), and how many.
+EVALUATIONS_KEY = "_recognition_runs"
+MAX_EVALUATIONS = 8
+
+
+def evaluation(features: Path, model: str, epochs: int, seed: int,
+               progress: Callable[[int, int, str], None] | None = None) -> Any:
+    """The leave-one-subject-out run of ``features`` (``sammflow.recognition.evaluate``), written as
+    ``evaluation.json`` beside it as the command writes it, and kept in the session by the file
+    (path, size, modification time) and the settings, so that a rerun of the page does not train
+    again. Raises ``FileNotFoundError`` / ``sammflow.recognition.EvaluationError`` (a
+    ``ValueError``) naming the file, ``OSError`` if the result cannot be written."""
+    from sammflow import recognition
+
+    data = recognition.load_labelled(features)  # the folder's features.npz, checked
+    info = data.source.stat()
+    key = (str(data.source), info.st_size, info.st_mtime_ns, model, int(epochs), int(seed))
+    runs = st.session_state.setdefault(EVALUATIONS_KEY, {})
+    if key not in runs:
+        result = recognition.evaluate(data, model, seed=int(seed), epochs=int(epochs), progress=progress)
+        recognition.write_evaluation(result)
+        while len(runs) >= MAX_EVALUATIONS:
+            runs.pop(next(iter(runs)))
+        runs[key] = result
+    return runs[key]

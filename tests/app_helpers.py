@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from sammflow import access
@@ -28,6 +33,50 @@ def open_page(page: str | None = None, query: dict[str, str | list[str]] | None 
     if page:
         at.switch_page(page).run()
     return at
+
+
+# ---------------------------------------------------------------- what a download button downloads
+
+
+@dataclass(frozen=True)
+class Download:
+    """What a download button downloads: its data (a callable: a deferred button's own, run only
+    when asked, as on a click), MIME type and file name."""
+
+    data: Callable[[], Any]
+    mime: str | None
+    file_name: str | None
+
+    def read(self) -> bytes:
+        data = self.data()
+        return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+
+
+def record_downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Download]:
+    """Every download button the app draws from now on (``st.download_button`` and any
+    container's), by its key, else its label (``download_of``); the latest run's wins.
+
+    AppTest shows a button's label and key but not its data, so the data is caught on its way
+    in, through Streamlit's public objects only: ``st.download_button`` is bound to the main
+    container, whose class every column shares."""
+    made: dict[str, Download] = {}
+    main = st.download_button.__self__
+    container = type(main)
+    original = container.download_button
+
+    def download_button(self: Any, label: str, data: Any, *args: Any, **kwargs: Any) -> Any:
+        made[kwargs.get("key") or label] = Download(data if callable(data) else (lambda: data), kwargs.get("mime"),
+                                                    kwargs.get("file_name"))
+        return original(self, label, data, *args, **kwargs)
+
+    monkeypatch.setattr(container, "download_button", download_button)
+    monkeypatch.setattr(st, "download_button", functools.partial(download_button, main))
+    return made
+
+
+def download_of(button: Any, made: dict[str, Download]) -> Download:
+    """What clicking ``button`` (an AppTest download button) downloads, from ``record_downloads``'s record."""
+    return made[button.key or button.label]
 
 
 # ---------------------------------------------------------------- watching what the process reads

@@ -686,7 +686,7 @@ def test_export_writes_what_the_cli_writes(app_env: dict[str, str], tmp_path: Pa
     at.button(key="run_export").click().run()
     assert_clean(at)
     assert at.success[0].value.startswith("4 of 4 clips ok")
-    assert [b.label for b in at.download_button] == ["Download maps + manifest + params (zip)"]
+    assert [b.label for b in at.download_button] == ["Download maps + manifest + params (zip)", "Download report (HTML)"]
     assert json.loads((out / "params.json").read_text())["params_hash"] == PipelineParams().hash
     root = Path(app_env["SAMMFLOW_DATA"])
     reference = export_flows(load_dataset(root, read_annotations(root / "samm.csv")), tmp_path / "CLI")

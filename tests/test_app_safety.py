@@ -325,7 +325,7 @@ def test_every_streamlit_cache_has_max_entries() -> None:
 
 def test_the_dashboard_has_no_upload_widget() -> None:
     sources = _streamlit_sources()
-    assert len(sources) == 8  # app.py, ui.py and the six pages
+    assert len(sources) == 9  # app.py, ui.py and the seven pages
     for path in sources:
         assert "file_uploader" not in path.read_text(), path
     assert "no upload widget" in ui.__doc__
@@ -373,7 +373,7 @@ def test_no_private_streamlit_api_anywhere_in_the_repository() -> None:
                       if m.startswith("streamlit.") and m not in ("streamlit.testing.v1", "streamlit.components.v1")]
     assert checked > 40 and found == []
     # the pages live in a folder st.navigation owns, not in pages/ (Streamlit's old multipage folder)
-    assert not (REPO / "pages").exists() and len(list((REPO / "app_pages").glob("*.py"))) == 6
+    assert not (REPO / "pages").exists() and len(list((REPO / "app_pages").glob("*.py"))) == 7
 
 
 # ---------------------------------------------------------------- offline: nothing fetched from the internet

@@ -37,6 +37,7 @@ PAGES = [
     ("flow", "Flow samples", '[data-testid="stImage"] img', 8),
     ("gifs", "Onset → apex GIFs", '[data-testid="stImage"] img', 4),
     ("export", "Batch export", '[data-testid="stButton"] button', 1),
+    ("recognition", "Recognition check", '[data-testid="stButton"] button', 1),
 ]
 
 pytestmark = [pytest.mark.slow,  # a streamlit server and a browser

@@ -98,6 +98,17 @@ def test_plotly_config_names_the_download_without_changing_the_default() -> None
     assert "filename" not in charts.PLOTLY_CONFIG["toImageButtonOptions"] and config["displaylogo"] is False
 
 
+def test_plotly_config_downloads_a_2x_png_or_an_svg() -> None:
+    """Issue 15: the sidebar's choice of what the camera button downloads; an SVG has no scale."""
+    assert charts.plotly_config("u_006_1_1", image_format="png")["toImageButtonOptions"] == {"format": "png", "scale": 2,
+                                                                                              "filename": "u_006_1_1"}
+    svg = charts.plotly_config("u_006_1_1", image_format="svg")
+    assert svg["toImageButtonOptions"] == {"format": "svg", "filename": "u_006_1_1"} and svg["displaylogo"] is False
+    assert charts.PLOTLY_CONFIG["toImageButtonOptions"] == {"format": "png", "scale": 2}  # unchanged by either
+    with pytest.raises(ValueError, match="must be one of png, svg, not 'jpeg'"):
+        charts.plotly_config("u", image_format="jpeg")
+
+
 # ---------------------------------------------------------------- chart layout (issue 10, item 18)
 
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from sammflow import figures
 from sammflow.align import Alignment, FrameMatch
-from sammflow.animate import MISSING, drawable
+from sammflow.animate import MISSING, drawable, label_size
 from sammflow.annotations import ClipAnnotation
 from sammflow.detect import FaceBox
 from sammflow.encode import MapScale, encode_flow, encode_hsv, flow_arrays, map_scale
@@ -495,3 +495,72 @@ def test_flow_stats_of_a_uvs_map_read_the_direction_of_the_flow() -> None:
         params = EncodeParams(channels=channels)
         stats = figures.flow_stats(ClipFlow(result.normalized, field, encode_flow(field, params=params)), params)
         assert angle_error(stats["direction"], 135.0) <= 3.0, channels
+
+
+# ---------------------------------------------------------------- downloads at 2× (issue 15)
+
+
+def _dark_rows(band: np.ndarray) -> int:
+    """How many rows of an RGB band hold text (a pixel darker than mid-grey)."""
+    return int((band.min(axis=2) < 128).any(axis=1).sum())
+
+
+@pytest.mark.parametrize("title", ["Onset → apex flow maps", ""], ids=["titled", "untitled"])
+def test_a_panel_at_download_scale_is_the_screen_layout_doubled_with_text_twice_as_tall(title: str) -> None:
+    tiles = [(np.full((50, 50), 200, np.uint8), "Apex (frame 12) gjpq"), (np.zeros((30, 60, 3), np.uint8), "b"),
+             (np.full((28, 28, 3), 90, np.uint8), "flow map (28×28)")]
+    screen = figures.panel(tiles, columns=2, tile=200, title=title)
+    slide = figures.panel(tiles, columns=2, tile=200, title=title, scale=figures.DOWNLOAD_SCALE)
+    assert slide.shape[2] == 3
+    assert abs(slide.shape[0] - 2 * screen.shape[0]) <= 1 and abs(slide.shape[1] - 2 * screen.shape[1]) <= 1
+    # the first caption's band: under its tile, as wide as it (panel's layout, times the scale)
+    heights = []
+    for out, scale in ((screen, 1), (slide, 2)):
+        head, gap, tile, label = (30 if title else 0) * scale, 10 * scale, 200 * scale, 22 * scale
+        heights.append(_dark_rows(out[head + gap + tile:head + gap + tile + label, gap:gap + tile]))
+    assert heights[0] >= 10 and heights[1] >= 2 * heights[0], heights
+    if title:  # the title's band too
+        assert _dark_rows(slide[:60]) >= 2 * _dark_rows(screen[:30]) > 0
+
+
+def test_a_tile_at_download_scale_keeps_its_pixels() -> None:
+    """A 28×28 map enlarged into a 2× tile still shows its own pixels (nearest neighbour)."""
+    rng = np.random.default_rng(5)
+    flow_map = rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    slide = figures.panel([(flow_map, "map")], columns=1, tile=168, scale=2)
+    assert np.array_equal(slide[20:20 + 336, 20:20 + 336], figures.enlarge(flow_map, 336))
+
+
+@pytest.mark.parametrize(("width", "side"), [(28, 448), (30, 450), (64, 448), (500, 500)])
+def test_a_downloaded_map_is_enlarged_to_crisp_squares(width: int, side: int) -> None:
+    rng = np.random.default_rng(width)
+    flow_map = rng.integers(0, 256, (width, width, 3), dtype=np.uint8)
+    with Image.open(io.BytesIO(figures.map_png(flow_map))) as image:
+        assert image.size == (side, side)
+        big = np.asarray(image.convert("RGB"))
+    factor = side // width
+    assert np.array_equal(big, np.repeat(np.repeat(flow_map, factor, axis=0), factor, axis=1))
+
+
+def test_the_clip_figure_and_the_flow_tiles_at_download_scale(drawn) -> None:
+    result = flow_result(size=64, degrees=90.0)
+    screen = figures.clip_figure(result, tile=96)
+    del drawn[:]
+    slide = figures.clip_figure(result, tile=96, scale=2)
+    assert slide.shape == (2 * screen.shape[0], 2 * screen.shape[1], 3)
+    fonts = {text: font.size for text, font in drawn}
+    assert fonts["006_1_1: onset 10 -> apex 12"] == 32 and fonts["frame 10"] == label_size(192)
+    tiles = figures.flow_tiles(result, tile=96, scale=2)
+    assert [image.shape[:2] for image, _ in tiles] == [(192, 192)] * 4
+    assert [caption for _, caption in tiles][:3] == ["aligned onset (frame 10)", "aligned apex (frame 12) + flow", "flow map (28×28)"]
+    assert tiles[3][1].startswith("colour legend (direction = hue): full brightness = ")
+
+
+def test_the_alignment_figure_at_download_scale() -> None:
+    crop = np.zeros((64, 64), np.uint8)
+    pair = figures.pair_figure([None, None], [None, None], [crop, crop], 10)
+    sizes = []
+    for scale in (1, 2):
+        with Image.open(io.BytesIO(pair.png(1, 2, 10, "006_1_1", scale=scale))) as image:
+            sizes.append(image.size)
+    assert sizes[1] == (2 * sizes[0][0], 2 * sizes[0][1]) == (2 * (3 * 64 + 40), 2 * (30 + 2 * (64 + 32) + 10))

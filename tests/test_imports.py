@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "sammflow"
 MODULES = ["annotations", "dataset", "detect", "align", "flow", "encode", "animate", "pipeline", "export", "demo", "cli", "params", "cache",
            "figures", "files", "manifest", "outfolder", "workers", "text", "frames", "access", "tables", "charts", "export_choices",
-           "fixes", "labels", "spot", "features", "kinds", "video", "mtcnn", "tiles", "cluster", "cluster_worker", "pool"]
+           "fixes", "labels", "spot", "features", "kinds", "video", "mtcnn", "tiles", "cluster", "cluster_worker", "pool", "report"]
 #: The processing stages: they know nothing of files written by jobs, folders or interfaces.
 STAGES = {"text", "frames", "params", "kinds", "video", "annotations", "fixes", "labels", "dataset", "detect", "align", "flow", "encode", "spot", "animate",
           "demo", "pipeline", "mtcnn"}
