@@ -80,7 +80,8 @@ def rows(config: DemoConfig, models: list[str]) -> tuple[str, list[tuple[str, ..
     about = (f"{len(data.y)} clips ({config.subjects} subjects × {config.clips_per_subject}; "
              + ", ".join(f"{n} {c}" for c, n in zip(data.classes, counts))
              + f"), {config.frames} frames of {config.width}×{config.height} per clip, seed {config.seed}; "
-             f"generated in {generated:.0f} s, exported in {exported:.0f} s (0 if reused)")
+             + ("; data reused from an earlier run" if max(generated, exported) < 0.5 else
+                f"; generated in {generated:.0f} s, exported in {exported:.0f} s"))
     table = []
     for model in models:
         seconds, result = cold_run(features, model)
