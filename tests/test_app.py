@@ -548,7 +548,7 @@ def test_gif_page_animates_chosen_clips(app_env: dict[str, str]) -> None:
     at.toggle(key="offset").set_value(True).run()
     assert_clean(at)
     assert f"→ offset {ann.offset}" in at.image[0].captions[0]
-    assert [b.label for b in at.download_button] == ["Download GIF", "Download map (PNG)", "Download slide figure (PNG)"]
+    assert [b.label for b in at.download_button] == ["Download GIF", "Download map (PNG)", "Download map for slides (PNG)", "Download slide figure (PNG)"]
 
 
 def test_gif_is_animated_at_display_size(app_env: dict[str, str]) -> None:
