@@ -177,7 +177,7 @@ def test_a_shared_link_is_the_first_request(browser_page, server: str) -> None:
     _assert_healthy(page)
     nav = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
     assert [line.splitlines()[-1] for line in nav] == ["Overview", "Alignment diagnostics", "Normalized grid", "Flow samples",
-                                                        "Onset→apex GIFs", "Batch export"]
+                                                        "Onset→apex GIFs", "Batch export", "Recognition check"]
     assert page.get_by_role("slider", name="Difference threshold (grey levels)").input_value() == "30"
     assert "thr=30" in page.url and "winsize=21" in page.url
 
@@ -309,7 +309,7 @@ def test_three_sessions_at_once_stay_responsive_and_bounded(browser, server: str
 
         def exported(page) -> bool:
             return (page.get_by_text(re.compile(r"4 of 4 clips ok")).count() == 1
-                    and page.locator('[data-testid="stDownloadButton"]').count() == 1)
+                    and page.locator('[data-testid="stDownloadButton"]').count() == 2)  # the zip and the report
 
         second = _all_done(sessions, {"flow_a": recomputed("flow_a"), "flow_b": recomputed("flow_b"), "export": exported},
                            AFTER_CHANGE_S, pid, peak)
