@@ -662,10 +662,11 @@ class _OpenCVNets:
 
     def __init__(self, folder: Path) -> None:
         self._weights = {net: load_weights(net, folder) for net in LAYERS}
-        self._nets = {net: _caffe_net(net, self._weights[net]) for net in LAYERS}
-        self._locks = {net: threading.Lock() for net in LAYERS}
-        # PNet runs on every pyramid level: a network for each level's size, as one network
-        # given another size re-allocates all its layers (a third of PNet's time)
+        # RNet and ONet: one network each. PNet runs on every pyramid level: a network for each
+        # level's size (``_level_net``), as one network given another size re-allocates all its
+        # layers (a third of PNet's time)
+        self._nets = {net: _caffe_net(net, self._weights[net]) for net in LAYERS if net != "pnet"}
+        self._locks = {net: threading.Lock() for net in self._nets}
         self._levels: collections.OrderedDict[tuple[int, ...], tuple[Any, threading.Lock]] = collections.OrderedDict()
         self._levels_lock = threading.Lock()
 

@@ -309,6 +309,14 @@ def box_of(row: dict[str, str]) -> FaceBox:
         raise ClipError(f"{row.get('clip', '?')}: no face box in {MANIFEST_FILE} ({exc})") from None
 
 
+def composite_parts(content: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """A composite's parts as ``params.json`` records them (``"samm=/a;casme2=/b"``, the
+    annotation files in the same order): (kind, dataset path, annotation file or "")."""
+    files = str(content.get("annotations") or "").split(";")
+    specs = [spec.partition("=") for spec in str(content.get("dataset") or "").split(";")]
+    return [(kind, path, files[i] if i < len(files) else "") for i, (kind, _, path) in enumerate(specs)]
+
+
 def _load_dataset(content: dict[str, Any], out: Path, params: PipelineParams) -> Dataset:
     """The dataset ``params.json`` records (a composite's parts too), with the recorded annotation parameters.
 
@@ -322,11 +330,9 @@ def _load_dataset(content: dict[str, Any], out: Path, params: PipelineParams) ->
         raise FileNotFoundError(f"{PARAMS_FILE} records no dataset folder")
     kind = str(content.get("dataset_kind") or "")
     sources = str(content.get("annotations") or "")
-    if "+" in kind:  # a composite: "samm=/a;casme2=/b", its annotation files in the same order
-        specs = [spec.partition("=") for spec in recorded.split(";")]
-        files = sources.split(";")
-        parts = [_load_one(locate(path, out), locate(files[i], out) if i < len(files) and files[i] else None, part_kind, params)
-                 for i, (part_kind, _, path) in enumerate(specs)]
+    if "+" in kind:
+        parts = [_load_one(locate(path, out), locate(file, out) if file else None, part_kind, params)
+                 for part_kind, path, file in composite_parts(content)]
         return merge(parts).resolved(params.annotations)
     return _load_one(locate(recorded, out), locate(sources, out) if sources else None, kind or "auto", params)
 
@@ -364,10 +370,6 @@ def _details(summary: str, content: str) -> str:
 
 def _uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _rgb(image: np.ndarray) -> np.ndarray:
-    return np.dstack([image] * 3) if image.ndim == 2 else image
 
 
 def image_bytes(image: np.ndarray, fmt: str = "png") -> bytes:
@@ -852,10 +854,9 @@ def reproduce_argv(output: Output) -> list[str]:
     if command == "flows":
         argv = ["flows", str(content["normalized"]), out]
     elif "+" in dataset_kind:  # a composite: --dataset KIND=PATH,annotations=FILE each
-        files = annotations.split(";")
         argv = [command, out]
-        for i, spec in enumerate(dataset.split(";")):
-            argv += ["--dataset", spec + (f",annotations={files[i]}" if i < len(files) and files[i] else "")]
+        for part_kind, path, file in composite_parts(content):
+            argv += ["--dataset", f"{part_kind}={path}" + (f",annotations={file}" if file else "")]
     else:
         argv = [command, dataset, out] + (["-a", annotations] if annotations else [])
         if dataset_kind and dataset_kind != "samm":
